@@ -1,0 +1,161 @@
+//! Per-partition producer state (the last block of each producer) and its
+//! checkpoint files.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{i64_at, u32_at, u64_at};
+
+const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"SBPS");
+const SNAPSHOT_VERSION: u32 = 1;
+/// Snapshots kept per partition; older ones are deleted.
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// What the log holds of one producer in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerState {
+    /// The producer's highest block in this partition.
+    pub last_block: u64,
+    /// First offset of that block's batch.
+    pub first_offset: u64,
+    /// Last offset of that block's batch.
+    pub last_offset: u64,
+    /// Wall-clock time of that append, ms since the epoch.
+    pub last_seen_ms: i64,
+}
+
+pub(crate) type Producers = HashMap<String, ProducerState>;
+
+pub(crate) fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
+    dir.join(format!("{offset:020}.producers"))
+}
+
+/// Snapshot files of a partition directory, newest first.
+pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(Error::io("list", dir))? {
+        let e = e.map_err(Error::io("list", dir))?;
+        let name = e.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".producers")) else {
+            continue;
+        };
+        if let Ok(off) = stem.parse::<u64>() {
+            out.push((off, e.path()));
+        }
+    }
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(out)
+}
+
+/// Encodes a snapshot of `producers` covering every batch before `offset`.
+pub(crate) fn encode_snapshot(offset: u64, producers: &Producers) -> Vec<u8> {
+    let mut b = Vec::with_capacity(24 + producers.len() * 64);
+    b.extend_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
+    b.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    b.extend_from_slice(&offset.to_le_bytes());
+    b.extend_from_slice(&(producers.len() as u32).to_le_bytes());
+    // sorted, so that equal state gives equal bytes
+    let mut ids: Vec<_> = producers.iter().collect();
+    ids.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, s) in ids {
+        b.push(id.len() as u8);
+        b.extend_from_slice(id.as_bytes());
+        b.extend_from_slice(&s.last_block.to_le_bytes());
+        b.extend_from_slice(&s.first_offset.to_le_bytes());
+        b.extend_from_slice(&s.last_offset.to_le_bytes());
+        b.extend_from_slice(&s.last_seen_ms.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes a snapshot; `None` if anything about it is off.
+pub(crate) fn decode_snapshot(b: &[u8]) -> Option<(u64, Producers)> {
+    let body = b.len().checked_sub(4)?;
+    if body < 20 || crc32c::crc32c(&b[..body]) != u32_at(b, body) {
+        return None;
+    }
+    if u32_at(b, 0) != SNAPSHOT_MAGIC || u32_at(b, 4) != SNAPSHOT_VERSION {
+        return None;
+    }
+    let offset = u64_at(b, 8);
+    let count = u32_at(b, 16) as usize;
+    let mut p = 20;
+    let mut out = Producers::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let n = *b.get(p)? as usize;
+        let id = std::str::from_utf8(b.get(p + 1..p + 1 + n)?).ok()?;
+        let f = b.get(p + 1 + n..p + 1 + n + 32)?;
+        let s = ProducerState {
+            last_block: u64_at(f, 0),
+            first_offset: u64_at(f, 8),
+            last_offset: u64_at(f, 16),
+            last_seen_ms: i64_at(f, 24),
+        };
+        if s.first_offset > s.last_offset || s.last_offset >= offset || s.last_block == 0 {
+            return None;
+        }
+        out.insert(id.to_string(), s);
+        p += 1 + n + 32;
+    }
+    (p == body).then_some((offset, out))
+}
+
+/// Writes a snapshot durably (temp file, fsync, rename, fsync dir) and drops
+/// all but the newest [`SNAPSHOTS_KEPT`].
+pub(crate) fn write_snapshot(dir: &Path, offset: u64, producers: &Producers) -> Result<()> {
+    let path = snapshot_path(dir, offset);
+    let tmp = path.with_extension("producers.tmp");
+    let bytes = encode_snapshot(offset, producers);
+    let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    f.write_all(&bytes).map_err(Error::io("write", &tmp))?;
+    f.sync_all().map_err(Error::io("fsync", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(Error::io("rename", &tmp))?;
+    crate::fsync_dir(dir)?;
+    for (_, old) in list_snapshots(dir)?.into_iter().skip(SNAPSHOTS_KEPT) {
+        std::fs::remove_file(&old).map_err(Error::io("remove", &old))?;
+    }
+    Ok(())
+}
+
+/// Drops producers unused for longer than `ttl_ms`.
+pub(crate) fn expire(producers: &mut Producers, now_ms: i64, ttl_ms: u64) {
+    let cutoff = now_ms.saturating_sub(ttl_ms.min(i64::MAX as u64) as i64);
+    producers.retain(|_, s| s.last_seen_ms >= cutoff);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_round_trip_and_damage() {
+        let mut p = Producers::new();
+        for i in 0..20u64 {
+            p.insert(
+                format!("producer-{i}"),
+                ProducerState {
+                    last_block: i + 1,
+                    first_offset: i * 10,
+                    last_offset: i * 10 + 3,
+                    last_seen_ms: 1_000 + i as i64,
+                },
+            );
+        }
+        let b = encode_snapshot(500, &p);
+        assert_eq!(decode_snapshot(&b), Some((500, p.clone())));
+        for i in 0..b.len() {
+            let mut c = b.clone();
+            c[i] ^= 0x04;
+            assert!(decode_snapshot(&c).is_none());
+            assert!(decode_snapshot(&b[..i]).is_none());
+        }
+        let mut q = p.clone();
+        expire(&mut q, 1_015, 5);
+        assert_eq!(q.len(), 10);
+    }
+}

@@ -1,0 +1,286 @@
+//! One segment: a `.log` file of batches and its two index files.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::format::{BatchHeader, HEADER_LEN};
+use crate::index::SegmentIndex;
+
+/// Largest batch a scan accepts: a corrupt length field must not make it
+/// allocate gigabytes.
+pub(crate) const MAX_BATCH_HARD: u64 = 1 << 30;
+/// Read size of recovery scans.
+const SCAN_CHUNK: usize = 4 << 20;
+
+pub(crate) fn file_stem(base: u64) -> String {
+    format!("{base:020}")
+}
+
+pub(crate) fn log_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{}.log", file_stem(base)))
+}
+
+pub(crate) fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{}.index", file_stem(base)))
+}
+
+pub(crate) fn time_index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{}.timeindex", file_stem(base)))
+}
+
+/// A segment as readers and the writer share it.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base: u64,
+    pub path: PathBuf,
+    pub file: File,
+    /// Bytes of complete batches: readers never read past this.
+    size: AtomicU64,
+    pub index: RwLock<SegmentIndex>,
+    /// For a sealed segment whose scan found bad bytes: where and why. The
+    /// offsets from there to the next segment are never served.
+    pub damage: Option<(u64, String)>,
+}
+
+/// How a scan of a segment ended.
+#[derive(Debug)]
+pub(crate) struct ScanEnd {
+    /// Position after the last valid batch.
+    pub valid_len: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub stopped: Option<String>,
+}
+
+impl Segment {
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub fn set_size(&self, size: u64) {
+        self.size.store(size, Ordering::Release)
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.index.read().next_offset
+    }
+
+    /// Creates an empty segment with empty index files.
+    pub fn create(dir: &Path, base: u64) -> Result<Segment> {
+        let path = log_path(dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(Error::io("create", &path))?;
+        for p in [index_path(dir, base), time_index_path(dir, base)] {
+            File::create(&p).map_err(Error::io("create", &p))?;
+        }
+        Ok(Segment {
+            base,
+            path,
+            file,
+            size: AtomicU64::new(0),
+            index: RwLock::new(SegmentIndex::new(base)),
+            damage: None,
+        })
+    }
+
+    /// Opens a sealed segment. Trusts its index files if their checksums and
+    /// lengths hold; otherwise rebuilds them by a full validating scan, and
+    /// records (without truncating) any damage that scan finds.
+    pub fn open_sealed(dir: &Path, base: u64, interval: u64) -> Result<Segment> {
+        let path = log_path(dir, base);
+        let file = File::open(&path).map_err(Error::io("open", &path))?;
+        let len = file.metadata().map_err(Error::io("stat", &path))?.len();
+        let ip = index_path(dir, base);
+        let tp = time_index_path(dir, base);
+        let loaded = match (std::fs::read(&ip), std::fs::read(&tp)) {
+            (Ok(o), Ok(t)) => SegmentIndex::decode_sealed(base, &o, &t, len),
+            _ => None,
+        };
+        if let Some(index) = loaded {
+            return Ok(Segment {
+                base,
+                path,
+                file,
+                size: AtomicU64::new(index.size),
+                index: RwLock::new(index),
+                damage: None,
+            });
+        }
+        tracing::info!(segment = %path.display(), "rebuilding index of sealed segment");
+        let mut index = SegmentIndex::new(base);
+        let end = scan(&file, &path, base, len, |h, pos, _| {
+            index.on_batch(h, pos, interval);
+        })?;
+        let damage = end.stopped.map(|why| {
+            tracing::error!(segment = %path.display(), position = end.valid_len, reason = %why, "sealed segment is damaged");
+            (end.valid_len, why)
+        });
+        write_index_files(dir, &index, true)?;
+        Ok(Segment {
+            base,
+            path,
+            file,
+            size: AtomicU64::new(end.valid_len),
+            index: RwLock::new(index),
+            damage,
+        })
+    }
+
+    /// Opens the last segment for appending: validates every batch, truncates
+    /// the file after the last valid one, and rewrites its index files.
+    /// `on_batch` sees every valid batch (producer-state recovery).
+    pub fn open_active(
+        dir: &Path,
+        base: u64,
+        interval: u64,
+        mut on_batch: impl FnMut(&BatchHeader, &[u8]),
+    ) -> Result<Segment> {
+        let path = log_path(dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("open", &path))?;
+        let len = file.metadata().map_err(Error::io("stat", &path))?.len();
+        let mut index = SegmentIndex::new(base);
+        let end = scan(&file, &path, base, len, |h, pos, batch| {
+            index.on_batch(h, pos, interval);
+            on_batch(h, batch);
+        })?;
+        if end.valid_len < len {
+            tracing::warn!(
+                segment = %path.display(),
+                valid = end.valid_len,
+                file_len = len,
+                reason = end.stopped.as_deref().unwrap_or(""),
+                "truncating torn or invalid tail of the active segment"
+            );
+            file.set_len(end.valid_len)
+                .map_err(Error::io("truncate", &path))?;
+            file.sync_all().map_err(Error::io("fsync", &path))?;
+        }
+        write_index_files(dir, &index, false)?;
+        Ok(Segment {
+            base,
+            path,
+            file,
+            size: AtomicU64::new(end.valid_len),
+            index: RwLock::new(index),
+            damage: None,
+        })
+    }
+
+    /// Reads exactly `len` bytes at `pos` into a fresh buffer: the one copy on
+    /// the read path.
+    pub fn read_exact(&self, pos: u64, len: usize) -> Result<bytes::Bytes> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .map_err(Error::io("read", &self.path))?;
+        Ok(bytes::Bytes::from(buf))
+    }
+}
+
+/// Writes both index files of a segment. Sealed files end in a checked footer;
+/// the active segment's files hold bare entries, appended to as it grows.
+pub(crate) fn write_index_files(dir: &Path, index: &SegmentIndex, sealed: bool) -> Result<()> {
+    let (o, t) = if sealed {
+        (index.encode_offsets(), index.encode_times())
+    } else {
+        let mut o = Vec::new();
+        let mut t = Vec::new();
+        for e in &index.offsets {
+            crate::index::push_offset_entry(&mut o, *e);
+        }
+        for e in &index.times {
+            crate::index::push_time_entry(&mut t, *e);
+        }
+        (o, t)
+    };
+    for (p, bytes) in [
+        (index_path(dir, index.base), o),
+        (time_index_path(dir, index.base), t),
+    ] {
+        let mut f = File::create(&p).map_err(Error::io("create", &p))?;
+        f.write_all(&bytes).map_err(Error::io("write", &p))?;
+        if sealed {
+            f.sync_data().map_err(Error::io("fsync", &p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Walks the batches of a segment file from its start, checking each one
+/// (magic, lengths, CRC, contiguous offsets starting at `base`), and calls
+/// `f(header, position, bytes)` for every valid batch. Stops at the end of
+/// the file or at the first invalid batch, and says which.
+pub(crate) fn scan(
+    file: &File,
+    path: &Path,
+    base: u64,
+    file_len: u64,
+    mut f: impl FnMut(&BatchHeader, u64, &[u8]),
+) -> Result<ScanEnd> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_pos = 0u64;
+    let mut pos = 0u64;
+    let mut expected = base;
+    let ensure = |buf: &mut Vec<u8>, buf_pos: &mut u64, at: u64, n: u64| -> Result<()> {
+        if at >= *buf_pos && at + n <= *buf_pos + buf.len() as u64 {
+            return Ok(());
+        }
+        let want = n.max(SCAN_CHUNK as u64).min(file_len - at) as usize;
+        buf.resize(want, 0);
+        file.read_exact_at(buf, at).map_err(Error::io("read", path))?;
+        *buf_pos = at;
+        Ok(())
+    };
+    let stopped = loop {
+        if pos == file_len {
+            break None;
+        }
+        if file_len - pos < HEADER_LEN as u64 {
+            break Some("torn batch header at end of file".to_string());
+        }
+        ensure(&mut buf, &mut buf_pos, pos, HEADER_LEN as u64)?;
+        let at = (pos - buf_pos) as usize;
+        let h = match BatchHeader::parse(&buf[at..at + HEADER_LEN]) {
+            Ok(h) => h,
+            Err(why) => break Some(why.to_string()),
+        };
+        if h.len as u64 > MAX_BATCH_HARD {
+            break Some("batch length beyond limit".to_string());
+        }
+        if h.len as u64 > file_len - pos {
+            break Some("torn batch at end of file".to_string());
+        }
+        if h.base_offset != expected {
+            break Some(format!(
+                "batch base offset {} where {} was expected",
+                h.base_offset, expected
+            ));
+        }
+        ensure(&mut buf, &mut buf_pos, pos, h.len as u64)?;
+        let at = (pos - buf_pos) as usize;
+        let batch = &buf[at..at + h.len as usize];
+        if !h.verify_crc(batch) {
+            break Some("batch checksum mismatch".to_string());
+        }
+        f(&h, pos, batch);
+        expected = h.next_offset();
+        pos += h.len as u64;
+    };
+    Ok(ScanEnd {
+        valid_len: pos,
+        stopped,
+    })
+}
