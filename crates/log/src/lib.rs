@@ -85,7 +85,7 @@
 //! that block's batch, i64 last append time; then a CRC32C of all before it.
 //! It holds the state of every batch below `offset`. One is written when a
 //! segment is sealed (at the new segment's base) and on clean close; the two
-//! newest are kept.
+//! newest are kept, and the newest at or below the active segment's base.
 //!
 //! # Invariants
 //!

@@ -403,7 +403,7 @@ impl Partition {
         self.mark_durable(next);
         segment::write_index_files(&self.dir, &old.index.read(), true)?;
         producer::expire(&mut w.producers, now_ms(), self.cfg.producer_ttl_ms);
-        producer::write_snapshot(&self.dir, next, &w.producers)?;
+        producer::write_snapshot(&self.dir, next, &w.producers, next)?;
         let seg = Segment::create(&self.dir, next)?;
         crate::fsync_dir(&self.dir)?;
         self.dir_unsynced.store(false, Ordering::Release);
@@ -669,7 +669,8 @@ impl Partition {
                     return Ok(());
                 }
                 producer::expire(&mut w.producers, now_ms(), self.cfg.producer_ttl_ms);
-                producer::write_snapshot(&self.dir, self.written.load(Ordering::Acquire), &w.producers)
+                let end = self.written.load(Ordering::Acquire);
+                producer::write_snapshot(&self.dir, end, &w.producers, w.active.base)
             })
         };
         self.closed.store(true, Ordering::Release);
@@ -707,7 +708,11 @@ fn recover_producers(
     let mut producers = Producers::new();
     for (off, path) in producer::list_snapshots(dir)? {
         if off > end {
-            tracing::warn!(snapshot = %path.display(), end, "producer snapshot is ahead of the log; ignored");
+            // The log lost its tail since (torn write, `never` durability):
+            // this snapshot describes batches that are gone, and offsets it
+            // names will be reused, so it must never be read again.
+            tracing::warn!(snapshot = %path.display(), end, "producer snapshot is ahead of the log; removed");
+            std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
             continue;
         }
         let decoded = std::fs::read(&path)

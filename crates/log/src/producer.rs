@@ -106,8 +106,10 @@ pub(crate) fn decode_snapshot(b: &[u8]) -> Option<(u64, Producers)> {
 }
 
 /// Writes a snapshot durably (temp file, fsync, rename, fsync dir) and drops
-/// all but the newest [`SNAPSHOTS_KEPT`].
-pub(crate) fn write_snapshot(dir: &Path, offset: u64, producers: &Producers) -> Result<()> {
+/// all but the newest [`SNAPSHOTS_KEPT`] and the newest at or below
+/// `active_base`. That one never needs data a torn active segment can lose,
+/// so recovery always has a usable checkpoint.
+pub(crate) fn write_snapshot(dir: &Path, offset: u64, producers: &Producers, active_base: u64) -> Result<()> {
     let path = snapshot_path(dir, offset);
     let tmp = path.with_extension("producers.tmp");
     let bytes = encode_snapshot(offset, producers);
@@ -116,8 +118,12 @@ pub(crate) fn write_snapshot(dir: &Path, offset: u64, producers: &Producers) -> 
     f.sync_all().map_err(Error::io("fsync", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(Error::io("rename", &tmp))?;
     crate::fsync_dir(dir)?;
-    for (_, old) in list_snapshots(dir)?.into_iter().skip(SNAPSHOTS_KEPT) {
-        std::fs::remove_file(&old).map_err(Error::io("remove", &old))?;
+    let all = list_snapshots(dir)?;
+    let floor = all.iter().position(|(o, _)| *o <= active_base);
+    for (i, (_, old)) in all.iter().enumerate().skip(SNAPSHOTS_KEPT) {
+        if Some(i) != floor {
+            std::fs::remove_file(old).map_err(Error::io("remove", old))?;
+        }
     }
     Ok(())
 }
