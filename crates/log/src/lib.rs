@@ -145,6 +145,21 @@ pub use format::{BatchBuilder, HeaderIter, Headers, Record};
 pub use partition::{AppendOutcome, Appended, Partition, ReadBatch};
 pub use producer::ProducerState;
 
+/// Entry points for fuzz targets and robustness tests: every decoder of
+/// bytes read from disk, run on arbitrary input. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Runs the batch, index and checkpoint decoders on `data`; they must
+    /// return (an error or a value), never panic.
+    pub fn decode_all(data: &[u8]) {
+        crate::format::fuzz_batch(data);
+        let split = data.first().map_or(0, |b| *b as usize).min(data.len());
+        let (a, b) = data.split_at(split);
+        let _ = crate::index::SegmentIndex::decode_sealed(0, a, b, data.len() as u64);
+        let _ = crate::producer::decode_snapshot(data);
+    }
+}
+
 const STREAM_FORMAT: u32 = 1;
 
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
@@ -434,19 +449,25 @@ impl Drop for Log {
 }
 
 impl Inner {
+    /// Applies retention everywhere; a failing partition does not stop the
+    /// others, and the first error is reported.
     fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let streams: Vec<_> = self.streams.read().values().cloned().collect();
         let mut deleted = 0;
+        let mut first = None;
         for s in streams {
             for p in &s.partitions {
                 match p.apply_retention(&s.settings, now_ms) {
                     Ok(n) => deleted += n,
                     Err(Error::Closed) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        tracing::error!(stream = %s.name, partition = p.id(), error = %e, "retention failed");
+                        first.get_or_insert(e);
+                    }
                 }
             }
         }
-        Ok(deleted)
+        first.map_or(Ok(deleted), Err)
     }
 }
 
