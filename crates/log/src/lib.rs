@@ -284,6 +284,10 @@ impl Log {
         let sdir = root.join("streams");
         for e in std::fs::read_dir(&sdir).map_err(Error::io("list", &sdir))? {
             let e = e.map_err(Error::io("list", &sdir))?;
+            if !e.file_type().map_err(Error::io("stat", e.path()))?.is_dir() {
+                tracing::warn!(path = %e.path().display(), "ignoring a file that is not a stream directory");
+                continue;
+            }
             let stream = open_stream(&e.path(), &cfg)?;
             streams.insert(stream.name.clone(), Arc::new(stream));
         }

@@ -209,7 +209,10 @@ impl Partition {
         self.segments.read().iter().map(|s| s.size()).sum()
     }
 
-    /// The latest block of `producer` in this partition, if known.
+    /// The latest block of `producer` in this partition, if known. It is on
+    /// disk once `last_offset < durable_end()` (with [`Durability::Always`],
+    /// as soon as the append that wrote it has returned). After a crash this
+    /// is exactly the last block the recovered log holds.
     pub fn producer(&self, producer: &str) -> Option<ProducerState> {
         self.writer.lock().producers.get(producer).copied()
     }
