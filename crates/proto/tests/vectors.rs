@@ -66,59 +66,22 @@ fn signing_matches_vectors() {
             signing::sign(c.secret.as_bytes(), c.t, &c.method, &c.path, body),
             c.header
         );
-        let ok = signing::verify(
-            &c.header,
-            c.secret.as_bytes(),
-            &c.method,
-            &c.path,
-            body,
-            c.t,
-            MAX_SKEW_MS,
-        );
-        assert_eq!(ok.unwrap().t, c.t);
+        let check = |secret: &[u8], method: &str, path: &str, body: &[u8], now: u64| {
+            signing::verify(&c.header, secret, method, path, body, now, MAX_SKEW_MS)
+        };
+        let secret = c.secret.as_bytes();
+        assert_eq!(check(secret, &c.method, &c.path, body, c.t).unwrap().t, c.t);
         // any change to what is signed is a mismatch
         let bad = [
-            signing::verify(&c.header, b"other", &c.method, &c.path, body, c.t, MAX_SKEW_MS),
-            signing::verify(
-                &c.header,
-                c.secret.as_bytes(),
-                "PUT",
-                &c.path,
-                body,
-                c.t,
-                MAX_SKEW_MS,
-            ),
-            signing::verify(
-                &c.header,
-                c.secret.as_bytes(),
-                &c.method,
-                "/v1/sessions/x",
-                body,
-                c.t,
-                MAX_SKEW_MS,
-            ),
-            signing::verify(
-                &c.header,
-                c.secret.as_bytes(),
-                &c.method,
-                &c.path,
-                b"{}x",
-                c.t,
-                MAX_SKEW_MS,
-            ),
+            check(b"other", &c.method, &c.path, body, c.t),
+            check(secret, "PUT", &c.path, body, c.t),
+            check(secret, &c.method, "/v1/sessions/x", body, c.t),
+            check(secret, &c.method, &c.path, b"{}x", c.t),
         ];
         for b in bad {
             assert_eq!(b, Err(SignatureError::Mismatch));
         }
-        let stale = signing::verify(
-            &c.header,
-            c.secret.as_bytes(),
-            &c.method,
-            &c.path,
-            body,
-            c.t + MAX_SKEW_MS + 1,
-            MAX_SKEW_MS,
-        );
+        let stale = check(secret, &c.method, &c.path, body, c.t + MAX_SKEW_MS + 1);
         assert!(matches!(stale, Err(SignatureError::Stale { .. })));
     }
 }
