@@ -178,8 +178,14 @@ impl BatchBuilder {
         crc32c::crc32c(&self.buf[HEADER_LEN..])
     }
 
-    /// Fills the header for `base_offset` and returns the bytes to write.
-    pub(crate) fn seal(&mut self, base_offset: u64, append_time_ms: i64, body_crc: u32) -> &[u8] {
+    /// Fills the header for `base_offset`; returns it, parsed, and the bytes
+    /// to write.
+    pub(crate) fn seal(
+        &mut self,
+        base_offset: u64,
+        append_time_ms: i64,
+        body_crc: u32,
+    ) -> (BatchHeader, &[u8]) {
         let len = self.buf.len() as u32;
         let producer_len = (self.body_start - HEADER_LEN) as u16;
         let h = &mut self.buf[..HEADER_LEN];
@@ -197,15 +203,19 @@ impl BatchBuilder {
         h[OFF_APPEND_TIME..OFF_APPEND_TIME + 8].copy_from_slice(&append_time_ms.to_le_bytes());
         let crc = crc32c::crc32c_append(body_crc, &h[CRC_HEADER_FROM..HEADER_LEN]);
         h[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
-        &self.buf
-    }
-
-    pub(crate) fn first_timestamp(&self) -> i64 {
-        self.first_ts
-    }
-
-    pub(crate) fn max_timestamp(&self) -> i64 {
-        self.max_ts
+        let header = BatchHeader {
+            len,
+            crc,
+            producer_len,
+            base_offset,
+            record_count: self.records,
+            first_timestamp: self.first_ts,
+            max_timestamp: self.max_ts,
+            block: self.block,
+            append_time_ms,
+        };
+        debug_assert_eq!(BatchHeader::parse(&self.buf), Ok(header));
+        (header, &self.buf)
     }
 }
 
@@ -514,8 +524,10 @@ mod tests {
         for producer in [None, Some(("p-1", 7))] {
             let mut b = build(producer);
             let crc = b.body_crc();
-            let bytes = Bytes::copy_from_slice(b.seal(100, 1234, crc));
+            let (sealed, bytes) = b.seal(100, 1234, crc);
+            let bytes = Bytes::copy_from_slice(bytes);
             let h = BatchHeader::parse(&bytes).unwrap();
+            assert_eq!(h, sealed);
             assert!(h.verify_crc(&bytes));
             assert_eq!(h.base_offset, 100);
             assert_eq!(h.record_count, 3);
@@ -539,7 +551,7 @@ mod tests {
     fn every_flipped_bit_is_caught() {
         let mut b = build(Some(("p", 1)));
         let crc = b.body_crc();
-        let bytes = b.seal(7, 1, crc).to_vec();
+        let bytes = b.seal(7, 1, crc).1.to_vec();
         for i in 0..bytes.len() {
             for bit in 0..8 {
                 let mut c = bytes.clone();
@@ -554,7 +566,7 @@ mod tests {
     fn budget_always_takes_one_record() {
         let mut b = build(None);
         let crc = b.body_crc();
-        let bytes = Bytes::copy_from_slice(b.seal(0, 1, crc));
+        let bytes = Bytes::copy_from_slice(b.seal(0, 1, crc).1);
         let h = BatchHeader::parse(&bytes).unwrap();
         let mut out = Vec::new();
         decode_records(&h, &bytes, 0, &mut out, &mut (10, 1)).unwrap();

@@ -197,7 +197,7 @@ mod tests {
             b.push(ts + i as i64, None, &vec![0u8; size], []);
         }
         let crc = b.body_crc();
-        BatchHeader::parse(b.seal(base, 0, crc)).unwrap()
+        b.seal(base, 0, crc).0
     }
 
     fn sample() -> SegmentIndex {

@@ -275,7 +275,7 @@ impl Partition {
         let active = w.active.clone();
         let pos = active.size();
         let append_time = now_ms();
-        let bytes = batch.seal(base, append_time, crc);
+        let (h, bytes) = batch.seal(base, append_time, crc);
         if let Err(e) = active.file.write_all_at(bytes, pos) {
             // take back whatever part of the batch reached the file
             let err = Error::io("write", &active.path)(e);
@@ -284,17 +284,6 @@ impl Partition {
             }
             return Err(err);
         }
-        let h = BatchHeader {
-            len: size as u32,
-            crc: 0,
-            producer_len: 0,
-            base_offset: base,
-            record_count: count as u32,
-            first_timestamp: batch.first_timestamp(),
-            max_timestamp: batch.max_timestamp(),
-            block: 0,
-            append_time_ms: append_time,
-        };
         let added = active
             .index
             .write()
