@@ -24,6 +24,7 @@ const OFF_ATTRIBUTES: usize = 13;
 const OFF_PRODUCER_LEN: usize = 14;
 const OFF_BASE: usize = 16;
 const OFF_COUNT: usize = 24;
+const OFF_BLOCK_PARTS: usize = 28;
 const OFF_FIRST_TS: usize = 32;
 const OFF_MAX_TS: usize = 40;
 const OFF_BLOCK: usize = 48;
@@ -43,6 +44,7 @@ pub struct BatchBuilder {
     first_ts: i64,
     max_ts: i64,
     block: u64,
+    block_parts: u32,
     body_start: usize,
 }
 
@@ -66,6 +68,7 @@ impl BatchBuilder {
             first_ts: 0,
             max_ts: i64::MIN,
             block: 0,
+            block_parts: 0,
             body_start: HEADER_LEN,
         };
         b.buf.resize(HEADER_LEN, 0);
@@ -82,6 +85,7 @@ impl BatchBuilder {
         self.first_ts = 0;
         self.max_ts = i64::MIN;
         self.block = 0;
+        self.block_parts = 0;
         self.body_start = HEADER_LEN;
         if let Some((id, block)) = producer {
             if id.is_empty() || id.len() > MAX_PRODUCER_LEN {
@@ -105,6 +109,14 @@ impl BatchBuilder {
         let mut b = Self::new();
         b.reset(Some((id, block)))?;
         Ok(b)
+    }
+
+    /// Records how many partitions the producer block this batch belongs to
+    /// was split over (stored with the batch, so that a reader of the log
+    /// can tell whether every part of the block is present). Ignored
+    /// without a producer.
+    pub fn set_block_parts(&mut self, parts: u32) {
+        self.block_parts = parts;
     }
 
     /// Adds a record. `headers` are (name, value) byte pairs.
@@ -196,7 +208,8 @@ impl BatchBuilder {
         h[OFF_PRODUCER_LEN..OFF_PRODUCER_LEN + 2].copy_from_slice(&producer_len.to_le_bytes());
         h[OFF_BASE..OFF_BASE + 8].copy_from_slice(&base_offset.to_le_bytes());
         h[OFF_COUNT..OFF_COUNT + 4].copy_from_slice(&self.records.to_le_bytes());
-        h[OFF_COUNT + 4..OFF_FIRST_TS].copy_from_slice(&[0; 4]);
+        let parts = if self.block == 0 { 0 } else { self.block_parts };
+        h[OFF_BLOCK_PARTS..OFF_FIRST_TS].copy_from_slice(&parts.to_le_bytes());
         h[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&self.first_ts.to_le_bytes());
         h[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&self.max_ts.to_le_bytes());
         h[OFF_BLOCK..OFF_BLOCK + 8].copy_from_slice(&self.block.to_le_bytes());
@@ -212,6 +225,7 @@ impl BatchBuilder {
             first_timestamp: self.first_ts,
             max_timestamp: self.max_ts,
             block: self.block,
+            block_parts: parts,
             append_time_ms,
         };
         debug_assert_eq!(BatchHeader::parse(&self.buf), Ok(header));
@@ -239,6 +253,9 @@ pub struct BatchHeader {
     pub max_timestamp: i64,
     /// Producer block number (0 without producer).
     pub block: u64,
+    /// Number of partitions the producer block was split over (0 when not
+    /// recorded, always 0 without producer).
+    pub block_parts: u32,
     /// Wall-clock time of the append, in ms since the epoch.
     pub append_time_ms: i64,
 }
@@ -286,6 +303,7 @@ impl BatchHeader {
             first_timestamp: i64_at(b, OFF_FIRST_TS),
             max_timestamp: i64_at(b, OFF_MAX_TS),
             block: u64_at(b, OFF_BLOCK),
+            block_parts: u32_at(b, OFF_BLOCK_PARTS),
             append_time_ms: i64_at(b, OFF_APPEND_TIME),
         };
         if h.record_count == 0 {
@@ -296,7 +314,10 @@ impl BatchHeader {
         if (h.len as u64) < min_len {
             return Err("batch length too small for its record count");
         }
-        if (h.producer_len == 0) != (h.block == 0) || h.producer_len as usize > MAX_PRODUCER_LEN {
+        if (h.producer_len == 0) != (h.block == 0)
+            || h.producer_len as usize > MAX_PRODUCER_LEN
+            || (h.block == 0 && h.block_parts != 0)
+        {
             return Err("inconsistent producer fields");
         }
         if h.base_offset.checked_add(h.record_count as u64).is_none() {

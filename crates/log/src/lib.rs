@@ -49,7 +49,7 @@
 //! | 14..16 | u16 producer id length (0: no producer) |
 //! | 16..24 | u64 base offset |
 //! | 24..28 | u32 record count (at least 1) |
-//! | 28..32 | zero |
+//! | 28..32 | u32 block parts: how many partitions the producer block was split over (0 without producer) |
 //! | 32..40 | i64 first timestamp (ms since the epoch) |
 //! | 40..48 | i64 largest timestamp |
 //! | 48..56 | u64 producer block number (0 without producer) |
@@ -80,9 +80,11 @@
 //!
 //! ## Producer checkpoints (`.producers`)
 //!
-//! Magic `SBPS`, u32 version = 1, u64 offset, u32 count, then per producer:
+//! Magic `SBPS`, u32 version = 2, u64 offset, u32 count, then per producer:
 //! u8 id length, id, u64 last block, u64 first offset and u64 last offset of
-//! that block's batch, i64 last append time; then a CRC32C of all before it.
+//! that block's batch, i64 last append time, u32 block parts; then a CRC32C
+//! of all before it. A checkpoint of another version is ignored (the state is
+//! rebuilt by scanning).
 //! It holds the state of every batch below `offset`. One is written when a
 //! segment is sealed (at the new segment's base) and on clean close; the two
 //! newest are kept, and the newest at or below the active segment's base.

@@ -308,6 +308,7 @@ impl Partition {
                 first_offset: base,
                 last_offset: next - 1,
                 last_seen_ms: append_time,
+                block_parts: h.block_parts,
             };
             match w.producers.get_mut(id) {
                 Some(s) => *s = state,
@@ -683,6 +684,7 @@ fn state_of(h: &BatchHeader) -> ProducerState {
         first_offset: h.base_offset,
         last_offset: h.next_offset() - 1,
         last_seen_ms: h.append_time_ms,
+        block_parts: h.block_parts,
     }
 }
 

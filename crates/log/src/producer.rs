@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::format::{i64_at, u32_at, u64_at};
 
 const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"SBPS");
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
+const ENTRY_FIELDS_LEN: usize = 36;
 /// Snapshots kept per partition; older ones are deleted.
 const SNAPSHOTS_KEPT: usize = 2;
 
@@ -25,6 +26,8 @@ pub struct ProducerState {
     pub last_offset: u64,
     /// Wall-clock time of that append, ms since the epoch.
     pub last_seen_ms: i64,
+    /// How many partitions that block was split over (0: not recorded).
+    pub block_parts: u32,
 }
 
 pub(crate) type Producers = HashMap<String, ProducerState>;
@@ -67,6 +70,7 @@ pub(crate) fn encode_snapshot(offset: u64, producers: &Producers) -> Vec<u8> {
         b.extend_from_slice(&s.first_offset.to_le_bytes());
         b.extend_from_slice(&s.last_offset.to_le_bytes());
         b.extend_from_slice(&s.last_seen_ms.to_le_bytes());
+        b.extend_from_slice(&s.block_parts.to_le_bytes());
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
@@ -89,18 +93,19 @@ pub(crate) fn decode_snapshot(b: &[u8]) -> Option<(u64, Producers)> {
     for _ in 0..count {
         let n = *b.get(p)? as usize;
         let id = std::str::from_utf8(b.get(p + 1..p + 1 + n)?).ok()?;
-        let f = b.get(p + 1 + n..p + 1 + n + 32)?;
+        let f = b.get(p + 1 + n..p + 1 + n + ENTRY_FIELDS_LEN)?;
         let s = ProducerState {
             last_block: u64_at(f, 0),
             first_offset: u64_at(f, 8),
             last_offset: u64_at(f, 16),
             last_seen_ms: i64_at(f, 24),
+            block_parts: u32_at(f, 32),
         };
         if s.first_offset > s.last_offset || s.last_offset >= offset || s.last_block == 0 {
             return None;
         }
         out.insert(id.to_string(), s);
-        p += 1 + n + 32;
+        p += 1 + n + ENTRY_FIELDS_LEN;
     }
     (p == body).then_some((offset, out))
 }
@@ -149,6 +154,7 @@ mod tests {
                     first_offset: i * 10,
                     last_offset: i * 10 + 3,
                     last_seen_ms: 1_000 + i as i64,
+                    block_parts: i as u32 % 3,
                 },
             );
         }

@@ -455,3 +455,22 @@ fn timestamps_find_offsets() {
         assert_eq!(p.offset_for_timestamp(ts).unwrap(), want, "ts {ts}");
     }
 }
+
+#[test]
+fn block_parts_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig::default();
+    {
+        let log = Log::open(dir.path(), cfg.clone()).unwrap();
+        let (s, _) = log.create_stream("parts", StreamSettings::default()).unwrap();
+        let mut b = BatchBuilder::for_producer("p1", 7).unwrap();
+        b.set_block_parts(3);
+        b.push(1, None, b"v", []);
+        s.partition(0).unwrap().append(&mut b).unwrap();
+        assert_eq!(s.partition(0).unwrap().producer("p1").unwrap().block_parts, 3);
+        log.close().unwrap();
+    }
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let p = log.stream("parts").unwrap().partition(0).unwrap().producer("p1").unwrap();
+    assert_eq!((p.last_block, p.block_parts), (7, 3));
+}
