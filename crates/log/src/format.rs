@@ -127,6 +127,18 @@ impl BatchBuilder {
         value: &[u8],
         headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     ) {
+        self.push_parts(timestamp_ms, key, &[value], headers)
+    }
+
+    /// Adds a record whose value is the concatenation of `value_parts`
+    /// (written straight into the batch: no intermediate buffer).
+    pub fn push_parts<'h>(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value_parts: &[&[u8]],
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    ) {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0u8; 4]); // record length, filled below
         self.buf.extend_from_slice(&timestamp_ms.to_le_bytes());
@@ -137,8 +149,11 @@ impl BatchBuilder {
             }
             None => self.buf.extend_from_slice(&u32::MAX.to_le_bytes()),
         }
-        self.buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(value);
+        let value_len: usize = value_parts.iter().map(|p| p.len()).sum();
+        self.buf.extend_from_slice(&(value_len as u32).to_le_bytes());
+        for p in value_parts {
+            self.buf.extend_from_slice(p);
+        }
         let headers_at = self.buf.len();
         self.buf.extend_from_slice(&[0u8; 4]);
         for (name, val) in headers {

@@ -1,0 +1,81 @@
+//! The session layer's error type. Each variant corresponds to one wire
+//! error code; the API tier maps them in one place.
+
+use switchboard_proto::ErrorCode;
+
+/// Result alias for this crate.
+pub type Result<T, E = SessionError> = std::result::Result<T, E>;
+
+/// Everything the backend tier answers instead of a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The request is malformed or out of range; the message says which field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The cursor is forged, altered or for another stream.
+    #[error("{0}")]
+    BadCursor(String),
+    /// No such stream.
+    #[error("stream {0:?} not found")]
+    StreamNotFound(String),
+    /// The session expired, was disposed, or never existed here.
+    #[error("session is gone: allocate a new one")]
+    SessionGone,
+    /// The call contradicts the session's state or the stream's settings.
+    #[error("{0}")]
+    Conflict(String),
+    /// A body or event is too large.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Too much in flight: retry after the given time.
+    #[error("{reason}: retry in {retry_after_ms} ms")]
+    Backpressure {
+        /// What is full.
+        reason: String,
+        /// Suggested wait.
+        retry_after_ms: u64,
+    },
+    /// Draining, or the store cannot serve: retry or re-allocate.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected store failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl SessionError {
+    /// The wire code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SessionError::BadRequest(_) => ErrorCode::BadRequest,
+            SessionError::BadCursor(_) => ErrorCode::BadCursor,
+            SessionError::StreamNotFound(_) => ErrorCode::StreamNotFound,
+            SessionError::SessionGone => ErrorCode::SessionGone,
+            SessionError::Conflict(_) => ErrorCode::Conflict,
+            SessionError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            SessionError::Backpressure { .. } => ErrorCode::Backpressure,
+            SessionError::Unavailable(_) => ErrorCode::Unavailable,
+            SessionError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub(crate) fn bad(msg: impl Into<String>) -> Self {
+        SessionError::BadRequest(msg.into())
+    }
+}
+
+impl From<switchboard_store::Error> for SessionError {
+    fn from(e: switchboard_store::Error) -> Self {
+        use switchboard_store::Error as S;
+        match e {
+            S::StreamNotFound(s) => SessionError::StreamNotFound(s),
+            S::SettingsConflict(s) => {
+                SessionError::Conflict(format!("stream {s:?} already exists with other settings"))
+            }
+            S::Invalid(m) => SessionError::BadRequest(m),
+            S::OffsetOutOfRange { .. } => SessionError::Internal(e.to_string()),
+            S::Unavailable(m) => SessionError::Unavailable(m),
+            S::Corrupt(m) => SessionError::Internal(m),
+        }
+    }
+}

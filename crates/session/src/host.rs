@@ -1,0 +1,639 @@
+//! The session host: every session of one backend node, stream admin and
+//! one-shot publishes, against one [`Store`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_proto::wire::{
+    limits, Allocate, Allocated, CreateStream, Disposed, EventOffset, Mode, PublishAnswer, PublishIn, Read,
+    SessionInfo, StreamDescription, StreamInfo, StreamList,
+};
+use switchboard_store::{Store, StreamSettings};
+
+use crate::cursor::CursorCodec;
+use crate::error::{Result, SessionError};
+use crate::idempotency::{Begin, Idempotency};
+use crate::keys::{random_id, Keys};
+use crate::reader::{ReadLimits, Reader};
+use crate::rpc::{Call, Request, Response};
+use crate::writer::{publish_block, CommitPlan, Writer};
+
+/// Settings of a session host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// This node's id, reported in allocations.
+    pub node_id: String,
+    /// Session lease.
+    pub lease_ms: u64,
+    /// Most open sessions on this node.
+    pub max_sessions: usize,
+    /// Read-ahead buffer per reader, bytes.
+    pub readahead_bytes: usize,
+    /// Scheduled-but-not-durable blocks per writer before `backpressure`.
+    pub max_blocks_in_flight: usize,
+    /// How long a writer's dispose waits for its scheduled blocks.
+    pub dispose_timeout: Duration,
+    /// How long idempotency keys are remembered.
+    pub idempotency_ttl_ms: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            node_id: "local".into(),
+            lease_ms: limits::LEASE_MS_DEFAULT,
+            max_sessions: 10_000,
+            readahead_bytes: 4 << 20,
+            max_blocks_in_flight: 16,
+            dispose_timeout: Duration::from_secs(10),
+            idempotency_ttl_ms: 24 * 3_600_000,
+        }
+    }
+}
+
+enum State {
+    Reader(Reader),
+    Writer(Writer),
+}
+
+struct Slot {
+    mode: Mode,
+    producer_key: Option<(String, String)>,
+    last_used_ms: AtomicI64,
+    state: tokio::sync::Mutex<State>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    cfg: HostConfig,
+    keys: Keys,
+    codec: CursorCodec,
+    sessions: Mutex<HashMap<String, Arc<Slot>>>,
+    producers: Mutex<HashMap<(String, String), String>>,
+    draining: AtomicBool,
+    idem: Arc<Idempotency>,
+}
+
+/// The backend tier of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionHost {
+    inner: Arc<Inner>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Names that clients cannot use: internal streams start with `__`.
+fn check_user_stream(name: &str) -> Result<()> {
+    if !switchboard_proto::wire::is_valid_name(name, limits::MAX_STREAM_NAME) {
+        return Err(SessionError::bad(format!(
+            "name: {name:?} must be 1 to 200 characters of A-Z a-z 0-9 . _ -"
+        )));
+    }
+    if name.starts_with("__") {
+        return Err(SessionError::bad(format!(
+            "name: {name:?} starts with \"__\", which is reserved for internal streams"
+        )));
+    }
+    Ok(())
+}
+
+/// A stream name in a path: internal streams do not exist for clients.
+fn visible_stream(name: &str) -> Result<()> {
+    if name.starts_with("__") || !switchboard_proto::wire::is_valid_name(name, limits::MAX_STREAM_NAME) {
+        return Err(SessionError::StreamNotFound(name.to_string()));
+    }
+    Ok(())
+}
+
+fn info(name: String, s: StreamSettings) -> StreamInfo {
+    StreamInfo {
+        name,
+        partitions: s.partitions,
+        retention_ms: s.retention_ms,
+        retention_bytes: s.retention_bytes,
+    }
+}
+
+/// The producer's `last_block` on a stream: the highest block that is
+/// durable in full with every block before it. Blocks are published one at
+/// a time, so only the newest block can be partial; each of its batches
+/// records how many partitions the block spans, so counting the partitions
+/// that hold it tells.
+pub async fn producer_last_block(store: &dyn Store, stream: &str, partitions: u32, producer: &str) -> Result<u64> {
+    let mut newest: Option<(u64, u32, u32)> = None; // block, parts, holders
+    for p in 0..partitions {
+        let Some(s) = store.producer(stream, p, producer).await? else {
+            continue;
+        };
+        newest = match newest {
+            Some((b, parts, n)) if b == s.last_block => Some((b, parts.max(s.block_parts), n + 1)),
+            Some((b, _, _)) if b > s.last_block => newest,
+            _ => Some((s.last_block, s.block_parts, 1)),
+        };
+    }
+    Ok(match newest {
+        None => 0,
+        Some((b, parts, holders)) if parts == 0 || holders >= parts => b,
+        Some((b, _, _)) => b - 1,
+    })
+}
+
+impl SessionHost {
+    /// A host over `store`. Loads idempotency keys, starts the lease sweeper.
+    pub async fn start(store: Arc<dyn Store>, keys: Keys, cfg: HostConfig) -> Result<SessionHost> {
+        let idem = Arc::new(Idempotency::load(store.clone(), cfg.idempotency_ttl_ms, now_ms()).await?);
+        let inner = Arc::new(Inner {
+            codec: CursorCodec::new(keys.cursor_key()),
+            store,
+            cfg,
+            keys,
+            sessions: Mutex::new(HashMap::new()),
+            producers: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            idem,
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                SessionHost { inner }.expire_sessions();
+            }
+        });
+        Ok(SessionHost { inner })
+    }
+
+    /// The server keys (the API tier derives session secrets from them).
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.cfg.node_id
+    }
+
+    /// Open sessions.
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.lock().len()
+    }
+
+    /// Whether the host is draining.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    fn expire_sessions(&self) {
+        let now = now_ms();
+        let lease = self.inner.cfg.lease_ms as i64;
+        let expired: Vec<(String, Arc<Slot>)> = {
+            let mut s = self.inner.sessions.lock();
+            let ids: Vec<String> = s
+                .iter()
+                .filter(|(_, slot)| now - slot.last_used_ms.load(Ordering::Acquire) > lease)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter().filter_map(|id| s.remove(&id).map(|v| (id, v))).collect()
+        };
+        for (id, slot) in expired {
+            tracing::debug!(session = %id, "session lease expired");
+            self.forget(&id, &slot);
+        }
+    }
+
+    fn forget(&self, id: &str, slot: &Slot) {
+        if let Some(k) = &slot.producer_key {
+            let mut p = self.inner.producers.lock();
+            if p.get(k).map(String::as_str) == Some(id) {
+                p.remove(k);
+            }
+        }
+        let mode = match slot.mode {
+            Mode::Read => "read",
+            Mode::Write => "write",
+        };
+        metrics::gauge!("switchboard_sessions_open", "mode" => mode).decrement(1.0);
+    }
+
+    /// Stops taking calls (they answer `unavailable`), waits up to `bound`
+    /// for every writer's scheduled blocks to be durable, then closes the
+    /// store. Returns how many writers did not finish in time.
+    pub async fn drain(&self, bound: Duration) -> usize {
+        self.inner.draining.store(true, Ordering::Release);
+        let slots: Vec<Arc<Slot>> = self.inner.sessions.lock().drain().map(|(_, s)| s).collect();
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut unfinished = 0;
+        for slot in slots {
+            if slot.mode != Mode::Write {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Ok(mut st) = tokio::time::timeout(left, slot.state.lock()).await else {
+                unfinished += 1;
+                continue;
+            };
+            if let State::Writer(w) = &mut *st {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                w.finish(left).await;
+                if w.in_flight() > 0 {
+                    unfinished += 1;
+                }
+            }
+        }
+        if let Err(e) = self.inner.store.close().await {
+            tracing::error!(error = %e, "closing the store failed");
+        }
+        unfinished
+    }
+
+    /// Handles one request.
+    pub async fn handle(&self, req: Request) -> Result<Response> {
+        if self.is_draining() {
+            return Err(SessionError::Unavailable("node is draining: retry on another node".into()));
+        }
+        match req {
+            Request::CreateStream(c) => self.create_stream(c).await,
+            Request::ListStreams => {
+                let streams = self.inner.store.list_streams().await?;
+                Ok(Response::Streams(StreamList {
+                    streams: streams
+                        .into_iter()
+                        .filter(|(n, _)| !n.starts_with("__"))
+                        .map(|(n, s)| info(n, s))
+                        .collect(),
+                }))
+            }
+            Request::DescribeStream(name) => {
+                visible_stream(&name)?;
+                let s = self.inner.store.describe_stream(&name).await?;
+                Ok(Response::Stream(StreamDescription {
+                    name: s.name,
+                    partitions: s.settings.partitions,
+                    retention_ms: s.settings.retention_ms,
+                    retention_bytes: s.settings.retention_bytes,
+                    start_offsets: s.start_offsets,
+                    end_offsets: s.end_offsets,
+                }))
+            }
+            Request::DeleteStream(name) => {
+                visible_stream(&name)?;
+                self.inner.store.delete_stream(&name).await?;
+                Ok(Response::StreamDeleted)
+            }
+            Request::Publish {
+                stream,
+                idempotency_key,
+                body,
+            } => self.publish(stream, idempotency_key, body).await,
+            Request::Allocate(a) => self.allocate(a).await,
+            Request::Session { id, call } => self.call(&id, call).await,
+        }
+    }
+
+    async fn create_stream(&self, c: CreateStream) -> Result<Response> {
+        check_user_stream(&c.name)?;
+        let partitions = c.partitions.unwrap_or(1);
+        if !(1..=limits::MAX_PARTITIONS).contains(&partitions) {
+            return Err(SessionError::bad(format!("partitions: must be 1 to 1024, got {partitions}")));
+        }
+        if c.retention_ms == Some(0) {
+            return Err(SessionError::bad("retention_ms: must be at least 1"));
+        }
+        if c.retention_bytes == Some(0) {
+            return Err(SessionError::bad("retention_bytes: must be at least 1"));
+        }
+        let settings = StreamSettings {
+            partitions,
+            retention_ms: c.retention_ms,
+            retention_bytes: c.retention_bytes,
+        };
+        let created = self.inner.store.create_stream(&c.name, settings).await?;
+        Ok(Response::StreamCreated(info(c.name, settings), created))
+    }
+
+    async fn publish(&self, stream: String, key: Option<String>, body: Bytes) -> Result<Response> {
+        visible_stream(&stream)?;
+        let settings = self.inner.store.stream_settings(&stream).await?;
+        let now = now_ms();
+        let guard = match &key {
+            Some(k) => {
+                if k.is_empty() || k.len() > 255 || !k.bytes().all(|c| c.is_ascii_graphic()) {
+                    return Err(SessionError::bad(
+                        "Idempotency-Key: must be 1 to 255 printable ASCII characters",
+                    ));
+                }
+                let hash = xxhash_rust::xxh3::xxh3_128(&body);
+                match self.inner.idem.begin(&stream, k, hash, now).await? {
+                    Begin::Done(answer) => return Ok(Response::Published(answer)),
+                    Begin::Go(g) => Some(g),
+                }
+            }
+            None => None,
+        };
+        let req: PublishIn<'_> =
+            serde_json::from_slice(&body).map_err(|e| SessionError::bad(format!("invalid publish body: {e}")))?;
+        let unkeyed = rand::random::<u32>() % settings.partitions;
+        let enc = crate::codec::encode_events(&req.events, settings.partitions, unkeyed, now, None)?;
+        let (events, bytes) = (enc.events, enc.bytes);
+        let ranges = publish_block(&*self.inner.store, &stream, 0, enc.parts).await?;
+        metrics::counter!("switchboard_events_in_total").increment(events);
+        metrics::counter!("switchboard_bytes_in_total").increment(bytes);
+        let first: HashMap<u32, u64> = ranges.iter().map(|r| (r.partition, r.first)).collect();
+        let offsets = enc
+            .placement
+            .iter()
+            .map(|&(p, i)| EventOffset {
+                partition: p,
+                offset: first.get(&p).copied().unwrap_or(0) + u64::from(i),
+            })
+            .collect();
+        let answer = serde_json::to_vec(&PublishAnswer { offsets }).map_err(|e| SessionError::Internal(e.to_string()))?;
+        let answer = Bytes::from(answer);
+        if let Some(g) = guard {
+            g.complete(answer.clone(), now).await?;
+        }
+        Ok(Response::Published(answer))
+    }
+
+    async fn allocate(&self, a: Allocate) -> Result<Response> {
+        visible_stream(&a.stream)?;
+        let settings = self.inner.store.stream_settings(&a.stream).await?;
+        if self.session_count() >= self.inner.cfg.max_sessions {
+            metrics::counter!("switchboard_backpressure_total", "reason" => "sessions").increment(1);
+            return Err(SessionError::Backpressure {
+                reason: format!("this node holds its maximum of {} sessions", self.inner.cfg.max_sessions),
+                retry_after_ms: 1000,
+            });
+        }
+        let id = random_id();
+        let (state, cursor, last_block, producer_key) = match a.mode {
+            Mode::Read => {
+                if a.producer.is_some() {
+                    return Err(SessionError::bad("producer: only writers have a producer"));
+                }
+                let positions = self.start_positions(&a, settings.partitions).await?;
+                let r = Reader::start(
+                    self.inner.store.clone(),
+                    self.inner.codec.clone(),
+                    a.stream.clone(),
+                    positions,
+                    self.inner.cfg.readahead_bytes,
+                );
+                let c = r.cursor().to_string();
+                (State::Reader(r), Some(c), None, None)
+            }
+            Mode::Write => {
+                if a.cursor.is_some() || a.partitions.is_some() {
+                    return Err(SessionError::bad("cursor, partitions: only readers have these"));
+                }
+                let (last, key) = match &a.producer {
+                    Some(p) => {
+                        if !switchboard_proto::wire::is_valid_name(p, limits::MAX_PRODUCER_ID) {
+                            return Err(SessionError::bad(format!(
+                                "producer: {p:?} must be 1 to 128 characters of A-Z a-z 0-9 . _ -"
+                            )));
+                        }
+                        let key = (a.stream.clone(), p.clone());
+                        self.fence_producer(&key).await;
+                        let last = producer_last_block(&*self.inner.store, &a.stream, settings.partitions, p).await?;
+                        (Some(last), Some(key))
+                    }
+                    None => (None, None),
+                };
+                let w = Writer::start(
+                    self.inner.store.clone(),
+                    a.stream.clone(),
+                    settings.partitions,
+                    a.producer.clone(),
+                    last,
+                    self.inner.cfg.max_blocks_in_flight,
+                );
+                (State::Writer(w), None, last, key)
+            }
+        };
+        let slot = Arc::new(Slot {
+            mode: a.mode,
+            producer_key: producer_key.clone(),
+            last_used_ms: AtomicI64::new(now_ms()),
+            state: tokio::sync::Mutex::new(state),
+        });
+        self.inner.sessions.lock().insert(id.clone(), slot);
+        if let Some(k) = producer_key {
+            self.inner.producers.lock().insert(k, id.clone());
+        }
+        let mode = match a.mode {
+            Mode::Read => "read",
+            Mode::Write => "write",
+        };
+        metrics::gauge!("switchboard_sessions_open", "mode" => mode).increment(1.0);
+        Ok(Response::Allocated(Allocated {
+            secret: self.inner.keys.session_secret(&id),
+            session: id,
+            mode: a.mode,
+            stream: a.stream,
+            cursor,
+            last_block,
+            lease_ms: self.inner.cfg.lease_ms,
+            node: self.inner.cfg.node_id.clone(),
+        }))
+    }
+
+    /// Ends the session that holds `key` on this node, after its scheduled
+    /// blocks are durable, so that two sessions never publish for one
+    /// producer at once here.
+    async fn fence_producer(&self, key: &(String, String)) {
+        let old = self.inner.producers.lock().remove(key);
+        let Some(old) = old else { return };
+        let slot = self.inner.sessions.lock().remove(&old);
+        if let Some(slot) = slot {
+            let mut st = slot.state.lock().await;
+            if let State::Writer(w) = &mut *st {
+                w.finish(self.inner.cfg.dispose_timeout).await;
+            }
+            drop(st);
+            self.forget(&old, &slot);
+            tracing::info!(session = %old, producer = %key.1, "producer moved to a new session");
+        }
+    }
+
+    async fn start_positions(&self, a: &Allocate, partitions: u32) -> Result<Vec<(u32, u64)>> {
+        let wanted: Option<Vec<u32>> = match &a.partitions {
+            Some(ps) => {
+                if ps.is_empty() {
+                    return Err(SessionError::bad("partitions: must not be empty"));
+                }
+                let mut v = ps.clone();
+                v.sort_unstable();
+                v.dedup();
+                if v.len() != ps.len() {
+                    return Err(SessionError::bad("partitions: must not repeat a partition"));
+                }
+                if let Some(p) = v.iter().find(|&&p| p >= partitions) {
+                    return Err(SessionError::bad(format!(
+                        "partitions: stream {:?} has no partition {p} (it has {partitions})",
+                        a.stream
+                    )));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let all = || wanted.clone().unwrap_or_else(|| (0..partitions).collect());
+        match a.cursor.as_deref() {
+            None | Some("latest") | Some("earliest") => {
+                let d = self.inner.store.describe_stream(&a.stream).await?;
+                let from = if a.cursor.as_deref() == Some("earliest") {
+                    &d.start_offsets
+                } else {
+                    &d.end_offsets
+                };
+                Ok(all().into_iter().map(|p| (p, from[p as usize])).collect())
+            }
+            Some(text) => {
+                let c = self
+                    .inner
+                    .codec
+                    .open(text)
+                    .map_err(|e| SessionError::BadCursor(e.to_string()))?;
+                if c.stream != a.stream {
+                    return Err(SessionError::BadCursor(format!(
+                        "cursor is for another stream, not {:?}",
+                        a.stream
+                    )));
+                }
+                if c.positions.iter().any(|&(p, _)| p >= partitions) || c.positions.is_empty() {
+                    return Err(SessionError::BadCursor(
+                        "cursor does not match the stream's partitions".into(),
+                    ));
+                }
+                match wanted {
+                    None => Ok(c.positions),
+                    Some(w) => w
+                        .iter()
+                        .map(|p| {
+                            c.positions.iter().find(|q| q.0 == *p).copied().ok_or_else(|| {
+                                SessionError::bad(format!("partitions: partition {p} is not in the cursor"))
+                            })
+                        })
+                        .collect(),
+                }
+            }
+        }
+    }
+
+    async fn call(&self, id: &str, call: Call) -> Result<Response> {
+        let slot = self.inner.sessions.lock().get(id).cloned().ok_or(SessionError::SessionGone)?;
+        let lease = self.inner.cfg.lease_ms as i64;
+        if now_ms() - slot.last_used_ms.load(Ordering::Acquire) > lease {
+            if self.inner.sessions.lock().remove(id).is_some() {
+                self.forget(id, &slot);
+            }
+            return Err(SessionError::SessionGone);
+        }
+        slot.last_used_ms.store(now_ms(), Ordering::Release);
+        let mut st = slot.state.lock().await;
+        // disposed while this call waited for the lock
+        if !self.inner.sessions.lock().contains_key(id) {
+            return Err(SessionError::SessionGone);
+        }
+        let result = match (call, &mut *st) {
+            (Call::Get, State::Reader(r)) => Ok(Response::Info(SessionInfo {
+                mode: Mode::Read,
+                stream: r.stream.clone(),
+                cursor: Some(r.cursor().to_string()),
+                pending_batch: r.pending_batch(),
+                last_block: None,
+                durable_through_block: None,
+                blocks_in_flight: None,
+                lease_ms: self.inner.cfg.lease_ms,
+            })),
+            (Call::Get, State::Writer(w)) => Ok(Response::Info(SessionInfo {
+                mode: Mode::Write,
+                stream: w.stream.clone(),
+                cursor: None,
+                pending_batch: None,
+                last_block: w.last_block,
+                durable_through_block: Some(w.durable_through()),
+                blocks_in_flight: Some(w.in_flight()),
+                lease_ms: self.inner.cfg.lease_ms,
+            })),
+            (Call::Read(req), State::Reader(r)) => {
+                let limits = read_limits(&req)?;
+                r.read(limits).await.map(Response::Batch)
+            }
+            (Call::Ack(a), State::Reader(r)) => r.ack(a.batch).map(Response::Acked),
+            (Call::Write(body), State::Writer(w)) => w.write(&body, now_ms()).map(Response::Written),
+            (Call::Commit(c), State::Writer(w)) => match w.commit(c.block, c.durable.unwrap_or(false))? {
+                CommitPlan::Now(a) => Ok(Response::Committed(a)),
+                CommitPlan::Wait(shared, block) => {
+                    drop(st);
+                    let a = shared.wait_durable(block).await?;
+                    slot.last_used_ms.store(now_ms(), Ordering::Release);
+                    return Ok(Response::Committed(a));
+                }
+            },
+            (Call::Dispose, State::Reader(r)) => {
+                let cursor = r.cursor().to_string();
+                self.remove(id, &slot);
+                Ok(Response::Disposed(Disposed {
+                    cursor: Some(cursor),
+                    durable_through_block: None,
+                }))
+            }
+            (Call::Dispose, State::Writer(w)) => {
+                let d = w.finish(self.inner.cfg.dispose_timeout).await;
+                self.remove(id, &slot);
+                Ok(Response::Disposed(Disposed {
+                    cursor: None,
+                    durable_through_block: Some(d),
+                }))
+            }
+            (Call::Read(_) | Call::Ack(_), State::Writer(_)) => {
+                Err(SessionError::Conflict("this is a write session: read and ack need a read session".into()))
+            }
+            (Call::Write(_) | Call::Commit(_), State::Reader(_)) => {
+                Err(SessionError::Conflict("this is a read session: write and commit need a write session".into()))
+            }
+        };
+        slot.last_used_ms.store(now_ms(), Ordering::Release);
+        result
+    }
+
+    fn remove(&self, id: &str, slot: &Slot) {
+        if self.inner.sessions.lock().remove(id).is_some() {
+            self.forget(id, slot);
+        }
+    }
+}
+
+/// Checks a read's limits against PROTOCOL.md's bounds: out of range is
+/// an error, never clamped.
+pub fn read_limits(r: &Read) -> Result<ReadLimits> {
+    let max_events = r.max_events.unwrap_or(limits::MAX_EVENTS_DEFAULT);
+    if !(1..=limits::MAX_EVENTS_LIMIT).contains(&max_events) {
+        return Err(SessionError::bad(format!("max_events: must be 1 to 10000, got {max_events}")));
+    }
+    let max_bytes = r.max_bytes.unwrap_or(limits::MAX_BYTES_DEFAULT);
+    if !(1..=limits::MAX_BYTES_LIMIT).contains(&max_bytes) {
+        return Err(SessionError::bad(format!("max_bytes: must be 1 to 16777216, got {max_bytes}")));
+    }
+    let wait_ms = r.wait_ms.unwrap_or(limits::WAIT_MS_DEFAULT);
+    if wait_ms > limits::WAIT_MS_LIMIT {
+        return Err(SessionError::bad(format!("wait_ms: must be 0 to 30000, got {wait_ms}")));
+    }
+    Ok(ReadLimits {
+        max_events: max_events as usize,
+        max_bytes: max_bytes as usize,
+        wait: Duration::from_millis(wait_ms),
+    })
+}

@@ -1,0 +1,307 @@
+//! A reader session: the server half of `read -> ack` with a read-ahead
+//! buffer filled by a background task.
+//!
+//! State machine: `pending` is the batch read and not yet acked. A read
+//! with a pending batch returns its exact bytes again; otherwise it takes
+//! events from the read-ahead buffer and makes them the pending batch. An
+//! ack of the pending batch moves `acked` to the batch's end; an ack of the
+//! previously acked batch repeats its answer; any other ack is a conflict.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_proto::wire::AckAnswer;
+use switchboard_store::{Record, Store};
+use tokio::sync::Notify;
+
+use crate::codec::{render_event, rendered_len};
+use crate::cursor::{Cursor, CursorCodec};
+use crate::error::{Result, SessionError};
+
+/// Read limits of one call, already validated.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Most events.
+    pub max_events: usize,
+    /// About this many bytes at most (one event always fits).
+    pub max_bytes: usize,
+    /// Longest wait for the first event.
+    pub wait: Duration,
+}
+
+struct Pending {
+    batch: u64,
+    body: Bytes,
+    next: Vec<u64>,
+    cursor: String,
+}
+
+pub(crate) struct Reader {
+    pub stream: String,
+    parts: Vec<u32>,
+    acked: Vec<u64>,
+    acked_cursor: String,
+    pending: Option<Pending>,
+    last_ack: Option<AckAnswer>,
+    next_batch: u64,
+    ra: Arc<ReadAhead>,
+    task: tokio::task::JoinHandle<()>,
+    codec: CursorCodec,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Buffered {
+    records: VecDeque<(usize, Record)>,
+    bytes: usize,
+    error: Option<SessionError>,
+}
+
+struct ReadAhead {
+    buf: Mutex<Buffered>,
+    data: Notify,
+    space: Notify,
+    limit: usize,
+}
+
+impl Reader {
+    /// Starts a reader at `positions` and its read-ahead task.
+    pub fn start(
+        store: Arc<dyn Store>,
+        codec: CursorCodec,
+        stream: String,
+        positions: Vec<(u32, u64)>,
+        readahead_bytes: usize,
+    ) -> Reader {
+        let parts: Vec<u32> = positions.iter().map(|p| p.0).collect();
+        let acked: Vec<u64> = positions.iter().map(|p| p.1).collect();
+        let ra = Arc::new(ReadAhead {
+            buf: Mutex::new(Buffered {
+                records: VecDeque::new(),
+                bytes: 0,
+                error: None,
+            }),
+            data: Notify::new(),
+            space: Notify::new(),
+            limit: readahead_bytes.max(64 * 1024),
+        });
+        let task = tokio::spawn(fetch_loop(store, stream.clone(), positions.clone(), ra.clone()));
+        let acked_cursor = codec.seal(&Cursor {
+            stream: stream.clone(),
+            positions,
+        });
+        Reader {
+            stream,
+            parts,
+            acked,
+            acked_cursor,
+            pending: None,
+            last_ack: None,
+            next_batch: 1,
+            ra,
+            task,
+            codec,
+        }
+    }
+
+    /// The cursor after the last acked batch.
+    pub fn cursor(&self) -> &str {
+        &self.acked_cursor
+    }
+
+    /// The pending batch number, if any.
+    pub fn pending_batch(&self) -> Option<u64> {
+        self.pending.as_ref().map(|p| p.batch)
+    }
+
+    /// Takes buffered events into a new pending batch, if there are any.
+    /// Returns the answer body, or `None` if nothing is buffered.
+    fn take(&mut self, limits: ReadLimits) -> Result<Option<Bytes>> {
+        if let Some(p) = &self.pending {
+            return Ok(Some(p.body.clone()));
+        }
+        let mut buf = self.ra.buf.lock();
+        if buf.records.is_empty() {
+            if let Some(e) = buf.error.take() {
+                return Err(e);
+            }
+            return Ok(None);
+        }
+        let batch = self.next_batch;
+        let mut next = self.acked.clone();
+        let mut out = Vec::with_capacity(buf.bytes.min(limits.max_bytes) + 256);
+        out.extend_from_slice(b"{\"batch\":");
+        out.extend_from_slice(batch.to_string().as_bytes());
+        out.extend_from_slice(b",\"events\":[");
+        let (mut n, mut bytes, mut taken_bytes) = (0usize, 0usize, 0usize);
+        while n < limits.max_events {
+            let Some((idx, r)) = buf.records.front() else { break };
+            let len = rendered_len(r);
+            if n > 0 && bytes + len > limits.max_bytes {
+                break;
+            }
+            if n > 0 {
+                out.push(b',');
+            }
+            render_event(&mut out, self.parts[*idx], r);
+            next[*idx] = r.offset + 1;
+            bytes += len;
+            taken_bytes += r.encoded_len();
+            n += 1;
+            buf.records.pop_front();
+        }
+        buf.bytes -= taken_bytes;
+        drop(buf);
+        self.ra.space.notify_one();
+        let cursor = self.codec.seal(&Cursor {
+            stream: self.stream.clone(),
+            positions: self.parts.iter().copied().zip(next.iter().copied()).collect(),
+        });
+        out.extend_from_slice(b"],\"cursor\":");
+        let _ = serde_json::to_writer(&mut out, &cursor);
+        out.push(b'}');
+        let body = Bytes::from(out);
+        metrics::counter!("switchboard_events_out_total").increment(n as u64);
+        metrics::counter!("switchboard_bytes_out_total").increment(body.len() as u64);
+        self.pending = Some(Pending {
+            batch,
+            body: body.clone(),
+            next,
+            cursor,
+        });
+        self.next_batch += 1;
+        Ok(Some(body))
+    }
+
+    fn empty_answer(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.acked_cursor.len() + 40);
+        out.extend_from_slice(b"{\"batch\":0,\"events\":[],\"cursor\":");
+        let _ = serde_json::to_writer(&mut out, &self.acked_cursor);
+        out.push(b'}');
+        Bytes::from(out)
+    }
+
+    /// A `read` call: the pending batch, or a new one, waiting up to
+    /// `limits.wait` for the first event.
+    pub async fn read(&mut self, limits: ReadLimits) -> Result<Bytes> {
+        if let Some(b) = self.take(limits)? {
+            return Ok(b);
+        }
+        if !limits.wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + limits.wait;
+            loop {
+                let ra = self.ra.clone();
+                let notified = ra.data.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(b) = self.take(limits)? {
+                    return Ok(b);
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    break;
+                }
+            }
+            if let Some(b) = self.take(limits)? {
+                return Ok(b);
+            }
+        }
+        Ok(self.empty_answer())
+    }
+
+    /// An `ack` call.
+    pub fn ack(&mut self, batch: u64) -> Result<AckAnswer> {
+        if let Some(p) = &self.pending {
+            if p.batch == batch {
+                let Some(p) = self.pending.take() else {
+                    unreachable!()
+                };
+                self.acked = p.next;
+                self.acked_cursor = p.cursor;
+                let answer = AckAnswer {
+                    batch,
+                    cursor: self.acked_cursor.clone(),
+                };
+                self.last_ack = Some(answer.clone());
+                return Ok(answer);
+            }
+        }
+        match &self.last_ack {
+            Some(a) if a.batch == batch => Ok(a.clone()),
+            _ => Err(SessionError::Conflict(match self.pending_batch() {
+                Some(p) => format!("batch {batch} is not pending: batch {p} is"),
+                None => format!("batch {batch} is not pending: no batch is"),
+            })),
+        }
+    }
+}
+
+async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, u64)>, ra: Arc<ReadAhead>) {
+    let mut pos: Vec<u64> = positions.iter().map(|p| p.1).collect();
+    let parts: Vec<u32> = positions.iter().map(|p| p.0).collect();
+    let mut rr = 0usize;
+    let mut failures = 0u32;
+    loop {
+        // wait for room
+        loop {
+            let space = ra.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            if ra.buf.lock().bytes < ra.limit {
+                break;
+            }
+            space.await;
+        }
+        let mut got = false;
+        for k in 0..parts.len() {
+            let i = (rr + k) % parts.len();
+            let room = ra.limit.saturating_sub(ra.buf.lock().bytes);
+            if room == 0 {
+                break;
+            }
+            match store.read(&stream, parts[i], pos[i], 1000, room.min(1 << 20)).await {
+                Ok(f) if !f.records.is_empty() => {
+                    got = true;
+                    failures = 0;
+                    pos[i] = f.next_offset;
+                    let mut buf = ra.buf.lock();
+                    for r in f.records {
+                        buf.bytes += r.encoded_len();
+                        buf.records.push_back((i, r));
+                    }
+                    drop(buf);
+                    ra.data.notify_waiters();
+                }
+                Ok(_) => {}
+                Err(switchboard_store::Error::OffsetOutOfRange { requested, start, .. }) if requested < start => {
+                    // retention removed what the cursor points at: go on from
+                    // the oldest record left
+                    tracing::warn!(%stream, partition = parts[i], requested, start, "cursor position expired, skipping ahead");
+                    pos[i] = start;
+                    got = true;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= 3 {
+                        ra.buf.lock().error = Some(SessionError::from(e));
+                        ra.data.notify_waiters();
+                    }
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(10)))).await;
+                }
+            }
+        }
+        rr = rr.wrapping_add(1);
+        if !got {
+            let waits: Vec<(u32, u64)> = parts.iter().copied().zip(pos.iter().copied()).collect();
+            if store.wait_any(&stream, &waits, Duration::from_secs(5)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

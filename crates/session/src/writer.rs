@@ -1,0 +1,377 @@
+//! A writer session: the server half of `write -> commit`, with a bounded
+//! queue of scheduled blocks published in order by a background task.
+//!
+//! Blocks are published one at a time, all partitions of a block in
+//! parallel, the next block only once the previous one is durable in full.
+//! So at most one block of a producer can be incomplete after a crash, and
+//! the per-batch block-parts count tells whether it is (see
+//! [`crate::host::producer_last_block`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_proto::wire::{BlockStatus, CommitAnswer, PartitionRange, WriteAnswer, WriteIn};
+use switchboard_store::{Appended, RecordBatch, Store};
+use tokio::sync::{mpsc, watch};
+
+use crate::codec::{encode_events, EncodedBlock};
+use crate::error::{Result, SessionError};
+
+/// Written blocks remembered for retried writes and commits.
+const REMEMBERED_BLOCKS: usize = 1024;
+/// Attempts at appending one batch before the session gives up.
+const APPEND_ATTEMPTS: u32 = 5;
+
+struct Staged {
+    block: u64,
+    enc: EncodedBlock,
+}
+
+enum Status {
+    Scheduled,
+    Durable(Vec<PartitionRange>),
+}
+
+#[derive(Default)]
+struct PubState {
+    statuses: BTreeMap<u64, Status>,
+    durable_through: u64,
+    in_flight: usize,
+    failed: Option<SessionError>,
+}
+
+/// Publisher state shared between the session and its task.
+pub(crate) struct Shared {
+    state: Mutex<PubState>,
+    progress: watch::Sender<u64>,
+}
+
+struct Job {
+    block: u64,
+    parts: Vec<(u32, RecordBatch)>,
+    events: u64,
+    bytes: u64,
+}
+
+/// What a commit call does next.
+pub(crate) enum CommitPlan {
+    /// Answer now.
+    Now(CommitAnswer),
+    /// Wait (outside the session lock) for the block to be durable.
+    Wait(Arc<Shared>, u64),
+}
+
+pub(crate) struct Writer {
+    pub stream: String,
+    pub producer: Option<String>,
+    pub last_block: Option<u64>,
+    partitions: u32,
+    unkeyed_seed: u32,
+    expected: u64,
+    staged: Option<Staged>,
+    written: VecDeque<(u64, u128, u64)>,
+    shared: Arc<Shared>,
+    tx: Option<mpsc::UnboundedSender<Job>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    max_in_flight: usize,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue lets the task finish what was scheduled: a
+        // scheduled block belongs to the server, even if the session is gone.
+        self.tx.take();
+    }
+}
+
+impl Writer {
+    pub fn start(
+        store: Arc<dyn Store>,
+        stream: String,
+        partitions: u32,
+        producer: Option<String>,
+        last_block: Option<u64>,
+        max_in_flight: usize,
+    ) -> Writer {
+        let base = last_block.unwrap_or(0);
+        let (progress, _) = watch::channel(base);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(PubState {
+                durable_through: base,
+                ..PubState::default()
+            }),
+            progress,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(publish_loop(store, stream.clone(), rx, shared.clone()));
+        Writer {
+            stream,
+            producer,
+            last_block,
+            partitions,
+            unkeyed_seed: rand::random(),
+            expected: base + 1,
+            staged: None,
+            written: VecDeque::new(),
+            shared,
+            tx: Some(tx),
+            task: Some(task),
+            max_in_flight: max_in_flight.max(1),
+        }
+    }
+
+    pub fn durable_through(&self) -> u64 {
+        self.shared.state.lock().durable_through
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.shared.state.lock().in_flight as u64
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match &self.shared.state.lock().failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// A `write` call with its raw body.
+    pub fn write(&mut self, body: &Bytes, now_ms: i64) -> Result<WriteAnswer> {
+        self.check_failed()?;
+        let req: WriteIn<'_> =
+            serde_json::from_slice(body).map_err(|e| SessionError::bad(format!("invalid write body: {e}")))?;
+        let block = req.block;
+        let hash = xxhash_rust::xxh3::xxh3_128(body);
+        if let Some(&(_, h, events)) = self.written.iter().find(|w| w.0 == block) {
+            return if h == hash {
+                Ok(WriteAnswer { block, events })
+            } else {
+                Err(SessionError::Conflict(format!("block {block} was already written with other events")))
+            };
+        }
+        if block == 0 {
+            return Err(SessionError::bad("block: block numbers start at 1"));
+        }
+        if let Some(last) = self.last_block.filter(|&l| block <= l) {
+            return Err(SessionError::Conflict(format!(
+                "block {block} is at or below the producer's last block {last}"
+            )));
+        }
+        if block != self.expected {
+            return Err(SessionError::Conflict(format!(
+                "block {block} is out of order: the next block is {}",
+                self.expected
+            )));
+        }
+        let unkeyed = (self.unkeyed_seed.wrapping_add(block as u32)) % self.partitions;
+        let producer = self.producer.as_deref().map(|p| (p, block));
+        let enc = encode_events(&req.events, self.partitions, unkeyed, now_ms, producer)?;
+        let events = enc.events;
+        // a staged block replaced by a retry with the same number is caught
+        // above; this one is new
+        self.staged = Some(Staged { block, enc });
+        if self.written.len() == REMEMBERED_BLOCKS {
+            self.written.pop_front();
+        }
+        self.written.push_back((block, hash, events));
+        Ok(WriteAnswer { block, events })
+    }
+
+    /// A `commit` call.
+    pub fn commit(&mut self, block: u64, durable: bool) -> Result<CommitPlan> {
+        self.check_failed()?;
+        {
+            let st = self.shared.state.lock();
+            match st.statuses.get(&block) {
+                Some(Status::Durable(offsets)) => {
+                    return Ok(CommitPlan::Now(CommitAnswer {
+                        block,
+                        status: BlockStatus::Durable,
+                        offsets: Some(offsets.clone()),
+                    }))
+                }
+                Some(Status::Scheduled) if durable => return Ok(CommitPlan::Wait(self.shared.clone(), block)),
+                Some(Status::Scheduled) => {
+                    return Ok(CommitPlan::Now(CommitAnswer {
+                        block,
+                        status: BlockStatus::Scheduled,
+                        offsets: None,
+                    }))
+                }
+                None => {}
+            }
+            if block <= st.durable_through && self.written.iter().any(|w| w.0 == block) {
+                // durable long ago; its offsets are no longer remembered
+                return Ok(CommitPlan::Now(CommitAnswer {
+                    block,
+                    status: BlockStatus::Durable,
+                    offsets: None,
+                }));
+            }
+        }
+        if self.staged.as_ref().map(|s| s.block) != Some(block) {
+            return Err(SessionError::Conflict(format!("block {block} was not written")));
+        }
+        let mut st = self.shared.state.lock();
+        if st.in_flight >= self.max_in_flight {
+            metrics::counter!("switchboard_backpressure_total", "reason" => "blocks_in_flight").increment(1);
+            return Err(SessionError::Backpressure {
+                reason: format!("{} blocks are in flight", st.in_flight),
+                retry_after_ms: 20,
+            });
+        }
+        let Some(staged) = self.staged.take() else {
+            unreachable!()
+        };
+        let Some(tx) = &self.tx else {
+            return Err(SessionError::SessionGone);
+        };
+        st.statuses.insert(block, Status::Scheduled);
+        st.in_flight += 1;
+        while st.statuses.len() > REMEMBERED_BLOCKS {
+            st.statuses.pop_first();
+        }
+        drop(st);
+        let job = Job {
+            block,
+            parts: staged.enc.parts,
+            events: staged.enc.events,
+            bytes: staged.enc.bytes,
+        };
+        if tx.send(job).is_err() {
+            return Err(SessionError::Unavailable("the session's publisher stopped".into()));
+        }
+        self.expected = block + 1;
+        if durable {
+            Ok(CommitPlan::Wait(self.shared.clone(), block))
+        } else {
+            Ok(CommitPlan::Now(CommitAnswer {
+                block,
+                status: BlockStatus::Scheduled,
+                offsets: None,
+            }))
+        }
+    }
+
+    /// Stops taking blocks and waits (up to `bound`) for the scheduled ones
+    /// to be durable. Returns the durable-through block.
+    pub async fn finish(&mut self, bound: Duration) -> u64 {
+        self.tx.take();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(bound, task).await;
+        }
+        self.durable_through()
+    }
+}
+
+impl Shared {
+    /// Waits until `block` is durable; answers its status.
+    pub async fn wait_durable(&self, block: u64) -> Result<CommitAnswer> {
+        let mut rx = self.progress.subscribe();
+        loop {
+            {
+                let st = self.state.lock();
+                if let Some(Status::Durable(offsets)) = st.statuses.get(&block) {
+                    return Ok(CommitAnswer {
+                        block,
+                        status: BlockStatus::Durable,
+                        offsets: Some(offsets.clone()),
+                    });
+                }
+                if st.durable_through >= block {
+                    return Ok(CommitAnswer {
+                        block,
+                        status: BlockStatus::Durable,
+                        offsets: None,
+                    });
+                }
+                if let Some(e) = &st.failed {
+                    return Err(e.clone());
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(SessionError::Unavailable("the session's publisher stopped".into()));
+            }
+        }
+    }
+}
+
+async fn publish_loop(
+    store: Arc<dyn Store>,
+    stream: String,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    shared: Arc<Shared>,
+) {
+    while let Some(job) = rx.recv().await {
+        if shared.state.lock().failed.is_some() {
+            continue;
+        }
+        let result = publish_block(&*store, &stream, job.block, job.parts).await;
+        let mut st = shared.state.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        match result {
+            Ok(ranges) => {
+                metrics::counter!("switchboard_events_in_total").increment(job.events);
+                metrics::counter!("switchboard_bytes_in_total").increment(job.bytes);
+                st.statuses.insert(job.block, Status::Durable(ranges));
+                st.durable_through = st.durable_through.max(job.block);
+                let d = st.durable_through;
+                drop(st);
+                shared.progress.send_replace(d);
+            }
+            Err(e) => {
+                tracing::error!(%stream, block = job.block, error = %e, "publishing a block failed; the session stops");
+                st.failed = Some(SessionError::Unavailable(format!("publishing block {} failed: {e}", job.block)));
+                drop(st);
+                shared.progress.send_modify(|_| {});
+            }
+        }
+    }
+}
+
+/// Appends every part of a block (in parallel) and returns the ranges. A
+/// part already stored by the same producer block (a replay) counts as
+/// stored where the log holds it.
+pub(crate) async fn publish_block(
+    store: &dyn Store,
+    stream: &str,
+    block: u64,
+    parts: Vec<(u32, RecordBatch)>,
+) -> Result<Vec<PartitionRange>> {
+    let appends = parts.into_iter().map(|(p, batch)| async move {
+        let mut batch = batch;
+        let mut attempt = 0;
+        loop {
+            let (r, b) = store.append(stream, p, batch).await;
+            match r {
+                Ok(Appended::Stored { first, last }) => return Ok(Some(PartitionRange { partition: p, first, last })),
+                Ok(Appended::Duplicate(s)) if s.last_block == block => {
+                    return Ok(Some(PartitionRange {
+                        partition: p,
+                        first: s.first_offset,
+                        last: s.last_offset,
+                    }))
+                }
+                Ok(Appended::Duplicate(_)) => return Ok(None),
+                Err(switchboard_store::Error::Unavailable(m)) if attempt + 1 < APPEND_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(%stream, partition = p, attempt, error = %m, "append failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    batch = b;
+                }
+                Err(e) => return Err(SessionError::from(e)),
+            }
+        }
+    });
+    let results = futures::future::join_all(appends).await;
+    let mut ranges = Vec::with_capacity(results.len());
+    for r in results {
+        if let Some(range) = r? {
+            ranges.push(range);
+        }
+    }
+    Ok(ranges)
+}
