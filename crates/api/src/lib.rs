@@ -1,1 +1,425 @@
-//! wip
+//! The HTTP tier of Switchboard: PROTOCOL.md's endpoints over axum.
+//!
+//! This tier is stateless. It checks bearer tokens and session-call
+//! signatures, reads and decompresses bodies within the limits, parses the
+//! small JSON requests, and hands every call to a
+//! [`switchboard_router::Router`]; it never touches sessions or storage
+//! itself. Errors of every layer become wire errors in [`error`], in one
+//! place. [`run`] serves on a given listener until a shutdown future
+//! resolves, so tests start real servers on port 0.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Request as HttpRequest, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use switchboard_proto::signing;
+use switchboard_proto::wire::{Ack, Allocate, Commit, CreateStream, Read};
+use switchboard_proto::ErrorCode;
+use switchboard_router::Router;
+use switchboard_session::keys::Keys;
+use switchboard_session::rpc::{Call, Request, Response as Reply};
+
+mod body;
+pub mod error;
+pub mod metrics_export;
+pub mod openapi;
+
+pub use error::ApiError;
+
+/// Header that carries the request id, in both directions.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    router: Arc<dyn Router>,
+    tokens: HashSet<[u8; 32]>,
+    keys: Keys,
+    draining: AtomicBool,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl ApiState {
+    /// State over `router`, accepting `tokens`, checking signatures with
+    /// secrets derived from `keys`.
+    pub fn new(
+        router: Arc<dyn Router>,
+        tokens: &[String],
+        keys: Keys,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> ApiState {
+        ApiState {
+            inner: Arc::new(Inner {
+                router,
+                tokens: tokens.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect(),
+                keys,
+                draining: AtomicBool::new(false),
+                metrics,
+            }),
+        }
+    }
+
+    /// From now on `/readyz` answers 503 and calls answer `unavailable`.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    fn check_token(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing bearer token"))?;
+        // compare digests: the set lookup does not leak the token's prefix
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if !self.inner.tokens.contains(&digest) {
+            return Err(ApiError::new(ErrorCode::Unauthorized, "invalid bearer token"));
+        }
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err(ApiError::new(ErrorCode::Unavailable, "node is draining: retry on another node"));
+        }
+        Ok(())
+    }
+
+    async fn route(&self, req: Request) -> Result<Reply, ApiError> {
+        Ok(self.inner.router.route(req).await?)
+    }
+}
+
+/// The application: every route with its middleware.
+pub fn app(state: ApiState) -> axum::Router {
+    let api = axum::Router::new()
+        .route("/v1/streams", post(create_stream).get(list_streams))
+        .route("/v1/streams/{name}", get(describe_stream).delete(delete_stream))
+        .route("/v1/streams/{name}/events", post(publish))
+        .route("/v1/sessions", post(allocate))
+        .route("/v1/sessions/{id}", get(session_get).delete(session_dispose))
+        .route("/v1/sessions/{id}/read", post(session_read))
+        .route("/v1/sessions/{id}/ack", post(session_ack))
+        .route("/v1/sessions/{id}/write", post(session_write))
+        .route("/v1/sessions/{id}/commit", post(session_commit))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/openapi.json", get(openapi_doc))
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true).zstd(true));
+    axum::Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(fallback)
+        .method_not_allowed_fallback(fallback)
+        .layer(axum::middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then
+/// finishes the requests in flight.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Request id, span, access log and request metrics for every call.
+async fn observe(req: HttpRequest, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, %method, route = %route);
+    let mut resp = {
+        let _e = span.enter();
+        drop(_e);
+        tracing::Instrument::instrument(next.run(req), span.clone()).await
+    };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    let route_label = static_route(&route);
+    metrics::counter!("switchboard_requests_total", "route" => route_label, "method" => method_label(&method), "status" => status.to_string()).increment(1);
+    metrics::histogram!("switchboard_request_duration_seconds", "route" => route_label).record(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    let _e = span.enter();
+    if status >= 500 {
+        tracing::warn!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request failed");
+    } else {
+        tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    }
+    resp
+}
+
+/// Route labels come from this fixed set only.
+fn static_route(route: &str) -> &'static str {
+    openapi::ROUTES
+        .iter()
+        .map(|r| r.1)
+        .chain(["/healthz", "/readyz", "/metrics"])
+        .find(|r| *r == route)
+        .unwrap_or("unmatched")
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}
+
+async fn fallback(method: Method, uri: Uri) -> ApiError {
+    ApiError::bad(format!("no endpoint {method} {}", uri.path()))
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    if s.inner.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+async fn metrics_text(State(s): State<ApiState>) -> Response {
+    let text = s.inner.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn openapi_doc(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    s.check_token(&headers)?;
+    Ok(json_bytes(StatusCode::OK, Bytes::from(openapi::document_bytes())))
+}
+
+async fn cluster(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    s.check_token(&headers)?;
+    let nodes = s.inner.router.nodes().await;
+    Ok(json(StatusCode::OK, &switchboard_proto::wire::ClusterInfo { nodes }))
+}
+
+fn json_bytes(status: StatusCode, body: Bytes) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(b) => json_bytes(status, Bytes::from(b)),
+        Err(e) => ApiError::new(ErrorCode::Internal, format!("encoding the answer failed: {e}")).into_response(),
+    }
+}
+
+fn reply(r: Reply) -> Response {
+    match r {
+        Reply::StreamCreated(info, created) => {
+            json(if created { StatusCode::CREATED } else { StatusCode::OK }, &info)
+        }
+        Reply::Streams(l) => json(StatusCode::OK, &l),
+        Reply::Stream(d) => json(StatusCode::OK, &d),
+        Reply::StreamDeleted => StatusCode::NO_CONTENT.into_response(),
+        Reply::Published(b) | Reply::Batch(b) => json_bytes(StatusCode::OK, b),
+        Reply::Allocated(a) => json(StatusCode::CREATED, &a),
+        Reply::Info(i) => json(StatusCode::OK, &i),
+        Reply::Acked(a) => json(StatusCode::OK, &a),
+        Reply::Written(w) => json(StatusCode::OK, &w),
+        Reply::Committed(c) => json(StatusCode::OK, &c),
+        Reply::Disposed(d) => json(StatusCode::OK, &d),
+    }
+}
+
+/// Reads, checks and decodes the body of an authenticated call.
+async fn authed_body(s: &ApiState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    s.check_token(headers)?;
+    let raw = body::read_raw(body).await?;
+    body::decode(headers, raw).await
+}
+
+async fn create_stream(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let b = authed_body(&s, &headers, body).await?;
+    let req: CreateStream = body::json(&b, false)?;
+    Ok(reply(s.route(Request::CreateStream(req)).await?))
+}
+
+async fn list_streams(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    s.check_token(&headers)?;
+    Ok(reply(s.route(Request::ListStreams).await?))
+}
+
+async fn describe_stream(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.check_token(&headers)?;
+    Ok(reply(s.route(Request::DescribeStream(name)).await?))
+}
+
+async fn delete_stream(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.check_token(&headers)?;
+    Ok(reply(s.route(Request::DeleteStream(name)).await?))
+}
+
+async fn publish(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let b = authed_body(&s, &headers, body).await?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad("Idempotency-Key: must be printable ASCII"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(reply(
+        s.route(Request::Publish {
+            stream: name,
+            idempotency_key: key,
+            body: b,
+        })
+        .await?,
+    ))
+}
+
+async fn allocate(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let b = authed_body(&s, &headers, body).await?;
+    let req: Allocate = body::json(&b, false)?;
+    Ok(reply(s.route(Request::Allocate(req)).await?))
+}
+
+/// Checks token and signature of a session call; returns the decoded body.
+async fn signed(
+    s: &ApiState,
+    id: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    s.check_token(headers)?;
+    let raw = body::read_raw(body).await?;
+    let sig = headers
+        .get(signing::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::new(ErrorCode::BadSignature, "missing X-Switchboard-Signature header"))?;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let secret = s.inner.keys.session_secret(id);
+    let now = switchboard_session::host::now_ms().max(0) as u64;
+    signing::verify(sig, secret.as_bytes(), method.as_str(), path, &raw, now, signing::MAX_SKEW_MS)
+        .map_err(|e| ApiError::new(ErrorCode::BadSignature, e.to_string()))?;
+    body::decode(headers, raw).await
+}
+
+async fn session_call(s: &ApiState, id: String, call: Call) -> Result<Response, ApiError> {
+    Ok(reply(s.route(Request::Session { id, call }).await?))
+}
+
+async fn session_get(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    signed(&s, &id, &method, &uri, &headers, body).await?;
+    session_call(&s, id, Call::Get).await
+}
+
+async fn session_dispose(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    signed(&s, &id, &method, &uri, &headers, body).await?;
+    session_call(&s, id, Call::Dispose).await
+}
+
+async fn session_read(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let b = signed(&s, &id, &method, &uri, &headers, body).await?;
+    let req: Read = body::json(&b, true)?;
+    switchboard_session::host::read_limits(&req)?;
+    session_call(&s, id, Call::Read(req)).await
+}
+
+async fn session_ack(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let b = signed(&s, &id, &method, &uri, &headers, body).await?;
+    let req: Ack = body::json(&b, false)?;
+    session_call(&s, id, Call::Ack(req)).await
+}
+
+async fn session_write(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let b = signed(&s, &id, &method, &uri, &headers, body).await?;
+    session_call(&s, id, Call::Write(b)).await
+}
+
+async fn session_commit(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let b = signed(&s, &id, &method, &uri, &headers, body).await?;
+    let req: Commit = body::json(&b, false)?;
+    session_call(&s, id, Call::Commit(req)).await
+}

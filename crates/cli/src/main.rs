@@ -1,7 +1,10 @@
-//! The `switchboard` binary: one entry point for the service, its admin and
-//! data commands, and its benchmarks.
+//! The `switchboard` binary: the service, its admin and data commands, and
+//! its benchmarks.
 
 mod bench;
+mod commands;
+mod config;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -15,12 +18,35 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: API, sessions and the embedded log in one process.
+    Serve(config::ServeArgs),
+    /// Create, list, describe and delete streams.
+    Stream {
+        #[command(flatten)]
+        conn: commands::Conn,
+        #[command(subcommand)]
+        cmd: commands::StreamCmd,
+    },
+    /// Publish events: one with --value, or NDJSON from stdin.
+    Publish {
+        #[command(flatten)]
+        conn: commands::Conn,
+        #[command(flatten)]
+        args: commands::PublishArgs,
+    },
+    /// Print a stream's events as NDJSON.
+    Tail {
+        #[command(flatten)]
+        conn: commands::Conn,
+        #[command(flatten)]
+        args: commands::TailArgs,
+    },
     /// Benchmarks; each prints one JSON object as its last line.
     #[command(subcommand)]
     Bench(bench::Bench),
 }
 
-fn main() -> anyhow::Result<()> {
+fn init_cli_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
@@ -28,8 +54,21 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(b) => bench::run(b),
+        Command::Serve(args) => serve::run(args),
+        other => {
+            init_cli_logging();
+            match other {
+                Command::Stream { conn, cmd } => commands::stream(&conn, cmd),
+                Command::Publish { conn, args } => commands::publish(&conn, args),
+                Command::Tail { conn, args } => commands::tail(&conn, args),
+                Command::Bench(b) => bench::run(b),
+                Command::Serve(_) => unreachable!(),
+            }
+        }
     }
 }

@@ -1,1 +1,329 @@
-//! wip
+//! Rust SDK for Switchboard.
+//!
+//! - [`Client`]: one typed method per endpoint of PROTOCOL.md; session
+//!   calls are signed with the session's secret.
+//! - [`Reader`]: the client half of `read -> ack`: retries with backoff,
+//!   re-allocates from the last acked cursor when the session is gone, and
+//!   resumes from a saved cursor.
+//! - [`Writer`]: the client half of `write -> commit`: numbers blocks,
+//!   pipelines commits up to a window, honours `retry_after_ms`, and with a
+//!   producer id keeps every block until it is durable and replays the
+//!   ones after `last_block` into a new session, so each event is stored
+//!   exactly once.
+//!
+//! Other SDKs copy this design: the server is a mirror of these state
+//! machines, so every call here is safe to repeat.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use switchboard_proto::wire::{
+    Ack, AckAnswer, Allocate, Allocated, ClusterInfo, Commit, CommitAnswer, CreateStream, Disposed, Event, Publish,
+    PublishAnswer, Read, ReadAnswer, SessionInfo, StreamDescription, StreamInfo, StreamList, WriteAnswer,
+};
+use switchboard_proto::{signing, ErrorBody};
+
+mod error;
+mod reader;
+mod retry;
+mod writer;
+
+pub use error::{Error, Result};
+pub use reader::{Reader, ReaderOptions};
+pub use retry::Backoff;
+pub use switchboard_proto::wire;
+pub use writer::{Writer, WriterOptions};
+
+/// How request bodies are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Sent as is.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+/// Bodies smaller than this are never compressed.
+const COMPRESS_FROM: usize = 1024;
+
+/// A connection to a Switchboard server. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: HeaderValue,
+    compression: Compression,
+}
+
+/// A session: its id and signing secret.
+#[derive(Clone)]
+pub struct Session {
+    /// Session id.
+    pub id: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session from an allocation answer.
+    pub fn new(a: &Allocated) -> Session {
+        Session {
+            id: a.session.clone(),
+            secret: a.secret.clone(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Client {
+    /// A client for the server at `url` (like `http://127.0.0.1:7700`).
+    pub fn new(url: &str, token: &str) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
+        let auth = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| Error::Protocol("the token is not a valid header value".into()))?;
+        Ok(Client {
+            http,
+            base: url.trim_end_matches('/').to_string(),
+            auth,
+            compression: Compression::None,
+        })
+    }
+
+    /// Compresses request bodies from now on.
+    pub fn with_compression(mut self, c: Compression) -> Client {
+        self.compression = c;
+        self
+    }
+
+    fn encode(&self, body: Bytes) -> Result<(Bytes, Option<&'static str>)> {
+        if body.len() < COMPRESS_FROM {
+            return Ok((body, None));
+        }
+        match self.compression {
+            Compression::None => Ok((body, None)),
+            Compression::Gzip => {
+                use std::io::Write;
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&body)?;
+                Ok((Bytes::from(e.finish()?), Some("gzip")))
+            }
+            Compression::Zstd => Ok((Bytes::from(zstd::bulk::compress(&body, 1)?), Some("zstd"))),
+        }
+    }
+
+    /// Sends one request; decodes a JSON answer or the error body.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        session: Option<&Session>,
+        extra: Option<(&'static str, &str)>,
+    ) -> Result<(u16, T)> {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, self.auth.clone());
+        let body = match body {
+            Some(b) => {
+                let (b, enc) = self.encode(b)?;
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if let Some(enc) = enc {
+                    headers.insert(CONTENT_ENCODING, HeaderValue::from_static(enc));
+                }
+                b
+            }
+            None => Bytes::new(),
+        };
+        if let Some(s) = session {
+            let sig = signing::sign(s.secret.as_bytes(), now_ms(), method.as_str(), path, &body);
+            let v = HeaderValue::from_str(&sig).map_err(|_| Error::Protocol("bad signature header".into()))?;
+            headers.insert(signing::HEADER, v);
+        }
+        if let Some((k, v)) = extra {
+            let v = HeaderValue::from_str(v).map_err(|_| Error::Protocol(format!("{k} is not a valid header value")))?;
+            headers.insert(k, v);
+        }
+        let resp = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .headers(headers)
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        if status >= 400 {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => Error::Api {
+                    status,
+                    code: e.error.code,
+                    message: e.error.message,
+                    retryable: e.error.retryable,
+                    retry_after_ms: e.error.retry_after_ms,
+                },
+                Err(_) => Error::Protocol(format!(
+                    "status {status} with body {:?}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                )),
+            });
+        }
+        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        let v = serde_json::from_slice(body).map_err(|e| Error::Protocol(format!("invalid answer: {e}")))?;
+        Ok((status, v))
+    }
+
+    fn json<T: serde::Serialize>(v: &T) -> Result<Bytes> {
+        serde_json::to_vec(v)
+            .map(Bytes::from)
+            .map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// `POST /v1/streams`; the flag is true if the stream was created.
+    pub async fn create_stream(&self, req: &CreateStream) -> Result<(StreamInfo, bool)> {
+        let (status, s) = self
+            .call(Method::POST, "/v1/streams", Some(Self::json(req)?), None, None)
+            .await?;
+        Ok((s, status == 201))
+    }
+
+    /// `GET /v1/streams`.
+    pub async fn list_streams(&self) -> Result<StreamList> {
+        Ok(self.call(Method::GET, "/v1/streams", None, None, None).await?.1)
+    }
+
+    /// `GET /v1/streams/{name}`.
+    pub async fn describe_stream(&self, name: &str) -> Result<StreamDescription> {
+        Ok(self
+            .call(Method::GET, &format!("/v1/streams/{name}"), None, None, None)
+            .await?
+            .1)
+    }
+
+    /// `DELETE /v1/streams/{name}`.
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        let _: (u16, Option<serde_json::Value>) = self
+            .call(Method::DELETE, &format!("/v1/streams/{name}"), None, None, None)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /v1/streams/{name}/events`, answered once durable.
+    pub async fn publish(&self, stream: &str, events: &[Event], idempotency_key: Option<&str>) -> Result<PublishAnswer> {
+        let body = Self::json(&Publish { events })?;
+        self.publish_raw(stream, body, idempotency_key).await
+    }
+
+    /// A publish with a pre-encoded `{"events": [...]}` body.
+    pub async fn publish_raw(&self, stream: &str, body: Bytes, idempotency_key: Option<&str>) -> Result<PublishAnswer> {
+        let extra = idempotency_key.map(|k| ("idempotency-key", k));
+        Ok(self
+            .call(Method::POST, &format!("/v1/streams/{stream}/events"), Some(body), None, extra)
+            .await?
+            .1)
+    }
+
+    /// `POST /v1/sessions`.
+    pub async fn allocate(&self, req: &Allocate) -> Result<Allocated> {
+        Ok(self
+            .call(Method::POST, "/v1/sessions", Some(Self::json(req)?), None, None)
+            .await?
+            .1)
+    }
+
+    /// `GET /v1/sessions/{id}` (the heartbeat).
+    pub async fn session_info(&self, s: &Session) -> Result<SessionInfo> {
+        Ok(self
+            .call(Method::GET, &format!("/v1/sessions/{}", s.id), None, Some(s), None)
+            .await?
+            .1)
+    }
+
+    /// `POST /v1/sessions/{id}/read`.
+    pub async fn read(&self, s: &Session, req: &Read) -> Result<ReadAnswer> {
+        Ok(self
+            .call(Method::POST, &format!("/v1/sessions/{}/read", s.id), Some(Self::json(req)?), Some(s), None)
+            .await?
+            .1)
+    }
+
+    /// `POST /v1/sessions/{id}/ack`.
+    pub async fn ack(&self, s: &Session, batch: u64) -> Result<AckAnswer> {
+        let body = Self::json(&Ack { batch })?;
+        Ok(self
+            .call(Method::POST, &format!("/v1/sessions/{}/ack", s.id), Some(body), Some(s), None)
+            .await?
+            .1)
+    }
+
+    /// `POST /v1/sessions/{id}/write` with a body built by [`write_body`].
+    pub async fn write(&self, s: &Session, body: Bytes) -> Result<WriteAnswer> {
+        Ok(self
+            .call(Method::POST, &format!("/v1/sessions/{}/write", s.id), Some(body), Some(s), None)
+            .await?
+            .1)
+    }
+
+    /// `POST /v1/sessions/{id}/commit`.
+    pub async fn commit(&self, s: &Session, block: u64, durable: bool) -> Result<CommitAnswer> {
+        let body = Self::json(&Commit {
+            block,
+            durable: Some(durable),
+        })?;
+        Ok(self
+            .call(Method::POST, &format!("/v1/sessions/{}/commit", s.id), Some(body), Some(s), None)
+            .await?
+            .1)
+    }
+
+    /// `DELETE /v1/sessions/{id}`.
+    pub async fn dispose(&self, s: &Session) -> Result<Disposed> {
+        Ok(self
+            .call(Method::DELETE, &format!("/v1/sessions/{}", s.id), None, Some(s), None)
+            .await?
+            .1)
+    }
+
+    /// `GET /v1/cluster`.
+    pub async fn cluster(&self) -> Result<ClusterInfo> {
+        Ok(self.call(Method::GET, "/v1/cluster", None, None, None).await?.1)
+    }
+}
+
+/// Encodes events as the JSON array text of a write (done once per block,
+/// so that retries send identical bytes).
+pub fn encode_events(events: &[Event]) -> Result<Bytes> {
+    serde_json::to_vec(events)
+        .map(Bytes::from)
+        .map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// The body of `write {block, events}` around pre-encoded events.
+pub fn write_body(block: u64, events_json: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(events_json.len() + 32);
+    b.extend_from_slice(b"{\"block\":");
+    b.extend_from_slice(block.to_string().as_bytes());
+    b.extend_from_slice(b",\"events\":");
+    b.extend_from_slice(events_json);
+    b.push(b'}');
+    Bytes::from(b)
+}

@@ -56,7 +56,7 @@ impl Default for HostConfig {
 }
 
 enum State {
-    Reader(Reader),
+    Reader(Box<Reader>),
     Writer(Writer),
 }
 
@@ -390,7 +390,7 @@ impl SessionHost {
                     self.inner.cfg.readahead_bytes,
                 );
                 let c = r.cursor().to_string();
-                (State::Reader(r), Some(c), None, None)
+                (State::Reader(Box::new(r)), Some(c), None, None)
             }
             Mode::Write => {
                 if a.cursor.is_some() || a.partitions.is_some() {

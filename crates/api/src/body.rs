@@ -1,0 +1,92 @@
+//! Request bodies: read within the size limit, then decompressed (gzip or
+//! zstd, by `Content-Encoding`) within the same limit. Signatures are
+//! checked over the body as sent, so decompression happens here, after the
+//! signature check, not in a layer before it.
+
+use std::io::Read;
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use switchboard_proto::wire::limits::MAX_BODY_BYTES;
+use switchboard_proto::ErrorCode;
+
+use crate::error::ApiError;
+
+/// Bodies larger than this are decompressed off the async runtime.
+const INLINE_DECOMPRESS: usize = 64 * 1024;
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// Reads the raw body (as sent), at most the body limit.
+pub async fn read_raw(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            ApiError::bad(format!("could not read the request body: {inner}"))
+        }
+    })
+}
+
+/// Decodes `raw` per `Content-Encoding`.
+pub async fn decode(headers: &HeaderMap, raw: Bytes) -> Result<Bytes, ApiError> {
+    let enc = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let kind = match enc.as_deref() {
+        None | Some("") | Some("identity") => return Ok(raw),
+        Some("gzip") | Some("x-gzip") => Kind::Gzip,
+        Some("zstd") => Kind::Zstd,
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "Content-Encoding {other:?} is not supported: use gzip, zstd or none"
+            )))
+        }
+    };
+    if raw.len() <= INLINE_DECOMPRESS {
+        return inflate(kind, &raw);
+    }
+    tokio::task::spawn_blocking(move || inflate(kind, &raw))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("decompression task failed: {e}")))?
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Gzip,
+    Zstd,
+}
+
+fn inflate(kind: Kind, raw: &[u8]) -> Result<Bytes, ApiError> {
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(MAX_BODY_BYTES));
+    let limit = MAX_BODY_BYTES as u64 + 1;
+    let r = match kind {
+        Kind::Gzip => flate2::read::MultiGzDecoder::new(raw).take(limit).read_to_end(&mut out),
+        Kind::Zstd => match zstd::stream::read::Decoder::new(raw) {
+            Ok(d) => d.take(limit).read_to_end(&mut out),
+            Err(e) => Err(e),
+        },
+    };
+    r.map_err(|e| ApiError::bad(format!("could not decompress the request body: {e}")))?;
+    if out.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Parses a JSON body; an empty body parses as `{}` when `empty_ok`.
+pub fn json<T: serde::de::DeserializeOwned>(body: &[u8], empty_ok: bool) -> Result<T, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) && empty_ok {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
+}

@@ -1,0 +1,74 @@
+//! The one place where errors become wire errors: every failure of this
+//! tier and of the ones below it turns into an [`ApiError`], which renders
+//! as PROTOCOL.md's JSON error body with its status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use switchboard_proto::{ErrorBody, ErrorCode};
+use switchboard_session::SessionError;
+
+/// A wire error.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// Code.
+    pub code: ErrorCode,
+    /// Message, lowercase.
+    pub message: String,
+    /// With `backpressure`.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// `bad_request`.
+    pub fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::BadRequest, message)
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        let retry_after_ms = match &e {
+            SessionError::Backpressure { retry_after_ms, .. } => Some(*retry_after_ms),
+            SessionError::Unavailable(_) => Some(1000),
+            _ => None,
+        };
+        ApiError {
+            code: e.code(),
+            message: e.to_string(),
+            retry_after_ms,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if self.code == ErrorCode::Internal {
+            tracing::error!(message = %self.message, "internal error");
+        }
+        let mut body = ErrorBody::new(self.code, self.message);
+        body.error.retry_after_ms = self.retry_after_ms.filter(|_| self.code == ErrorCode::Backpressure);
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut resp = (status, json).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(ms) = self.retry_after_ms {
+            if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
+                h.insert(header::RETRY_AFTER, v);
+            }
+        }
+        if matches!(self.code, ErrorCode::Unauthorized) {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

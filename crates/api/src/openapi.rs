@@ -1,0 +1,256 @@
+//! The OpenAPI 3.1 document of the API, served at `/v1/openapi.json`.
+//! [`ROUTES`] lists every routed endpoint; a test checks that the document
+//! and the live router agree on it.
+
+use serde_json::{json, Value};
+
+/// Every (method, path) the API routes, besides the probes.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/streams"),
+    ("get", "/v1/streams"),
+    ("get", "/v1/streams/{name}"),
+    ("delete", "/v1/streams/{name}"),
+    ("post", "/v1/streams/{name}/events"),
+    ("post", "/v1/sessions"),
+    ("get", "/v1/sessions/{id}"),
+    ("delete", "/v1/sessions/{id}"),
+    ("post", "/v1/sessions/{id}/read"),
+    ("post", "/v1/sessions/{id}/ack"),
+    ("post", "/v1/sessions/{id}/write"),
+    ("post", "/v1/sessions/{id}/commit"),
+    ("get", "/v1/cluster"),
+    ("get", "/v1/openapi.json"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+];
+
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn body(name: &str) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": r(name) } } })
+}
+
+fn ok(desc: &str, name: &str) -> Value {
+    json!({ "description": desc, "content": { "application/json": { "schema": r(name) } } })
+}
+
+fn errors(codes: &[&str]) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    for c in codes {
+        m.insert((*c).to_string(), json!({ "$ref": format!("#/components/responses/E{c}") }));
+    }
+    m
+}
+
+fn op(id: &str, summary: &str, req: Option<Value>, good: (&str, Value), errs: &[&str], signed: bool) -> Value {
+    let mut responses = errors(errs);
+    responses.insert(good.0.to_string(), good.1);
+    let mut o = json!({
+        "operationId": id,
+        "summary": summary,
+        "responses": responses,
+    });
+    if let Some(b) = req {
+        o["requestBody"] = b;
+    }
+    if signed {
+        o["parameters"] = json!([{ "$ref": "#/components/parameters/Signature" }]);
+    }
+    o
+}
+
+const COMMON: &[&str] = &["400", "401", "503", "500"];
+
+fn with(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut v: Vec<&str> = COMMON.to_vec();
+    v.extend_from_slice(extra);
+    v
+}
+
+/// The document.
+pub fn document() -> Value {
+    let name_param = json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$" } }]);
+    let id_param = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    let mut publish = op(
+        "publish",
+        "Publish events at once; answers when they are durable",
+        Some(body("Publish")),
+        ("200", ok("offsets of the events, in request order", "PublishAnswer")),
+        &with(&["404", "409", "413", "429"]),
+        false,
+    );
+    publish["parameters"] = json!([{ "name": "Idempotency-Key", "in": "header", "required": false,
+        "description": "1 to 255 printable ASCII characters; the same key on the same stream returns the first answer for at least 24 h",
+        "schema": { "type": "string" } }]);
+    let mut read_op = op(
+        "readBatch",
+        "Read the pending batch, or the next one",
+        Some(json!({ "required": false, "content": { "application/json": { "schema": r("Read") } } })),
+        ("200", ok("a batch; batch 0 with no events when nothing came within wait_ms", "ReadAnswer")),
+        &with(&["409", "410", "413"]),
+        true,
+    );
+    read_op["description"] = json!("A pending batch is returned byte for byte until acked.");
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchboard",
+            "version": "1",
+            "description": "Event streams with two-phase, idempotent sessions. See PROTOCOL.md. Request and answer bodies may be gzip or zstd encoded (Content-Encoding / Accept-Encoding). Request bodies are at most 16 MiB after decompression. Stream names starting with `__` are reserved."
+        },
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/v1/streams": {
+                "post": op("createStream", "Create a stream", Some(body("CreateStream")),
+                    ("201", ok("created (200 if it existed with the same settings)", "Stream")), &with(&["409", "413"]), false),
+                "get": op("listStreams", "List streams", None, ("200", ok("streams", "StreamList")), COMMON, false),
+            },
+            "/v1/streams/{name}": {
+                "parameters": name_param,
+                "get": op("describeStream", "A stream's settings and offsets", None,
+                    ("200", ok("the stream", "StreamDescription")), &with(&["404"]), false),
+                "delete": op("deleteStream", "Delete a stream and its data", None,
+                    ("204", json!({ "description": "deleted" })), &with(&["404"]), false),
+            },
+            "/v1/streams/{name}/events": { "parameters": name_param, "post": publish },
+            "/v1/sessions": {
+                "post": op("allocateSession", "Allocate a read or write session", Some(body("Allocate")),
+                    ("201", ok("the session; keep the secret to sign its calls", "Allocated")), &with(&["404", "413", "429"]), false),
+            },
+            "/v1/sessions/{id}": {
+                "parameters": id_param,
+                "get": op("getSession", "Session state; renews the lease", None,
+                    ("200", ok("state", "SessionInfo")), &with(&["410"]), true),
+                "delete": op("disposeSession", "End a session (a writer first waits, bounded, for its scheduled blocks)", None,
+                    ("200", ok("final position", "Disposed")), &with(&["410"]), true),
+            },
+            "/v1/sessions/{id}/read": { "parameters": id_param, "post": read_op },
+            "/v1/sessions/{id}/ack": { "parameters": id_param,
+                "post": op("ackBatch", "Ack the pending batch", Some(body("Ack")), ("200", ok("new cursor", "AckAnswer")), &with(&["409", "410", "413"]), true) },
+            "/v1/sessions/{id}/write": { "parameters": id_param,
+                "post": op("writeBlock", "Stage a block", Some(body("Write")), ("200", ok("staged", "WriteAnswer")), &with(&["409", "410", "413"]), true) },
+            "/v1/sessions/{id}/commit": { "parameters": id_param,
+                "post": op("commitBlock", "Schedule a staged block for publishing", Some(body("Commit")),
+                    ("200", ok("status", "CommitAnswer")), &with(&["409", "410", "413", "429"]), true) },
+            "/v1/cluster": { "get": op("cluster", "Nodes of the cluster", None, ("200", ok("nodes", "Cluster")), COMMON, false) },
+            "/v1/openapi.json": { "get": op("openapi", "This document", None,
+                ("200", json!({ "description": "OpenAPI 3.1", "content": { "application/json": {} } })), COMMON, false) },
+            "/healthz": { "get": { "operationId": "healthz", "security": [], "summary": "Liveness", "responses": { "200": { "description": "alive" } } } },
+            "/readyz": { "get": { "operationId": "readyz", "security": [], "summary": "Readiness", "responses": { "200": { "description": "ready" }, "503": { "description": "draining" } } } },
+            "/metrics": { "get": { "operationId": "metrics", "security": [], "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format", "content": { "text/plain": {} } } } } },
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "parameters": {
+                "Signature": { "name": "X-Switchboard-Signature", "in": "header", "required": true,
+                    "description": "t=<unix ms>,v1=<hex HMAC-SHA256(secret, t \\n METHOD \\n path \\n hex SHA-256(body as sent))>",
+                    "schema": { "type": "string" } }
+            },
+            "responses": error_responses(),
+            "schemas": schemas(),
+        }
+    })
+}
+
+fn error_responses() -> Value {
+    let mut m = serde_json::Map::new();
+    for (status, desc) in [
+        ("400", "bad_request or bad_cursor"),
+        ("401", "unauthorized or bad_signature"),
+        ("403", "forbidden"),
+        ("404", "stream_not_found"),
+        ("409", "conflict"),
+        ("410", "session_gone: allocate again from your cursor"),
+        ("413", "payload_too_large"),
+        ("429", "backpressure: retry after retry_after_ms"),
+        ("500", "internal"),
+        ("503", "unavailable: retry, or re-allocate"),
+    ] {
+        m.insert(
+            format!("E{status}"),
+            json!({ "description": desc, "content": { "application/json": { "schema": r("Error") } } }),
+        );
+    }
+    Value::Object(m)
+}
+
+fn schemas() -> Value {
+    let u64_ = json!({ "type": "integer", "minimum": 0 });
+    let u32_ = json!({ "type": "integer", "minimum": 0, "maximum": 4294967295u64 });
+    let opt_u64 = json!({ "type": ["integer", "null"], "minimum": 1 });
+    json!({
+        "Error": { "type": "object", "required": ["error"], "properties": { "error": {
+            "type": "object", "required": ["code", "message", "retryable"], "properties": {
+                "code": { "type": "string", "enum": ["bad_request", "bad_cursor", "unauthorized", "bad_signature", "forbidden",
+                    "stream_not_found", "session_gone", "conflict", "payload_too_large", "backpressure", "unavailable", "internal"] },
+                "message": { "type": "string" },
+                "retryable": { "type": "boolean" },
+                "retry_after_ms": u64_ } } } },
+        "CreateStream": { "type": "object", "additionalProperties": false, "required": ["name"], "properties": {
+            "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$" },
+            "partitions": { "type": "integer", "minimum": 1, "maximum": 1024, "default": 1 },
+            "retention_ms": { "type": "integer", "minimum": 1 },
+            "retention_bytes": { "type": "integer", "minimum": 1 } } },
+        "Stream": { "type": "object", "required": ["name", "partitions", "retention_ms", "retention_bytes"], "properties": {
+            "name": { "type": "string" }, "partitions": u32_, "retention_ms": opt_u64, "retention_bytes": opt_u64 } },
+        "StreamList": { "type": "object", "required": ["streams"], "properties": { "streams": { "type": "array", "items": r("Stream") } } },
+        "StreamDescription": { "type": "object", "required": ["name", "partitions", "retention_ms", "retention_bytes", "start_offsets", "end_offsets"], "properties": {
+            "name": { "type": "string" }, "partitions": u32_, "retention_ms": opt_u64, "retention_bytes": opt_u64,
+            "start_offsets": { "type": "array", "items": u64_ }, "end_offsets": { "type": "array", "items": u64_ } } },
+        "Event": { "type": "object", "additionalProperties": false, "description": "exactly one of value and value_b64", "properties": {
+            "key": { "type": "string", "maxLength": 16384 },
+            "headers": { "type": "object", "additionalProperties": { "type": "string" }, "maxProperties": 64 },
+            "value": {},
+            "value_b64": { "type": "string", "contentEncoding": "base64" } } },
+        "ReadEvent": { "type": "object", "required": ["partition", "offset", "timestamp"], "properties": {
+            "partition": u32_, "offset": u64_, "timestamp": { "type": "string", "format": "date-time" },
+            "key": { "type": "string" }, "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+            "value": {}, "value_b64": { "type": "string", "contentEncoding": "base64" } } },
+        "Publish": { "type": "object", "additionalProperties": false, "required": ["events"], "properties": {
+            "events": { "type": "array", "items": r("Event"), "minItems": 1, "maxItems": 10000 } } },
+        "PublishAnswer": { "type": "object", "required": ["offsets"], "properties": { "offsets": { "type": "array", "items": {
+            "type": "object", "required": ["partition", "offset"], "properties": { "partition": u32_, "offset": u64_ } } } } },
+        "Allocate": { "type": "object", "additionalProperties": false, "required": ["stream", "mode"], "properties": {
+            "stream": { "type": "string" }, "mode": { "type": "string", "enum": ["read", "write"] },
+            "cursor": { "type": "string", "description": "readers: a minted cursor, earliest or latest (default latest)" },
+            "partitions": { "type": "array", "items": u32_, "minItems": 1, "description": "readers: only these partitions" },
+            "producer": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$", "description": "writers: exactly-once producer id" } } },
+        "Allocated": { "type": "object", "required": ["session", "secret", "mode", "stream", "lease_ms", "node"], "properties": {
+            "session": { "type": "string" }, "secret": { "type": "string" }, "mode": { "type": "string", "enum": ["read", "write"] },
+            "stream": { "type": "string" }, "cursor": { "type": "string" }, "last_block": u64_, "lease_ms": u64_, "node": { "type": "string" } } },
+        "SessionInfo": { "type": "object", "required": ["mode", "stream", "lease_ms"], "properties": {
+            "mode": { "type": "string", "enum": ["read", "write"] }, "stream": { "type": "string" }, "cursor": { "type": "string" },
+            "pending_batch": u64_, "last_block": u64_, "durable_through_block": u64_, "blocks_in_flight": u64_, "lease_ms": u64_ } },
+        "Read": { "type": "object", "additionalProperties": false, "properties": {
+            "max_events": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 500 },
+            "max_bytes": { "type": "integer", "minimum": 1, "maximum": 16777216, "default": 1048576 },
+            "wait_ms": { "type": "integer", "minimum": 0, "maximum": 30000, "default": 0 } } },
+        "ReadAnswer": { "type": "object", "required": ["batch", "events", "cursor"], "properties": {
+            "batch": u64_, "events": { "type": "array", "items": r("ReadEvent") }, "cursor": { "type": "string" } } },
+        "Ack": { "type": "object", "additionalProperties": false, "required": ["batch"], "properties": { "batch": u64_ } },
+        "AckAnswer": { "type": "object", "required": ["batch", "cursor"], "properties": { "batch": u64_, "cursor": { "type": "string" } } },
+        "Write": { "type": "object", "additionalProperties": false, "required": ["block", "events"], "properties": {
+            "block": { "type": "integer", "minimum": 1 }, "events": { "type": "array", "items": r("Event"), "minItems": 1, "maxItems": 10000 } } },
+        "WriteAnswer": { "type": "object", "required": ["block", "events"], "properties": { "block": u64_, "events": u64_ } },
+        "Commit": { "type": "object", "additionalProperties": false, "required": ["block"], "properties": {
+            "block": { "type": "integer", "minimum": 1 }, "durable": { "type": "boolean", "default": false } } },
+        "CommitAnswer": { "type": "object", "required": ["block", "status"], "properties": {
+            "block": u64_, "status": { "type": "string", "enum": ["scheduled", "durable"] },
+            "offsets": { "type": "array", "items": { "type": "object", "required": ["partition", "first", "last"],
+                "properties": { "partition": u32_, "first": u64_, "last": u64_ } } } } },
+        "Disposed": { "type": "object", "properties": { "cursor": { "type": "string" }, "durable_through_block": u64_ } },
+        "Cluster": { "type": "object", "required": ["nodes"], "properties": { "nodes": { "type": "array", "items": {
+            "type": "object", "required": ["id", "role", "state", "sessions", "address", "last_seen"], "properties": {
+                "id": { "type": "string" }, "role": { "type": "string" }, "state": { "type": "string" }, "sessions": u64_,
+                "address": { "type": "string" }, "last_seen": { "type": "string", "format": "date-time" } } } } } },
+    })
+}
+
+/// The document, serialized once.
+pub fn document_bytes() -> Vec<u8> {
+    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default()).clone()
+}

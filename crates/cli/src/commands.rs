@@ -1,0 +1,307 @@
+//! The data and admin commands: thin over `switchboard-client`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use switchboard_client::wire::{CreateStream, Event};
+use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct Conn {
+    /// Server URL.
+    #[arg(long, env = "SWITCHBOARD_URL", default_value = "http://127.0.0.1:7700", global = true)]
+    url: String,
+    /// Bearer token. Default: the token file of the local data directory.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Local data directory, to find admin.token when no token is given.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./data", global = true)]
+    data_dir: PathBuf,
+}
+
+impl Conn {
+    fn client(&self) -> Result<Client> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => {
+                let path = self.data_dir.join(crate::serve::TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no token: pass --token or SWITCHBOARD_TOKEN, or run where {} exists",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        Ok(Client::new(&self.url, &token)?)
+    }
+}
+
+/// `switchboard stream ...`.
+#[derive(Debug, Subcommand)]
+pub enum StreamCmd {
+    /// Create a stream (no change if it exists with the same settings).
+    Create {
+        /// Stream name.
+        name: String,
+        /// Partition count (1..=1024).
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Delete data older than this many ms.
+        #[arg(long)]
+        retention_ms: Option<u64>,
+        /// Keep each partition under about this many bytes.
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+    },
+    /// List streams.
+    List,
+    /// Settings and offsets of a stream, as JSON.
+    Describe {
+        /// Stream name.
+        name: String,
+    },
+    /// Delete a stream and its data.
+    Delete {
+        /// Stream name.
+        name: String,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Runs a `stream` command.
+pub fn stream(conn: &Conn, cmd: StreamCmd) -> Result<()> {
+    let client = conn.client()?;
+    runtime()?.block_on(async move {
+        let mut out = std::io::stdout().lock();
+        match cmd {
+            StreamCmd::Create {
+                name,
+                partitions,
+                retention_ms,
+                retention_bytes,
+            } => {
+                let (s, created) = client
+                    .create_stream(&CreateStream {
+                        name,
+                        partitions: Some(partitions),
+                        retention_ms,
+                        retention_bytes,
+                    })
+                    .await?;
+                writeln!(out, "{}", serde_json::to_string(&s)?)?;
+                if !created {
+                    eprintln!("stream {} already existed with these settings", s.name);
+                }
+            }
+            StreamCmd::List => {
+                let l = client.list_streams().await?;
+                writeln!(out, "{:<40} {:>10} {:>14} {:>16}", "NAME", "PARTITIONS", "RETENTION_MS", "RETENTION_BYTES")?;
+                let dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+                for s in l.streams {
+                    writeln!(
+                        out,
+                        "{:<40} {:>10} {:>14} {:>16}",
+                        s.name,
+                        s.partitions,
+                        dash(s.retention_ms),
+                        dash(s.retention_bytes)
+                    )?;
+                }
+            }
+            StreamCmd::Describe { name } => {
+                let d = client.describe_stream(&name).await?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
+            }
+            StreamCmd::Delete { name } => {
+                client.delete_stream(&name).await?;
+                eprintln!("deleted {name}");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Options of `switchboard publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Stream name.
+    stream: String,
+    /// Publish one event with this value (JSON text; anything that is not
+    /// JSON is sent as a string). Without it, NDJSON events are read from
+    /// stdin, one `{"key"?, "headers"?, "value" | "value_b64"}` per line.
+    #[arg(long)]
+    value: Option<String>,
+    /// Key of the --value event.
+    #[arg(long)]
+    key: Option<String>,
+    /// Header of the --value event, `name=value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Events per block.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Producer id: exactly-once across retries and restarts.
+    #[arg(long)]
+    producer: Option<String>,
+}
+
+/// Runs `publish`.
+pub fn publish(conn: &Conn, a: PublishArgs) -> Result<()> {
+    let client = conn.client()?;
+    if a.batch == 0 || a.batch > 10_000 {
+        bail!("--batch must be 1 to 10000");
+    }
+    runtime()?.block_on(async move {
+        if let Some(v) = &a.value {
+            let mut e = match Event::raw_json(v.clone()) {
+                Ok(e) => e,
+                Err(_) => Event::json(v)?,
+            };
+            e.key = a.key.clone();
+            for h in &a.headers {
+                let (n, v) = h.split_once('=').with_context(|| format!("--header {h:?}: expected name=value"))?;
+                e.headers.insert(n.to_string(), v.to_string());
+            }
+            let answer = client.publish(&a.stream, &[e], None).await?;
+            println!("{}", serde_json::to_string(&answer)?);
+            return Ok(());
+        }
+        let opts = WriterOptions {
+            producer: a.producer.clone(),
+            ..WriterOptions::default()
+        };
+        let mut w = Writer::open(client, &a.stream, opts).await?;
+        let progress = std::io::stderr().is_terminal().then(|| {
+            let p = indicatif::ProgressBar::new_spinner();
+            p.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {pos} events published ({per_sec})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            p
+        });
+        let stdin = std::io::stdin().lock();
+        let mut block: Vec<Event> = Vec::with_capacity(a.batch);
+        let mut total = 0u64;
+        for (i, line) in stdin.lines().enumerate() {
+            let line = line.context("reading stdin")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e: Event = serde_json::from_str(&line).with_context(|| format!("stdin line {}: not an event", i + 1))?;
+            block.push(e);
+            if block.len() == a.batch {
+                w.send(&block).await?;
+                total += block.len() as u64;
+                block.clear();
+                if let Some(p) = &progress {
+                    p.set_position(total);
+                }
+            }
+        }
+        if !block.is_empty() {
+            w.send(&block).await?;
+            total += block.len() as u64;
+        }
+        w.close().await?;
+        if let Some(p) = progress {
+            p.finish_and_clear();
+        }
+        eprintln!("published {total} events to {}", a.stream);
+        Ok(())
+    })
+}
+
+/// Options of `switchboard tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Stream name.
+    stream: String,
+    /// Where to start: earliest, latest or a cursor. A cursor file, when it
+    /// exists, takes precedence.
+    #[arg(long, default_value = "earliest")]
+    from: String,
+    /// Keep waiting for new events instead of stopping at the end.
+    #[arg(long)]
+    follow: bool,
+    /// Resume from and save the cursor to this file (after every batch).
+    #[arg(long)]
+    cursor_file: Option<PathBuf>,
+    /// Only these partitions (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Option<Vec<u32>>,
+    /// Stop after this many events.
+    #[arg(long)]
+    max_events: Option<u64>,
+}
+
+/// Runs `tail`: NDJSON on stdout.
+pub fn tail(conn: &Conn, a: TailArgs) -> Result<()> {
+    let client = conn.client()?;
+    runtime()?.block_on(async move {
+        let from = match &a.cursor_file {
+            Some(f) if f.exists() => std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim()
+                .to_string(),
+            _ => a.from.clone(),
+        };
+        let opts = ReaderOptions {
+            wait_ms: if a.follow { 10_000 } else { 500 },
+            partitions: a.partitions.clone(),
+            ..ReaderOptions::default()
+        };
+        let mut r = Reader::open(client, &a.stream, &from, opts).await?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut seen = 0u64;
+        loop {
+            let batch = r.next().await?;
+            if batch.events.is_empty() {
+                if a.follow {
+                    continue;
+                }
+                break;
+            }
+            let room = a.max_events.map_or(u64::MAX, |m| m - seen);
+            let take = (batch.events.len() as u64).min(room) as usize;
+            for e in &batch.events[..take] {
+                serde_json::to_writer(&mut out, e)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            seen += take as u64;
+            if take < batch.events.len() {
+                // the rest of the batch stays unacked: a resume sees it again
+                break;
+            }
+            let cursor = r.ack().await?.to_string();
+            if let Some(f) = &a.cursor_file {
+                save_cursor(f, &cursor)?;
+            }
+            if a.max_events.is_some_and(|m| seen >= m) {
+                break;
+            }
+        }
+        r.close().await?;
+        Ok(())
+    })
+}
+
+fn save_cursor(path: &std::path::Path, cursor: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{cursor}\n")).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Configuration of `switchboard serve`: one serde tree, read from a TOML
+//! file, then overridden by `SWITCHBOARD_*` environment variables and
+//! flags (flags win), then validated with errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use switchboard_log::Durability;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The configuration file's keys (all optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP listener.
+    pub listen: String,
+    /// Directory of the embedded log, keys and token file.
+    pub data_dir: PathBuf,
+    /// Static bearer tokens. Empty: a generated admin token in
+    /// `<data_dir>/admin.token`.
+    pub tokens: Vec<String>,
+    /// Node id reported to clients.
+    pub node_id: String,
+    /// `always`, `interval[:MS]` or `never`.
+    pub fsync: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `switchboard_api=debug,info`, ...).
+    pub log_level: String,
+    /// Longest graceful shutdown before the process exits anyway.
+    pub shutdown_timeout_ms: u64,
+    /// On shutdown, how long to keep answering `unavailable` (and 503 on
+    /// `/readyz`) before closing the listener, so load balancers notice.
+    pub drain_delay_ms: u64,
+    /// Session lease.
+    pub lease_ms: u64,
+    /// Most sessions on this node.
+    pub max_sessions: usize,
+    /// Read-ahead buffer per reader.
+    pub readahead_bytes: usize,
+    /// Scheduled-but-not-durable blocks per writer before backpressure.
+    pub max_blocks_in_flight: usize,
+    /// How long idempotency keys are remembered.
+    pub idempotency_ttl_ms: u64,
+    /// Segment size of the embedded log.
+    pub segment_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7700".into(),
+            data_dir: PathBuf::from("./data"),
+            tokens: Vec::new(),
+            node_id: "local".into(),
+            fsync: "always".into(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            shutdown_timeout_ms: 30_000,
+            drain_delay_ms: 0,
+            lease_ms: 30_000,
+            max_sessions: 10_000,
+            readahead_bytes: 4 << 20,
+            max_blocks_in_flight: 16,
+            idempotency_ttl_ms: 24 * 3_600_000,
+            segment_bytes: 128 << 20,
+        }
+    }
+}
+
+/// Flags of `switchboard serve`. Each also reads the environment variable
+/// named beside it; both override the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file; its keys are the long flag names with `_`
+    /// (listen, data_dir, tokens, node_id, fsync, log_format, log_level,
+    /// shutdown_timeout_ms, drain_delay_ms, lease_ms, max_sessions, readahead_bytes,
+    /// max_blocks_in_flight, idempotency_ttl_ms, segment_bytes).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7700].
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A static bearer token (repeatable; the env variable takes a
+    /// comma-separated list). Without any, one is generated into
+    /// <data-dir>/admin.token.
+    #[arg(long = "token", env = "SWITCHBOARD_TOKENS", value_delimiter = ',')]
+    pub tokens: Vec<String>,
+    /// Node id [default: local].
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// When appends reach the disk: always, interval[:MS] or never [default: always].
+    #[arg(long, env = "SWITCHBOARD_FSYNC")]
+    pub fsync: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter [default: info].
+    #[arg(long, env = "SWITCHBOARD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Graceful shutdown bound in ms [default: 30000].
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Delay in ms between failing /readyz and closing the listener on shutdown [default: 0].
+    #[arg(long, env = "SWITCHBOARD_DRAIN_DELAY_MS")]
+    pub drain_delay_ms: Option<u64>,
+    /// Session lease in ms [default: 30000].
+    #[arg(long, env = "SWITCHBOARD_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    /// Most sessions on this node [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// Read-ahead bytes per reader [default: 4194304].
+    #[arg(long, env = "SWITCHBOARD_READAHEAD_BYTES")]
+    pub readahead_bytes: Option<usize>,
+    /// Blocks in flight per writer before backpressure [default: 16].
+    #[arg(long, env = "SWITCHBOARD_MAX_BLOCKS_IN_FLIGHT")]
+    pub max_blocks_in_flight: Option<usize>,
+    /// Idempotency key lifetime in ms [default: 86400000].
+    #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_TTL_MS")]
+    pub idempotency_ttl_ms: Option<u64>,
+    /// Log segment size in bytes [default: 134217728].
+    #[arg(long, env = "SWITCHBOARD_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// As read.
+    pub config: Config,
+    /// Parsed `listen`.
+    pub listen: SocketAddr,
+    /// Parsed `fsync`.
+    pub durability: Durability,
+}
+
+impl ServeArgs {
+    /// File, then environment and flags, then validation.
+    pub fn load(&self) -> Result<Settings> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<Config>(&text).with_context(|| format!("config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
+        }
+        set!(
+            listen,
+            data_dir,
+            node_id,
+            fsync,
+            log_format,
+            log_level,
+            shutdown_timeout_ms,
+            drain_delay_ms,
+            lease_ms,
+            max_sessions,
+            readahead_bytes,
+            max_blocks_in_flight,
+            idempotency_ttl_ms,
+            segment_bytes
+        );
+        if !self.tokens.is_empty() {
+            c.tokens = self.tokens.clone();
+        }
+        validate(c)
+    }
+}
+
+fn validate(c: Config) -> Result<Settings> {
+    let listen: SocketAddr = c
+        .listen
+        .parse()
+        .with_context(|| format!("config key `listen`: {:?} is not an address like 127.0.0.1:7700", c.listen))?;
+    let durability: Durability = c
+        .fsync
+        .parse()
+        .map_err(|_| anyhow::anyhow!("config key `fsync`: {:?} is not always, interval, interval:MS or never", c.fsync))?;
+    if c.tokens.iter().any(|t| t.trim().len() < 16 || t.contains(char::is_whitespace)) {
+        bail!("config key `tokens`: every token needs at least 16 characters and no whitespace");
+    }
+    let ranges: [(&str, u64, u64, u64); 8] = [
+        ("drain_delay_ms", c.drain_delay_ms, 0, 600_000),
+        ("shutdown_timeout_ms", c.shutdown_timeout_ms, 100, 3_600_000),
+        ("lease_ms", c.lease_ms, 1000, 3_600_000),
+        ("max_sessions", c.max_sessions as u64, 1, 10_000_000),
+        ("readahead_bytes", c.readahead_bytes as u64, 64 * 1024, 1 << 30),
+        ("max_blocks_in_flight", c.max_blocks_in_flight as u64, 1, 1024),
+        ("idempotency_ttl_ms", c.idempotency_ttl_ms, 60_000, 30 * 24 * 3_600_000),
+        ("segment_bytes", c.segment_bytes, 1 << 20, 1 << 40),
+    ];
+    for (key, v, lo, hi) in ranges {
+        if !(lo..=hi).contains(&v) {
+            bail!("config key `{key}`: {v} is outside {lo}..={hi}");
+        }
+    }
+    if tracing_subscriber::EnvFilter::try_new(&c.log_level).is_err() {
+        bail!("config key `log_level`: {:?} is not a valid filter", c.log_level);
+    }
+    if c.node_id.is_empty() || c.node_id.len() > 128 {
+        bail!("config key `node_id`: must be 1 to 128 characters");
+    }
+    Ok(Settings {
+        config: c,
+        listen,
+        durability,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = |c: Config| validate(c).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(bad(Config {
+            fsync: "sometimes".into(),
+            ..Config::default()
+        })
+        .contains("`fsync`"));
+        assert!(bad(Config {
+            lease_ms: 1,
+            ..Config::default()
+        })
+        .contains("`lease_ms`"));
+        assert!(bad(Config {
+            listen: "nowhere".into(),
+            ..Config::default()
+        })
+        .contains("`listen`"));
+        let e = toml::from_str::<Config>("listen = \"127.0.0.1:1\"\nfsink = \"always\"").unwrap_err();
+        assert!(e.to_string().contains("fsink"), "{e}");
+        assert!(validate(Config::default()).is_ok());
+    }
+}

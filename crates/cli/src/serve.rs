@@ -1,0 +1,149 @@
+//! `switchboard serve`: the API tier, the session host and the embedded
+//! store in one process, the API reaching sessions through the in-process
+//! router.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use switchboard_api::ApiState;
+use switchboard_log::LogConfig;
+use switchboard_router::LocalRouter;
+use switchboard_session::keys::{write_secret_file, Keys};
+use switchboard_session::{HostConfig, SessionHost};
+use switchboard_store::embedded::EmbeddedStore;
+use switchboard_store::Store;
+
+use crate::config::{LogFormat, ServeArgs, Settings};
+
+/// Name of the generated token file in the data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+fn init_logging(s: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::new(&s.config.log_level);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match s.config.log_format {
+        LogFormat::Json => b.json().flatten_event(true).try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+/// The tokens to accept: configured ones, else the token file's (created
+/// with a random token on first start).
+fn tokens(s: &Settings) -> Result<Vec<String>> {
+    if !s.config.tokens.is_empty() {
+        return Ok(s.config.tokens.clone());
+    }
+    let path = s.config.data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => {
+            tracing::info!(path = %path.display(), "using the admin token in the data directory");
+            Ok(vec![t.trim().to_string()])
+        }
+        _ => {
+            let token = format!("sb_{}", hex::encode(rand::random::<[u8; 24]>()));
+            write_secret_file(&path, format!("{token}\n").as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::warn!(path = %path.display(), "no token configured: generated an admin token (mode 0600)");
+            Ok(vec![token])
+        }
+    }
+}
+
+/// Runs the service until SIGTERM or SIGINT, then drains and exits.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let s = args.load()?;
+    init_logging(&s);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("switchboard")
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(serve(s))
+}
+
+async fn serve(s: Settings) -> Result<()> {
+    let dir = &s.config.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let keys = Keys::load_or_create(dir).with_context(|| format!("loading {}/server.key", dir.display()))?;
+    let tokens = tokens(&s)?;
+    let log_cfg = LogConfig {
+        durability: s.durability,
+        segment_bytes: s.config.segment_bytes,
+        ..LogConfig::default()
+    };
+    let log_dir = dir.join("log");
+    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(log_dir, log_cfg))
+        .await?
+        .context("opening the embedded log")?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let host = SessionHost::start(
+        store,
+        keys.clone(),
+        HostConfig {
+            node_id: s.config.node_id.clone(),
+            lease_ms: s.config.lease_ms,
+            max_sessions: s.config.max_sessions,
+            readahead_bytes: s.config.readahead_bytes,
+            max_blocks_in_flight: s.config.max_blocks_in_flight,
+            dispose_timeout: Duration::from_secs(10),
+            idempotency_ttl_ms: s.config.idempotency_ttl_ms,
+        },
+    )
+    .await
+    .context("starting the session host")?;
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("listening on {}", s.listen))?;
+    let addr = listener.local_addr()?;
+    let router = Arc::new(LocalRouter::new(host.clone(), addr.to_string()));
+    let state = ApiState::new(router, &tokens, keys, switchboard_api::metrics_export::install());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(switchboard_api::run(listener, state.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(%addr, data_dir = %dir.display(), "switchboard listening");
+    // the first stdout line is the address: harnesses that start on port 0 read it
+    println!("switchboard listening on http://{addr}");
+
+    shutdown_signal().await;
+    let bound = Duration::from_millis(s.config.shutdown_timeout_ms);
+    let deadline = tokio::time::Instant::now() + bound;
+    tracing::info!(bound_ms = s.config.shutdown_timeout_ms, "shutting down: draining");
+    state.start_draining();
+    if s.config.drain_delay_ms > 0 {
+        // keep answering (503) so that load balancers see /readyz fail
+        // before the listener goes away
+        tokio::time::sleep(Duration::from_millis(s.config.drain_delay_ms)).await;
+    }
+    let unfinished = host.drain(bound).await;
+    if unfinished > 0 {
+        tracing::error!(writers = unfinished, "shutdown bound reached with blocks still in flight");
+    }
+    let _ = stop_tx.send(());
+    match tokio::time::timeout_at(deadline, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("requests still open at the shutdown bound; exiting"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // without signal handlers, run until killed
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,70 @@
+//! The client's error type.
+
+use switchboard_proto::ErrorCode;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error body.
+    #[error("{code} ({status}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Error code.
+        code: ErrorCode,
+        /// Message.
+        message: String,
+        /// Whether the same call may succeed later.
+        retryable: bool,
+        /// With `backpressure`.
+        retry_after_ms: Option<u64>,
+    },
+    /// The request did not get an answer (connection refused, reset, timeout).
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The answer was not what the protocol says.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+    /// Retries ran out; carries the last error.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Last failure.
+        last: Box<Error>,
+    },
+    /// A local I/O failure (cursor file, stdin).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The server's error code, if the server answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Api { code, .. } => Some(*code),
+            Error::GaveUp { last, .. } => last.code(),
+            _ => None,
+        }
+    }
+
+    /// Worth retrying the same call: transport failures, `unavailable`,
+    /// `backpressure`, `internal`.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Api { code, .. } => {
+                matches!(code, ErrorCode::Unavailable | ErrorCode::Backpressure | ErrorCode::Internal)
+            }
+            Error::Transport(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The session is gone: allocate a new one.
+    pub fn is_session_gone(&self) -> bool {
+        self.code() == Some(ErrorCode::SessionGone)
+    }
+}
