@@ -23,8 +23,16 @@ fn too_large() -> ApiError {
     )
 }
 
-/// Reads the raw body (as sent), at most the body limit.
-pub async fn read_raw(body: Body) -> Result<Bytes, ApiError> {
+/// Reads the raw body (as sent), at most the body limit. A body announced
+/// as larger is refused before any of it is read.
+pub async fn read_raw(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let announced = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
     axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
         let inner = e.into_inner();
         if inner.is::<http_body_util::LengthLimitError>() {

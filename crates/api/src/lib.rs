@@ -257,7 +257,7 @@ fn reply(r: Reply) -> Response {
 /// Reads, checks and decodes the body of an authenticated call.
 async fn authed_body(s: &ApiState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     s.check_token(headers)?;
-    let raw = body::read_raw(body).await?;
+    let raw = body::read_raw(headers, body).await?;
     body::decode(headers, raw).await
 }
 
@@ -331,7 +331,7 @@ async fn signed(
     body: Body,
 ) -> Result<Bytes, ApiError> {
     s.check_token(headers)?;
-    let raw = body::read_raw(body).await?;
+    let raw = body::read_raw(headers, body).await?;
     let sig = headers
         .get(signing::HEADER)
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,227 @@
+//! Test harness: runs the real `switchboard` binary on a loopback port and
+//! talks to it over HTTP.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+use switchboard_client::Client;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: String,
+    pub dir: PathBuf,
+    extra: Vec<String>,
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchboard")
+}
+
+impl Server {
+    /// Starts a server on `dir` with a free port.
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            addr: "127.0.0.1:0".into(),
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("server.log"))
+            .unwrap();
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg(&self.addr)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--token")
+            .arg(TOKEN)
+            .args(&self.extra)
+            .env("SWITCHBOARD_LOG_LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start");
+        let url = line
+            .trim()
+            .strip_prefix("switchboard listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}; see {}", self.dir.with_extension("server.log").display()))
+            .to_string();
+        self.addr = url.trim_start_matches("http://").to_string();
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, TOKEN).unwrap()
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw {
+            http: reqwest::Client::builder().no_gzip().no_zstd().build().unwrap(),
+            base: self.url.clone(),
+        }
+    }
+
+    /// SIGKILL, then wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; the exit status once it exits (panics after 60 s).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("not running");
+        signal(&c, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn send_signal(&self, sig: i32) {
+        signal(self.child.as_ref().unwrap(), sig);
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+#[allow(unsafe_code)]
+fn signal(c: &Child, sig: i32) {
+    // SAFETY: kill(2) on a child we own.
+    unsafe {
+        libc::kill(c.id() as i32, sig);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Plain HTTP calls, for checking the wire format and errors.
+pub struct Raw {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub bytes: bytes::Bytes,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Raw {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, String)],
+        token: Option<&str>,
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            body,
+            bytes,
+            headers,
+        }
+    }
+
+    pub async fn json(&self, method: Method, path: &str, body: Value) -> Answer {
+        self.send(method, path, Some(serde_json::to_vec(&body).unwrap()), &[], Some(TOKEN))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None, &[], Some(TOKEN)).await
+    }
+
+    /// A signed session call.
+    pub async fn signed(&self, method: Method, path: &str, secret: &str, body: Option<Vec<u8>>) -> Answer {
+        let b = body.clone().unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let sig = switchboard_proto::signing::sign(secret.as_bytes(), now, method.as_str(), path, &b);
+        self.send(method, path, body, &[("x-switchboard-signature", sig)], Some(TOKEN))
+            .await
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
