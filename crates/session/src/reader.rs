@@ -8,6 +8,7 @@
 //! previously acked batch repeats its answer; any other ack is a conflict.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ use tokio::sync::Notify;
 use crate::codec::{render_event, rendered_len};
 use crate::cursor::{Cursor, CursorCodec};
 use crate::error::{Result, SessionError};
+
+/// Longest a read without wait waits for the read-ahead to catch up.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// Read limits of one call, already validated.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +70,9 @@ struct Buffered {
 
 struct ReadAhead {
     buf: Mutex<Buffered>,
+    /// The fetcher's last pass found nothing new: an empty buffer means
+    /// there is nothing to read (as of that pass).
+    caught_up: AtomicBool,
     data: Notify,
     space: Notify,
     limit: usize,
@@ -88,6 +95,7 @@ impl Reader {
                 bytes: 0,
                 error: None,
             }),
+            caught_up: AtomicBool::new(false),
             data: Notify::new(),
             space: Notify::new(),
             limit: readahead_bytes.max(64 * 1024),
@@ -189,28 +197,31 @@ impl Reader {
     }
 
     /// A `read` call: the pending batch, or a new one, waiting up to
-    /// `limits.wait` for the first event.
+    /// `limits.wait` for the first event. Even without a wait, a read does
+    /// not answer empty while the read-ahead has not yet looked at what the
+    /// store holds (just after allocation, or just after new data).
     pub async fn read(&mut self, limits: ReadLimits) -> Result<Bytes> {
         if let Some(b) = self.take(limits)? {
             return Ok(b);
         }
-        if !limits.wait.is_zero() {
-            let deadline = tokio::time::Instant::now() + limits.wait;
-            loop {
-                let ra = self.ra.clone();
-                let notified = ra.data.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if let Some(b) = self.take(limits)? {
-                    return Ok(b);
-                }
-                if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                    break;
-                }
-            }
+        let start = tokio::time::Instant::now();
+        loop {
+            let ra = self.ra.clone();
+            let notified = ra.data.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if let Some(b) = self.take(limits)? {
                 return Ok(b);
             }
+            let until = if ra.caught_up.load(Ordering::Acquire) {
+                start + limits.wait
+            } else {
+                start + limits.wait.max(CATCH_UP_WAIT)
+            };
+            if tokio::time::Instant::now() >= until {
+                break;
+            }
+            let _ = tokio::time::timeout_at(until, notified).await;
         }
         Ok(self.empty_answer())
     }
@@ -298,9 +309,13 @@ async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, 
         }
         rr = rr.wrapping_add(1);
         if !got {
+            ra.caught_up.store(true, Ordering::Release);
+            ra.data.notify_waiters();
             let waits: Vec<(u32, u64)> = parts.iter().copied().zip(pos.iter().copied()).collect();
-            if store.wait_any(&stream, &waits, Duration::from_secs(5)).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            match store.wait_any(&stream, &waits, Duration::from_secs(5)).await {
+                Ok(true) => ra.caught_up.store(false, Ordering::Release),
+                Ok(false) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
     }
