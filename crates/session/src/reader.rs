@@ -286,8 +286,6 @@ async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, 
                         buf.bytes += r.encoded_len();
                         buf.records.push_back((i, r));
                     }
-                    drop(buf);
-                    ra.data.notify_waiters();
                 }
                 Ok(_) => {}
                 Err(switchboard_store::Error::OffsetOutOfRange { requested, start, .. }) if requested < start => {
@@ -308,7 +306,10 @@ async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, 
             }
         }
         rr = rr.wrapping_add(1);
-        if !got {
+        // wake readers once per pass, so that a batch spans partitions
+        if got {
+            ra.data.notify_waiters();
+        } else {
             ra.caught_up.store(true, Ordering::Release);
             ra.data.notify_waiters();
             let waits: Vec<(u32, u64)> = parts.iter().copied().zip(pos.iter().copied()).collect();
