@@ -267,6 +267,9 @@ pub fn tail(conn: &Conn, a: TailArgs) -> Result<()> {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut seen = 0u64;
         loop {
+            if let Some(m) = a.max_events {
+                r.set_max_events(Some((m - seen).min(10_000) as u32));
+            }
             let batch = r.next().await?;
             if batch.events.is_empty() {
                 if a.follow {

@@ -68,6 +68,12 @@ impl Reader {
         &self.cursor
     }
 
+    /// Changes the batch size of the next reads (a pending batch is still
+    /// returned whole).
+    pub fn set_max_events(&mut self, max_events: Option<u32>) {
+        self.opts.max_events = max_events;
+    }
+
     /// The session in use, if any.
     pub fn session(&self) -> Option<&Session> {
         self.session.as_ref()
