@@ -17,6 +17,9 @@ pub enum Bench {
     /// Embedded log: append then read back N records, and write the same
     /// bytes with plain sequential writes plus fdatasync for comparison.
     Log(LogBench),
+    /// The whole service over HTTP: writers and readers against a server,
+    /// beside the log's append rate measured in the same run.
+    E2e(crate::bench_e2e::E2eBench),
 }
 
 /// When the log benchmark syncs.
@@ -79,7 +82,32 @@ struct LogReport {
 pub fn run(bench: Bench) -> Result<()> {
     match bench {
         Bench::Log(b) => log_bench(&b),
+        Bench::E2e(b) => crate::bench_e2e::run(b),
     }
+}
+
+impl LogBench {
+    /// Settings for the side-by-side measurement of `bench e2e`.
+    pub fn for_comparison(records: u64, record_size: usize, batch: u64, data_dir: PathBuf) -> LogBench {
+        LogBench {
+            records,
+            record_size,
+            batch,
+            fsync: Fsync::Always,
+            interval_ms: 100,
+            rounds: 1,
+            data_dir,
+        }
+    }
+}
+
+/// One log round's append rate, events per second.
+pub fn append_rate(b: &LogBench) -> Result<f64> {
+    let work = tempfile_dir(&b.data_dir)?;
+    let r = log_round(b, &work.join("log"));
+    std::fs::remove_dir_all(&work).ok();
+    let (append, _, _) = r?;
+    Ok(b.records as f64 / append.as_secs_f64())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

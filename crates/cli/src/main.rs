@@ -2,6 +2,7 @@
 //! its benchmarks.
 
 mod bench;
+mod bench_e2e;
 mod commands;
 mod config;
 mod serve;

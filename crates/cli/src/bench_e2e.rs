@@ -1,0 +1,347 @@
+//! `switchboard bench e2e`: writers and readers driving a server through
+//! the real HTTP API, next to the embedded log's append rate measured in
+//! the same run.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use switchboard_client::wire::{Allocate, CreateStream, Mode, Read};
+use switchboard_client::{Client, Session};
+
+/// Options of `switchboard bench e2e`.
+#[derive(Debug, Args)]
+pub struct E2eBench {
+    /// A running server; without it, one is started on a temporary data
+    /// directory under --data-dir.
+    #[arg(long)]
+    url: Option<String>,
+    /// Token for --url.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Concurrent writers (one write session each).
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Concurrent readers (one read session each, on disjoint partitions).
+    #[arg(long, default_value_t = 4)]
+    readers: usize,
+    /// Bytes of each event's value.
+    #[arg(long, default_value_t = 1024)]
+    event_size: usize,
+    /// Events per block.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Partitions of the benchmark stream [default: max(writers, readers)].
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// Events for the side-by-side `bench log` measurement (0: skip).
+    #[arg(long, default_value_t = 200_000)]
+    log_records: u64,
+    /// Where the started server and the log measurement keep their data.
+    #[arg(long, default_value = "./switchboard-bench")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    bench: &'static str,
+    writers: usize,
+    readers: usize,
+    event_size: usize,
+    batch: usize,
+    duration_s: f64,
+    published: u64,
+    consumed: u64,
+    publish_events_s: f64,
+    consume_events_s: f64,
+    publish_mb_s: f64,
+    commit_p50_ms: f64,
+    commit_p99_ms: f64,
+    write_p50_ms: f64,
+    read_p50_ms: f64,
+    read_p99_ms: f64,
+    ack_p50_ms: f64,
+    ack_p99_ms: f64,
+    e2e_p50_ms: f64,
+    e2e_p99_ms: f64,
+    log_append_events_s: Option<f64>,
+    publish_ratio: Option<f64>,
+    consume_ratio: Option<f64>,
+}
+
+struct Spawned {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_server(parent: &std::path::Path, token: &str) -> Result<(Spawned, String)> {
+    let dir = parent.join(format!("e2e-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&dir)?;
+    let exe = std::env::current_exe().context("finding the switchboard binary")?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn", "--token", token, "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the server")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let spawned = Spawned { child, dir };
+    let url = line
+        .trim()
+        .strip_prefix("switchboard listening on ")
+        .with_context(|| format!("unexpected server output {line:?}"))?
+        .to_string();
+    Ok((spawned, url))
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    (v[i] * 1000.0).round() / 1000.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the benchmark; prints progress to stderr and the report last.
+pub fn run(b: E2eBench) -> Result<()> {
+    if b.writers == 0 || b.batch == 0 || b.duration == 0 || b.event_size == 0 {
+        bail!("--writers, --batch, --duration and --event-size must be positive");
+    }
+    std::fs::create_dir_all(&b.data_dir).with_context(|| format!("creating {}", b.data_dir.display()))?;
+    let log_before = log_rate(&b)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut report = rt.block_on(drive(&b))?;
+    let log_after = log_rate(&b)?;
+    if let (Some(x), Some(y)) = (log_before, log_after) {
+        let log = (x + y) / 2.0;
+        eprintln!("log append: {x:.0} events/s before, {y:.0} after");
+        report.log_append_events_s = Some(log.round());
+        report.publish_ratio = Some((report.publish_events_s / log * 1000.0).round() / 1000.0);
+        report.consume_ratio = Some((report.consume_events_s / log * 1000.0).round() / 1000.0);
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn log_rate(b: &E2eBench) -> Result<Option<f64>> {
+    if b.log_records == 0 {
+        return Ok(None);
+    }
+    let lb = crate::bench::LogBench::for_comparison(b.log_records, b.event_size, b.batch as u64, b.data_dir.clone());
+    crate::bench::append_rate(&lb).map(Some)
+}
+
+async fn drive(b: &E2eBench) -> Result<Report> {
+    let token = b.token.clone().unwrap_or_else(|| format!("bench-{}", rand::random::<u64>()));
+    let (_server, url) = match &b.url {
+        Some(u) => (None, u.clone()),
+        None => {
+            let (s, u) = start_server(&b.data_dir, &token)?;
+            (Some(s), u)
+        }
+    };
+    let client = Client::new(&url, &token)?;
+    let partitions = b.partitions.unwrap_or(b.writers.max(b.readers) as u32);
+    let stream = format!("bench-e2e-{}", rand::random::<u32>());
+    client
+        .create_stream(&CreateStream {
+            name: stream.clone(),
+            partitions: Some(partitions),
+            retention_ms: None,
+            retention_bytes: None,
+        })
+        .await?;
+    let value = format!("\"{}\"", "x".repeat(b.event_size.saturating_sub(2)));
+    let one = format!("{{\"value\":{value}}}");
+    let mut events_json = String::with_capacity((one.len() + 1) * b.batch + 2);
+    events_json.push('[');
+    for i in 0..b.batch {
+        if i > 0 {
+            events_json.push(',');
+        }
+        events_json.push_str(&one);
+    }
+    events_json.push(']');
+    let events_json = bytes::Bytes::from(events_json);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicU64::new(0));
+    let consumed = Arc::new(AtomicU64::new(0));
+    let readers_done = Arc::new(AtomicBool::new(false));
+
+    // readers first, from the end of the empty stream
+    let mut readers = Vec::new();
+    for r in 0..b.readers {
+        let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % b.readers == r).collect();
+        if parts.is_empty() {
+            continue;
+        }
+        let a = client
+            .allocate(&Allocate {
+                stream: stream.clone(),
+                mode: Mode::Read,
+                cursor: Some("earliest".into()),
+                partitions: Some(parts),
+                producer: None,
+            })
+            .await?;
+        let (client, consumed, done) = (client.clone(), consumed.clone(), readers_done.clone());
+        readers.push(tokio::spawn(async move {
+            let s = Session::new(&a);
+            let (mut reads, mut acks, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
+            let mut last = Instant::now();
+            let req = Read {
+                max_events: None,
+                max_bytes: None,
+                wait_ms: Some(200),
+            };
+            while !done.load(Ordering::Acquire) {
+                let t = Instant::now();
+                let batch = client.read(&s, &req).await?;
+                let took = t.elapsed();
+                if batch.events.is_empty() {
+                    continue;
+                }
+                reads.push(ms(took));
+                let now = switchboard_session::host::now_ms();
+                for e in &batch.events {
+                    if let Some(ts) = switchboard_proto::time::parse_rfc3339_ms(&e.timestamp) {
+                        e2e.push((now - ts) as f64);
+                    }
+                }
+                let t = Instant::now();
+                client.ack(&s, batch.batch).await?;
+                acks.push(ms(t.elapsed()));
+                consumed.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                last = Instant::now();
+            }
+            let _ = client.dispose(&s).await;
+            anyhow::Ok((reads, acks, e2e, last))
+        }));
+    }
+
+    let start = Instant::now();
+    let mut writers = Vec::new();
+    for _ in 0..b.writers {
+        let a = client
+            .allocate(&Allocate {
+                stream: stream.clone(),
+                mode: Mode::Write,
+                cursor: None,
+                partitions: None,
+                producer: None,
+            })
+            .await?;
+        let (client, stop, published, events_json, n) =
+            (client.clone(), stop.clone(), published.clone(), events_json.clone(), b.batch as u64);
+        writers.push(tokio::spawn(async move {
+            let s = Session::new(&a);
+            let (mut writes, mut commits) = (Vec::new(), Vec::new());
+            let mut block = 1u64;
+            while !stop.load(Ordering::Acquire) {
+                let t = Instant::now();
+                client.write(&s, switchboard_client::write_body(block, &events_json)).await?;
+                writes.push(ms(t.elapsed()));
+                let t = Instant::now();
+                loop {
+                    match client.commit(&s, block, true).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(5)).await,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                commits.push(ms(t.elapsed()));
+                published.fetch_add(n, Ordering::Relaxed);
+                block += 1;
+            }
+            let _ = client.dispose(&s).await;
+            anyhow::Ok((writes, commits))
+        }));
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while start.elapsed() < Duration::from_secs(b.duration) {
+        tick.tick().await;
+        eprintln!(
+            "{:>3}s published {:>9} consumed {:>9}",
+            start.elapsed().as_secs(),
+            published.load(Ordering::Relaxed),
+            consumed.load(Ordering::Relaxed)
+        );
+    }
+    stop.store(true, Ordering::Release);
+    let (mut writes, mut commits) = (Vec::new(), Vec::new());
+    for w in writers {
+        let (a, c) = w.await??;
+        writes.extend(a);
+        commits.extend(c);
+    }
+    let publish_time = start.elapsed();
+    let total = published.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.readers > 0 && consumed.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    readers_done.store(true, Ordering::Release);
+    let (mut reads, mut acks, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = start;
+    for r in readers {
+        let (a, b2, c, l) = r.await??;
+        reads.extend(a);
+        acks.extend(b2);
+        e2e.extend(c);
+        last = last.max(l);
+    }
+    let got = consumed.load(Ordering::Relaxed);
+    let consume_time = last.duration_since(start).max(Duration::from_millis(1));
+    let publish_events_s = total as f64 / publish_time.as_secs_f64();
+    Ok(Report {
+        bench: "e2e",
+        writers: b.writers,
+        readers: b.readers,
+        event_size: b.event_size,
+        batch: b.batch,
+        duration_s: publish_time.as_secs_f64(),
+        published: total,
+        consumed: got,
+        publish_events_s: publish_events_s.round(),
+        consume_events_s: (got as f64 / consume_time.as_secs_f64()).round(),
+        publish_mb_s: (publish_events_s * b.event_size as f64 / 1e6 * 10.0).round() / 10.0,
+        commit_p50_ms: pct(&mut commits, 0.5),
+        commit_p99_ms: pct(&mut commits, 0.99),
+        write_p50_ms: pct(&mut writes, 0.5),
+        read_p50_ms: pct(&mut reads, 0.5),
+        read_p99_ms: pct(&mut reads, 0.99),
+        ack_p50_ms: pct(&mut acks, 0.5),
+        ack_p99_ms: pct(&mut acks, 0.99),
+        e2e_p50_ms: pct(&mut e2e, 0.5) / 1000.0 * 1000.0,
+        e2e_p99_ms: pct(&mut e2e, 0.99),
+        log_append_events_s: None,
+        publish_ratio: None,
+        consume_ratio: None,
+    })
+}
