@@ -93,13 +93,27 @@ fn now_ms() -> u64 {
 
 impl Client {
     /// A client for the server at `url` (like `http://127.0.0.1:7700`).
+    /// Answers may come compressed (gzip or zstd).
     pub fn new(url: &str, token: &str) -> Result<Client> {
-        let http = reqwest::Client::builder()
+        Self::build(url, token, true)
+    }
+
+    /// Like [`Client::new`], but asks for uncompressed answers: cheaper on
+    /// a fast local link.
+    pub fn new_uncompressed(url: &str, token: &str) -> Result<Client> {
+        Self::build(url, token, false)
+    }
+
+    fn build(url: &str, token: &str, accept_compressed: bool) -> Result<Client> {
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()?;
+            .tcp_nodelay(true);
+        if !accept_compressed {
+            b = b.no_gzip().no_zstd();
+        }
+        let http = b.build()?;
         let auth = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
             .map_err(|_| Error::Protocol("the token is not a valid header value".into()))?;
         Ok(Client {
@@ -141,6 +155,21 @@ impl Client {
         session: Option<&Session>,
         extra: Option<(&'static str, &str)>,
     ) -> Result<(u16, T)> {
+        let (status, bytes) = self.call_bytes(method, path, body, session, extra).await?;
+        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        let v = serde_json::from_slice(body).map_err(|e| Error::Protocol(format!("invalid answer: {e}")))?;
+        Ok((status, v))
+    }
+
+    /// Sends one request; returns a successful answer's bytes.
+    async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        session: Option<&Session>,
+        extra: Option<(&'static str, &str)>,
+    ) -> Result<(u16, Bytes)> {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, self.auth.clone());
         let body = match body {
@@ -187,9 +216,7 @@ impl Client {
                 )),
             });
         }
-        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        let v = serde_json::from_slice(body).map_err(|e| Error::Protocol(format!("invalid answer: {e}")))?;
-        Ok((status, v))
+        Ok((status, bytes))
     }
 
     fn json<T: serde::Serialize>(v: &T) -> Result<Bytes> {
@@ -264,6 +291,15 @@ impl Client {
             .call(Method::POST, &format!("/v1/sessions/{}/read", s.id), Some(Self::json(req)?), Some(s), None)
             .await?
             .1)
+    }
+
+    /// `POST /v1/sessions/{id}/read`, the answer's JSON undecoded (for
+    /// callers that parse it their own way).
+    pub async fn read_raw(&self, s: &Session, req: &Read) -> Result<Bytes> {
+        let (_, bytes) = self
+            .call_bytes(Method::POST, &format!("/v1/sessions/{}/read", s.id), Some(Self::json(req)?), Some(s), None)
+            .await?;
+        Ok(bytes)
     }
 
     /// `POST /v1/sessions/{id}/ack`.
