@@ -76,7 +76,9 @@ fn inflate(kind: Kind, raw: &[u8]) -> Result<Bytes, ApiError> {
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(MAX_BODY_BYTES));
     let limit = MAX_BODY_BYTES as u64 + 1;
     let r = match kind {
-        Kind::Gzip => flate2::read::MultiGzDecoder::new(raw).take(limit).read_to_end(&mut out),
+        Kind::Gzip => flate2::read::MultiGzDecoder::new(raw)
+            .take(limit)
+            .read_to_end(&mut out),
         Kind::Zstd => match zstd::stream::read::Decoder::new(raw) {
             Ok(d) => d.take(limit).read_to_end(&mut out),
             Err(e) => Err(e),

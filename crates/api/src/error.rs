@@ -56,7 +56,9 @@ impl IntoResponse for ApiError {
             tracing::error!(message = %self.message, "internal error");
         }
         let mut body = ErrorBody::new(self.code, self.message);
-        body.error.retry_after_ms = self.retry_after_ms.filter(|_| self.code == ErrorCode::Backpressure);
+        body.error.retry_after_ms = self
+            .retry_after_ms
+            .filter(|_| self.code == ErrorCode::Backpressure);
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (status, json).into_response();
         let h = resp.headers_mut();

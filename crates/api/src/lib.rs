@@ -65,7 +65,10 @@ impl ApiState {
         ApiState {
             inner: Arc::new(Inner {
                 router,
-                tokens: tokens.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect(),
+                tokens: tokens
+                    .iter()
+                    .map(|t| Sha256::digest(t.as_bytes()).into())
+                    .collect(),
                 keys,
                 draining: AtomicBool::new(false),
                 metrics,
@@ -91,7 +94,10 @@ impl ApiState {
             return Err(ApiError::new(ErrorCode::Unauthorized, "invalid bearer token"));
         }
         if self.inner.draining.load(Ordering::Acquire) {
-            return Err(ApiError::new(ErrorCode::Unavailable, "node is draining: retry on another node"));
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "node is draining: retry on another node",
+            ));
         }
         Ok(())
     }
@@ -115,7 +121,11 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/v1/sessions/{id}/commit", post(session_commit))
         .route("/v1/cluster", get(cluster))
         .route("/v1/openapi.json", get(openapi_doc))
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true).zstd(true));
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(true)
+                .zstd(true),
+        );
     axum::Router::new()
         .merge(api)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -134,7 +144,9 @@ pub async fn run(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Request id, span, access log and request metrics for every call.
@@ -163,13 +175,18 @@ async fn observe(req: HttpRequest, next: Next) -> Response {
     let elapsed = started.elapsed();
     let route_label = static_route(&route);
     metrics::counter!("switchboard_requests_total", "route" => route_label, "method" => method_label(&method), "status" => status.to_string()).increment(1);
-    metrics::histogram!("switchboard_request_duration_seconds", "route" => route_label).record(elapsed.as_secs_f64());
+    metrics::histogram!("switchboard_request_duration_seconds", "route" => route_label)
+        .record(elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
     let _e = span.enter();
     if status >= 500 {
-        tracing::warn!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request failed");
+        tracing::warn!(
+            status,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "request failed"
+        );
     } else {
         tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request");
     }
@@ -222,7 +239,10 @@ async fn openapi_doc(State(s): State<ApiState>, headers: HeaderMap) -> Result<Re
 async fn cluster(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     s.check_token(&headers)?;
     let nodes = s.inner.router.nodes().await;
-    Ok(json(StatusCode::OK, &switchboard_proto::wire::ClusterInfo { nodes }))
+    Ok(json(
+        StatusCode::OK,
+        &switchboard_proto::wire::ClusterInfo { nodes },
+    ))
 }
 
 fn json_bytes(status: StatusCode, body: Bytes) -> Response {
@@ -232,15 +252,22 @@ fn json_bytes(status: StatusCode, body: Bytes) -> Response {
 fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
     match serde_json::to_vec(v) {
         Ok(b) => json_bytes(status, Bytes::from(b)),
-        Err(e) => ApiError::new(ErrorCode::Internal, format!("encoding the answer failed: {e}")).into_response(),
+        Err(e) => {
+            ApiError::new(ErrorCode::Internal, format!("encoding the answer failed: {e}")).into_response()
+        }
     }
 }
 
 fn reply(r: Reply) -> Response {
     match r {
-        Reply::StreamCreated(info, created) => {
-            json(if created { StatusCode::CREATED } else { StatusCode::OK }, &info)
-        }
+        Reply::StreamCreated(info, created) => json(
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &info,
+        ),
         Reply::Streams(l) => json(StatusCode::OK, &l),
         Reply::Stream(d) => json(StatusCode::OK, &d),
         Reply::StreamDeleted => StatusCode::NO_CONTENT.into_response(),
@@ -261,7 +288,11 @@ async fn authed_body(s: &ApiState, headers: &HeaderMap, body: Body) -> Result<By
     body::decode(headers, raw).await
 }
 
-async fn create_stream(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn create_stream(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let b = authed_body(&s, &headers, body).await?;
     let req: CreateStream = body::json(&b, false)?;
     Ok(reply(s.route(Request::CreateStream(req)).await?))
@@ -339,8 +370,16 @@ async fn signed(
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let secret = s.inner.keys.session_secret(id);
     let now = switchboard_session::host::now_ms().max(0) as u64;
-    signing::verify(sig, secret.as_bytes(), method.as_str(), path, &raw, now, signing::MAX_SKEW_MS)
-        .map_err(|e| ApiError::new(ErrorCode::BadSignature, e.to_string()))?;
+    signing::verify(
+        sig,
+        secret.as_bytes(),
+        method.as_str(),
+        path,
+        &raw,
+        now,
+        signing::MAX_SKEW_MS,
+    )
+    .map_err(|e| ApiError::new(ErrorCode::BadSignature, e.to_string()))?;
     body::decode(headers, raw).await
 }
 

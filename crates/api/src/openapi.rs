@@ -40,12 +40,22 @@ fn ok(desc: &str, name: &str) -> Value {
 fn errors(codes: &[&str]) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     for c in codes {
-        m.insert((*c).to_string(), json!({ "$ref": format!("#/components/responses/E{c}") }));
+        m.insert(
+            (*c).to_string(),
+            json!({ "$ref": format!("#/components/responses/E{c}") }),
+        );
     }
     m
 }
 
-fn op(id: &str, summary: &str, req: Option<Value>, good: (&str, Value), errs: &[&str], signed: bool) -> Value {
+fn op(
+    id: &str,
+    summary: &str,
+    req: Option<Value>,
+    good: (&str, Value),
+    errs: &[&str],
+    signed: bool,
+) -> Value {
     let mut responses = errors(errs);
     responses.insert(good.0.to_string(), good.1);
     let mut o = json!({
@@ -78,7 +88,10 @@ pub fn document() -> Value {
         "publish",
         "Publish events at once; answers when they are durable",
         Some(body("Publish")),
-        ("200", ok("offsets of the events, in request order", "PublishAnswer")),
+        (
+            "200",
+            ok("offsets of the events, in request order", "PublishAnswer"),
+        ),
         &with(&["404", "409", "413", "429"]),
         false,
     );
@@ -89,7 +102,13 @@ pub fn document() -> Value {
         "readBatch",
         "Read the pending batch, or the next one",
         Some(json!({ "required": false, "content": { "application/json": { "schema": r("Read") } } })),
-        ("200", ok("a batch; batch 0 with no events when nothing came within wait_ms", "ReadAnswer")),
+        (
+            "200",
+            ok(
+                "a batch; batch 0 with no events when nothing came within wait_ms",
+                "ReadAnswer",
+            ),
+        ),
         &with(&["409", "410", "413"]),
         true,
     );
@@ -252,5 +271,6 @@ fn schemas() -> Value {
 /// The document, serialized once.
 pub fn document_bytes() -> Vec<u8> {
     static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default()).clone()
+    DOC.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default())
+        .clone()
 }

@@ -108,7 +108,16 @@ fn start_server(parent: &std::path::Path, token: &str) -> Result<(Spawned, Strin
     std::fs::create_dir_all(&dir)?;
     let exe = std::env::current_exe().context("finding the switchboard binary")?;
     let mut child = Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn", "--token", token, "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+            "--token",
+            token,
+            "--data-dir",
+        ])
         .arg(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -164,12 +173,20 @@ fn log_rate(b: &E2eBench) -> Result<Option<f64>> {
     if b.log_records == 0 {
         return Ok(None);
     }
-    let lb = crate::bench::LogBench::for_comparison(b.log_records, b.event_size, b.batch as u64, b.data_dir.clone());
+    let lb = crate::bench::LogBench::for_comparison(
+        b.log_records,
+        b.event_size,
+        b.batch as u64,
+        b.data_dir.clone(),
+    );
     crate::bench::append_rate(&lb).map(Some)
 }
 
 async fn drive(b: &E2eBench) -> Result<Report> {
-    let token = b.token.clone().unwrap_or_else(|| format!("bench-{}", rand::random::<u64>()));
+    let token = b
+        .token
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}", rand::random::<u64>()));
     let (_server, url) = match &b.url {
         Some(u) => (None, u.clone()),
         None => {
@@ -277,15 +294,22 @@ async fn drive(b: &E2eBench) -> Result<Report> {
                 producer: None,
             })
             .await?;
-        let (client, stop, published, events_json, n) =
-            (client.clone(), stop.clone(), published.clone(), events_json.clone(), b.batch as u64);
+        let (client, stop, published, events_json, n) = (
+            client.clone(),
+            stop.clone(),
+            published.clone(),
+            events_json.clone(),
+            b.batch as u64,
+        );
         writers.push(tokio::spawn(async move {
             let s = Session::new(&a);
             let (mut writes, mut commits) = (Vec::new(), Vec::new());
             let mut block = 1u64;
             while !stop.load(Ordering::Acquire) {
                 let t = Instant::now();
-                client.write(&s, switchboard_client::write_body(block, &events_json)).await?;
+                client
+                    .write(&s, switchboard_client::write_body(block, &events_json))
+                    .await?;
                 writes.push(ms(t.elapsed()));
                 let t = Instant::now();
                 loop {

@@ -12,7 +12,12 @@ use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
 #[derive(Debug, Args)]
 pub struct Conn {
     /// Server URL.
-    #[arg(long, env = "SWITCHBOARD_URL", default_value = "http://127.0.0.1:7700", global = true)]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_URL",
+        default_value = "http://127.0.0.1:7700",
+        global = true
+    )]
     url: String,
     /// Bearer token. Default: the token file of the local data directory.
     #[arg(long, env = "SWITCHBOARD_TOKEN", global = true, hide_env_values = true)]
@@ -108,7 +113,11 @@ pub fn stream(conn: &Conn, cmd: StreamCmd) -> Result<()> {
             }
             StreamCmd::List => {
                 let l = client.list_streams().await?;
-                writeln!(out, "{:<40} {:>10} {:>14} {:>16}", "NAME", "PARTITIONS", "RETENTION_MS", "RETENTION_BYTES")?;
+                writeln!(
+                    out,
+                    "{:<40} {:>10} {:>14} {:>16}",
+                    "NAME", "PARTITIONS", "RETENTION_MS", "RETENTION_BYTES"
+                )?;
                 let dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
                 for s in l.streams {
                     writeln!(
@@ -172,7 +181,9 @@ pub fn publish(conn: &Conn, a: PublishArgs) -> Result<()> {
             };
             e.key = a.key.clone();
             for h in &a.headers {
-                let (n, v) = h.split_once('=').with_context(|| format!("--header {h:?}: expected name=value"))?;
+                let (n, v) = h
+                    .split_once('=')
+                    .with_context(|| format!("--header {h:?}: expected name=value"))?;
                 e.headers.insert(n.to_string(), v.to_string());
             }
             let answer = client.publish(&a.stream, &[e], None).await?;
@@ -200,7 +211,8 @@ pub fn publish(conn: &Conn, a: PublishArgs) -> Result<()> {
             if line.trim().is_empty() {
                 continue;
             }
-            let e: Event = serde_json::from_str(&line).with_context(|| format!("stdin line {}: not an event", i + 1))?;
+            let e: Event =
+                serde_json::from_str(&line).with_context(|| format!("stdin line {}: not an event", i + 1))?;
             block.push(e);
             if block.len() == a.batch {
                 w.send(&block).await?;

@@ -188,15 +188,22 @@ impl ServeArgs {
 }
 
 fn validate(c: Config) -> Result<Settings> {
-    let listen: SocketAddr = c
-        .listen
-        .parse()
-        .with_context(|| format!("config key `listen`: {:?} is not an address like 127.0.0.1:7700", c.listen))?;
-    let durability: Durability = c
-        .fsync
-        .parse()
-        .map_err(|_| anyhow::anyhow!("config key `fsync`: {:?} is not always, interval, interval:MS or never", c.fsync))?;
-    if c.tokens.iter().any(|t| t.trim().len() < 16 || t.contains(char::is_whitespace)) {
+    let listen: SocketAddr = c.listen.parse().with_context(|| {
+        format!(
+            "config key `listen`: {:?} is not an address like 127.0.0.1:7700",
+            c.listen
+        )
+    })?;
+    let durability: Durability = c.fsync.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "config key `fsync`: {:?} is not always, interval, interval:MS or never",
+            c.fsync
+        )
+    })?;
+    if c.tokens
+        .iter()
+        .any(|t| t.trim().len() < 16 || t.contains(char::is_whitespace))
+    {
         bail!("config key `tokens`: every token needs at least 16 characters and no whitespace");
     }
     let ranges: [(&str, u64, u64, u64); 8] = [
@@ -206,7 +213,12 @@ fn validate(c: Config) -> Result<Settings> {
         ("max_sessions", c.max_sessions as u64, 1, 10_000_000),
         ("readahead_bytes", c.readahead_bytes as u64, 64 * 1024, 1 << 30),
         ("max_blocks_in_flight", c.max_blocks_in_flight as u64, 1, 1024),
-        ("idempotency_ttl_ms", c.idempotency_ttl_ms, 60_000, 30 * 24 * 3_600_000),
+        (
+            "idempotency_ttl_ms",
+            c.idempotency_ttl_ms,
+            60_000,
+            30 * 24 * 3_600_000,
+        ),
         ("segment_bytes", c.segment_bytes, 1 << 20, 1 << 40),
     ];
     for (key, v, lo, hi) in ranges {

@@ -122,7 +122,10 @@ async fn serve(s: Settings) -> Result<()> {
     }
     let unfinished = host.drain(bound).await;
     if unfinished > 0 {
-        tracing::error!(writers = unfinished, "shutdown bound reached with blocks still in flight");
+        tracing::error!(
+            writers = unfinished,
+            "shutdown bound reached with blocks still in flight"
+        );
     }
     let _ = stop_tx.send(());
     match tokio::time::timeout_at(deadline, server).await {
@@ -137,7 +140,8 @@ async fn serve(s: Settings) -> Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         // without signal handlers, run until killed
         std::future::pending::<()>().await;
         return;

@@ -50,7 +50,20 @@ fn stream_admin_publish_and_tail() {
     let (ok, _, err) = cli(&s, &["publish", "logs", "--batch", "100"], Some(&ndjson));
     assert!(ok, "{err}");
     assert!(err.contains("published 1234 events"), "{err}");
-    let (ok, out, _) = cli(&s, &["publish", "logs", "--value", "plain text", "--key", "x", "--header", "a=b"], None);
+    let (ok, out, _) = cli(
+        &s,
+        &[
+            "publish",
+            "logs",
+            "--value",
+            "plain text",
+            "--key",
+            "x",
+            "--header",
+            "a=b",
+        ],
+        None,
+    );
     assert!(ok && out.contains("offsets"), "{out}");
     let (ok, _, err) = cli(&s, &["publish", "logs"], Some("not json\n"));
     assert!(!ok && err.contains("stdin line 1"), "{err}");
@@ -58,14 +71,23 @@ fn stream_admin_publish_and_tail() {
     let (ok, out, _) = cli(&s, &["stream", "describe", "logs"], None);
     assert!(ok);
     let d: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let total: u64 = d["end_offsets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = d["end_offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, 1235);
 
     // tail in pieces through a cursor file: every event exactly once
     let cursor = d_path(&s, "cursor");
     let mut seen = Vec::new();
     for _ in 0..10 {
-        let (ok, out, err) = cli(&s, &["tail", "logs", "--cursor-file", &cursor, "--max-events", "400"], None);
+        let (ok, out, err) = cli(
+            &s,
+            &["tail", "logs", "--cursor-file", &cursor, "--max-events", "400"],
+            None,
+        );
         assert!(ok, "{err}");
         if out.is_empty() {
             break;
@@ -103,9 +125,14 @@ fn token_is_generated_and_found_in_the_data_dir() {
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.take().unwrap()), &mut line).unwrap();
-    let url = line.trim().strip_prefix("switchboard listening on ").unwrap().to_string();
+    let url = line
+        .trim()
+        .strip_prefix("switchboard listening on ")
+        .unwrap()
+        .to_string();
     let token_file = data.join("admin.token");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["stream", "list", "--url", &url, "--data-dir"])
@@ -115,7 +142,14 @@ fn token_is_generated_and_found_in_the_data_dir() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["stream", "list", "--url", &url, "--token", "wrong-token-0123456789"])
+        .args([
+            "stream",
+            "list",
+            "--url",
+            &url,
+            "--token",
+            "wrong-token-0123456789",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -135,7 +169,11 @@ fn bad_config_names_the_key() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`fsync`"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`fsync`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--config"])
         .arg(&cfg)
@@ -143,5 +181,8 @@ fn bad_config_names_the_key() {
         .env("SWITCHBOARD_LEASE_MS", "5")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`lease_ms`"), "env overrides the file, then validation");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`lease_ms`"),
+        "env overrides the file, then validation"
+    );
 }

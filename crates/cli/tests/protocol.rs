@@ -24,12 +24,33 @@ async fn stream_admin_and_publish() {
     let d = dir();
     let s = Server::start(&d.path().join("data"), &[]);
     let raw = s.raw();
-    let a = raw.json(Method::POST, "/v1/streams", json!({"name": "orders", "partitions": 4})).await;
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams",
+            json!({"name": "orders", "partitions": 4}),
+        )
+        .await;
     assert_eq!(a.status, 201);
-    assert_eq!(a.body, json!({"name": "orders", "partitions": 4, "retention_ms": null, "retention_bytes": null}));
-    let a = raw.json(Method::POST, "/v1/streams", json!({"name": "orders", "partitions": 4})).await;
+    assert_eq!(
+        a.body,
+        json!({"name": "orders", "partitions": 4, "retention_ms": null, "retention_bytes": null})
+    );
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams",
+            json!({"name": "orders", "partitions": 4}),
+        )
+        .await;
     assert_eq!(a.status, 200);
-    let a = raw.json(Method::POST, "/v1/streams", json!({"name": "orders", "partitions": 2})).await;
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams",
+            json!({"name": "orders", "partitions": 2}),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (409, "conflict"));
     assert_eq!(a.body["error"]["retryable"], false);
     assert_eq!(raw.get("/v1/streams/orders").await.body["partitions"], 4);
@@ -49,11 +70,21 @@ async fn stream_admin_and_publish() {
         assert_eq!((a.status, a.code()), (400, "bad_request"), "{bad}");
     }
     let a = raw
-        .send(Method::POST, "/v1/streams", Some(b"{not json".to_vec()), &[], Some(TOKEN))
+        .send(
+            Method::POST,
+            "/v1/streams",
+            Some(b"{not json".to_vec()),
+            &[],
+            Some(TOKEN),
+        )
         .await;
     assert_eq!((a.status, a.code()), (400, "bad_request"));
     let list = raw.get("/v1/streams").await.body;
-    assert_eq!(list["streams"].as_array().unwrap().len(), 1, "failed creates left nothing: {list}");
+    assert_eq!(
+        list["streams"].as_array().unwrap().len(),
+        1,
+        "failed creates left nothing: {list}"
+    );
 
     // keyed events land where Kafka's partitioner puts them
     let events = json!({"events": [
@@ -61,7 +92,9 @@ async fn stream_admin_and_publish() {
         {"key": "user-2", "value": [1, 2, 3], "headers": {"h": "v"}},
         {"value_b64": "AAEC"},
     ]});
-    let a = raw.json(Method::POST, "/v1/streams/orders/events", events.clone()).await;
+    let a = raw
+        .json(Method::POST, "/v1/streams/orders/events", events.clone())
+        .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let offsets = a.body["offsets"].as_array().unwrap().clone();
     assert_eq!(offsets.len(), 3);
@@ -104,21 +137,47 @@ async fn stream_admin_and_publish() {
         json!({"events": [{"value": 1, "extra": true}]}),
         json!({"events": [{"value": 1}], "more": 1}),
     ] {
-        let a = raw.json(Method::POST, "/v1/streams/orders/events", bad.clone()).await;
+        let a = raw
+            .json(Method::POST, "/v1/streams/orders/events", bad.clone())
+            .await;
         assert_eq!((a.status, a.code()), (400, "bad_request"), "{bad}");
     }
-    assert_eq!(ends(&raw, "orders").await, before, "failed publishes wrote nothing");
-    let a = raw.json(Method::POST, "/v1/streams/nope/events", json!({"events": [{"value": 1}]})).await;
+    assert_eq!(
+        ends(&raw, "orders").await,
+        before,
+        "failed publishes wrote nothing"
+    );
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams/nope/events",
+            json!({"events": [{"value": 1}]}),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (404, "stream_not_found"));
 
     // auth
     let a = raw.send(Method::GET, "/v1/streams", None, &[], None).await;
     assert_eq!((a.status, a.code()), (401, "unauthorized"));
     assert_eq!(a.headers["www-authenticate"], "Bearer");
-    let a = raw.send(Method::GET, "/v1/streams", None, &[], Some("wrong-token-123456789")).await;
+    let a = raw
+        .send(
+            Method::GET,
+            "/v1/streams",
+            None,
+            &[],
+            Some("wrong-token-123456789"),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (401, "unauthorized"));
     let a = raw
-        .send(Method::POST, "/v1/streams/orders/events", Some(serde_json::to_vec(&events).unwrap()), &[], None)
+        .send(
+            Method::POST,
+            "/v1/streams/orders/events",
+            Some(serde_json::to_vec(&events).unwrap()),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(a.status, 401);
     assert_eq!(ends(&raw, "orders").await, before);
@@ -126,23 +185,47 @@ async fn stream_admin_and_publish() {
     // describe, delete
     let d = raw.get("/v1/streams/orders").await;
     assert_eq!(d.body["start_offsets"], json!([0, 0, 0, 0]));
-    let total: u64 = d.body["end_offsets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = d.body["end_offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, 6);
-    assert_eq!(raw.get("/v1/streams/__idempotency").await.code(), "stream_not_found");
-    let a = raw.send(Method::DELETE, "/v1/streams/orders", None, &[], Some(TOKEN)).await;
+    assert_eq!(
+        raw.get("/v1/streams/__idempotency").await.code(),
+        "stream_not_found"
+    );
+    let a = raw
+        .send(Method::DELETE, "/v1/streams/orders", None, &[], Some(TOKEN))
+        .await;
     assert_eq!(a.status, 204);
     assert_eq!(raw.get("/v1/streams/orders").await.code(), "stream_not_found");
-    let a = raw.send(Method::DELETE, "/v1/streams/orders", None, &[], Some(TOKEN)).await;
+    let a = raw
+        .send(Method::DELETE, "/v1/streams/orders", None, &[], Some(TOKEN))
+        .await;
     assert_eq!((a.status, a.code()), (404, "stream_not_found"));
 }
 
 async fn setup_stream(raw: &common::Raw, name: &str, partitions: u32, events: usize) {
-    let a = raw.json(Method::POST, "/v1/streams", json!({"name": name, "partitions": partitions})).await;
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams",
+            json!({"name": name, "partitions": partitions}),
+        )
+        .await;
     assert_eq!(a.status, 201);
     if events > 0 {
-        let evs: Vec<Value> = (0..events).map(|i| json!({"key": format!("k{i}"), "value": i})).collect();
+        let evs: Vec<Value> = (0..events)
+            .map(|i| json!({"key": format!("k{i}"), "value": i}))
+            .collect();
         let a = raw
-            .json(Method::POST, &format!("/v1/streams/{name}/events"), json!({"events": evs}))
+            .json(
+                Method::POST,
+                &format!("/v1/streams/{name}/events"),
+                json!({"events": evs}),
+            )
             .await;
         assert_eq!(a.status, 200);
     }
@@ -165,7 +248,8 @@ async fn reader_protocol() {
     let raw = s.raw();
     setup_stream(&raw, "r", 3, 10).await;
     setup_stream(&raw, "other", 1, 0).await;
-    let (id, secret, alloc) = allocate(&raw, json!({"stream": "r", "mode": "read", "cursor": "earliest"})).await;
+    let (id, secret, alloc) =
+        allocate(&raw, json!({"stream": "r", "mode": "read", "cursor": "earliest"})).await;
     assert_eq!(alloc["mode"], "read");
     assert_eq!(alloc["lease_ms"], 30000);
     let start_cursor = alloc["cursor"].as_str().unwrap().to_string();
@@ -174,14 +258,24 @@ async fn reader_protocol() {
         let p = path("/read");
         let secret = secret.clone();
         let raw = &raw;
-        async move { raw.signed(Method::POST, &p, &secret, Some(serde_json::to_vec(&body).unwrap())).await }
+        async move {
+            raw.signed(
+                Method::POST,
+                &p,
+                &secret,
+                Some(serde_json::to_vec(&body).unwrap()),
+            )
+            .await
+        }
     };
     let r1 = read(json!({"max_events": 4})).await;
     assert_eq!(r1.status, 200, "{}", r1.body);
     assert_eq!(r1.body["batch"], 1);
     assert_eq!(r1.body["events"].as_array().unwrap().len(), 4);
     let ev = &r1.body["events"][0];
-    assert!(ev["partition"].is_u64() && ev["offset"].is_u64() && ev["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        ev["partition"].is_u64() && ev["offset"].is_u64() && ev["timestamp"].as_str().unwrap().ends_with('Z')
+    );
     // a retried read returns the pending batch byte for byte, whatever its limits
     let r1b = read(json!({"max_events": 1})).await;
     assert_eq!(r1b.bytes, r1.bytes);
@@ -205,18 +299,36 @@ async fn reader_protocol() {
         .send(Method::POST, &path("/ack"), Some(body.clone()), &[], Some(TOKEN))
         .await;
     assert_eq!((a.status, a.code()), (401, "bad_signature"));
-    let a = raw.signed(Method::POST, &path("/ack"), "not-the-secret", Some(body.clone())).await;
+    let a = raw
+        .signed(Method::POST, &path("/ack"), "not-the-secret", Some(body.clone()))
+        .await;
     assert_eq!((a.status, a.code()), (401, "bad_signature"));
     let stale = switchboard_proto::signing::sign(secret.as_bytes(), 1_000, "POST", &path("/ack"), &body);
     let a = raw
-        .send(Method::POST, &path("/ack"), Some(body.clone()), &[("x-switchboard-signature", stale)], Some(TOKEN))
+        .send(
+            Method::POST,
+            &path("/ack"),
+            Some(body.clone()),
+            &[("x-switchboard-signature", stale)],
+            Some(TOKEN),
+        )
         .await;
     assert_eq!((a.status, a.code()), (401, "bad_signature"));
     // signed over another body
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let other = switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path("/ack"), b"{\"batch\":2}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let other =
+        switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path("/ack"), b"{\"batch\":2}");
     let a = raw
-        .send(Method::POST, &path("/ack"), Some(body.clone()), &[("x-switchboard-signature", other)], Some(TOKEN))
+        .send(
+            Method::POST,
+            &path("/ack"),
+            Some(body.clone()),
+            &[("x-switchboard-signature", other)],
+            Some(TOKEN),
+        )
         .await;
     assert_eq!((a.status, a.code()), (401, "bad_signature"));
     let info = raw.signed(Method::GET, &path(""), &secret, None).await;
@@ -224,24 +336,60 @@ async fn reader_protocol() {
     assert_eq!(info.body["cursor"], start_cursor.as_str());
 
     // ack: wrong batch is a conflict, the right one moves, a repeat answers the same
-    let a = raw.signed(Method::POST, &path("/ack"), &secret, Some(b"{\"batch\":2}".to_vec())).await;
+    let a = raw
+        .signed(
+            Method::POST,
+            &path("/ack"),
+            &secret,
+            Some(b"{\"batch\":2}".to_vec()),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (409, "conflict"));
-    assert_eq!(read(json!({})).await.bytes, r1.bytes, "still pending after the failed ack");
-    let ack = raw.signed(Method::POST, &path("/ack"), &secret, Some(body.clone())).await;
+    assert_eq!(
+        read(json!({})).await.bytes,
+        r1.bytes,
+        "still pending after the failed ack"
+    );
+    let ack = raw
+        .signed(Method::POST, &path("/ack"), &secret, Some(body.clone()))
+        .await;
     assert_eq!(ack.status, 200);
     assert_eq!(ack.body["batch"], 1);
     assert_eq!(ack.body["cursor"], r1.body["cursor"]);
-    let ack2 = raw.signed(Method::POST, &path("/ack"), &secret, Some(body.clone())).await;
+    let ack2 = raw
+        .signed(Method::POST, &path("/ack"), &secret, Some(body.clone()))
+        .await;
     assert_eq!(ack2.bytes, ack.bytes);
     let r2 = read(json!({"max_events": 100})).await;
     assert_eq!(r2.body["batch"], 2);
     assert_eq!(r2.body["events"].as_array().unwrap().len(), 6);
     // batch 1 is still the last acked one: its ack answers the same
-    let a = raw.signed(Method::POST, &path("/ack"), &secret, Some(b"{\"batch\":1}".to_vec())).await;
+    let a = raw
+        .signed(
+            Method::POST,
+            &path("/ack"),
+            &secret,
+            Some(b"{\"batch\":1}".to_vec()),
+        )
+        .await;
     assert_eq!(a.bytes, ack.bytes);
-    let a = raw.signed(Method::POST, &path("/ack"), &secret, Some(b"{\"batch\":3}".to_vec())).await;
+    let a = raw
+        .signed(
+            Method::POST,
+            &path("/ack"),
+            &secret,
+            Some(b"{\"batch\":3}".to_vec()),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (409, "conflict"));
-    let a = raw.signed(Method::POST, &path("/ack"), &secret, Some(b"{\"batch\":2}".to_vec())).await;
+    let a = raw
+        .signed(
+            Method::POST,
+            &path("/ack"),
+            &secret,
+            Some(b"{\"batch\":2}".to_vec()),
+        )
+        .await;
     assert_eq!(a.status, 200);
     // nothing left: an empty answer with the current cursor, no batch
     let e = read(json!({})).await;
@@ -249,7 +397,14 @@ async fn reader_protocol() {
     assert_eq!(e.body["events"], json!([]));
     assert_eq!(e.body["cursor"], a.body["cursor"]);
     // writes on a reader are a conflict
-    let w = raw.signed(Method::POST, &path("/write"), &secret, Some(b"{\"block\":1,\"events\":[{\"value\":1}]}".to_vec())).await;
+    let w = raw
+        .signed(
+            Method::POST,
+            &path("/write"),
+            &secret,
+            Some(b"{\"block\":1,\"events\":[{\"value\":1}]}".to_vec()),
+        )
+        .await;
     assert_eq!((w.status, w.code()), (409, "conflict"));
 
     // long poll: a read waits for events published meanwhile
@@ -258,7 +413,12 @@ async fn reader_protocol() {
         let raw2 = s.raw();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            raw2.json(Method::POST, "/v1/streams/r/events", json!({"events": [{"value": "late"}]})).await
+            raw2.json(
+                Method::POST,
+                "/v1/streams/r/events",
+                json!({"events": [{"value": "late"}]}),
+            )
+            .await
         })
     };
     let lp = read(json!({"wait_ms": 10000})).await;
@@ -268,17 +428,33 @@ async fn reader_protocol() {
 
     // cursors: forged, altered, other stream
     for c in ["garbage", "AAAA", &start_cursor[..start_cursor.len() - 2]] {
-        let a = raw.json(Method::POST, "/v1/sessions", json!({"stream": "r", "mode": "read", "cursor": c})).await;
+        let a = raw
+            .json(
+                Method::POST,
+                "/v1/sessions",
+                json!({"stream": "r", "mode": "read", "cursor": c}),
+            )
+            .await;
         assert_eq!((a.status, a.code()), (400, "bad_cursor"), "{c}");
     }
     let mut altered = start_cursor.clone().into_bytes();
     let i = altered.len() / 2;
     altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };
     let a = raw
-        .json(Method::POST, "/v1/sessions", json!({"stream": "r", "mode": "read", "cursor": String::from_utf8(altered).unwrap()}))
+        .json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"stream": "r", "mode": "read", "cursor": String::from_utf8(altered).unwrap()}),
+        )
         .await;
     assert_eq!((a.status, a.code()), (400, "bad_cursor"));
-    let a = raw.json(Method::POST, "/v1/sessions", json!({"stream": "other", "mode": "read", "cursor": start_cursor})).await;
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"stream": "other", "mode": "read", "cursor": start_cursor}),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (400, "bad_cursor"));
     for bad in [
         json!({"stream": "r", "mode": "read", "partitions": [3]}),
@@ -291,11 +467,21 @@ async fn reader_protocol() {
         let a = raw.json(Method::POST, "/v1/sessions", bad.clone()).await;
         assert_eq!((a.status, a.code()), (400, "bad_request"), "{bad}");
     }
-    let a = raw.json(Method::POST, "/v1/sessions", json!({"stream": "none", "mode": "read"})).await;
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"stream": "none", "mode": "read"}),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (404, "stream_not_found"));
 
     // a reader on some partitions, from the start cursor
-    let (_, _, part) = allocate(&raw, json!({"stream": "r", "mode": "read", "cursor": start_cursor, "partitions": [1]})).await;
+    let (_, _, part) = allocate(
+        &raw,
+        json!({"stream": "r", "mode": "read", "cursor": start_cursor, "partitions": [1]}),
+    )
+    .await;
     assert!(part["cursor"].is_string());
 
     // dispose, then everything is gone
@@ -303,7 +489,11 @@ async fn reader_protocol() {
     assert_eq!(disp.status, 200);
     assert!(disp.body["cursor"].is_string());
     for (m, op) in [(Method::POST, "/read"), (Method::GET, ""), (Method::DELETE, "")] {
-        let b = if m == Method::POST { Some(b"{}".to_vec()) } else { None };
+        let b = if m == Method::POST {
+            Some(b"{}".to_vec())
+        } else {
+            None
+        };
         let a = raw.signed(m, &path(op), &secret, b).await;
         assert_eq!((a.status, a.code()), (410, "session_gone"), "{op}");
     }
@@ -321,12 +511,25 @@ async fn writer_protocol() {
         let p = path(op);
         let secret = secret.clone();
         let raw = &raw;
-        async move { raw.signed(Method::POST, &p, &secret, Some(serde_json::to_vec(&body).unwrap())).await }
+        async move {
+            raw.signed(
+                Method::POST,
+                &p,
+                &secret,
+                Some(serde_json::to_vec(&body).unwrap()),
+            )
+            .await
+        }
     };
-    let b1 = json!({"block": 1, "events": [{"key": "a", "value": 1}, {"key": "b", "value": 2}, {"value": 3}]});
+    let b1 =
+        json!({"block": 1, "events": [{"key": "a", "value": 1}, {"key": "b", "value": 2}, {"value": 3}]});
     let w = call("/write", b1.clone()).await;
     assert_eq!(w.body, json!({"block": 1, "events": 3}));
-    assert_eq!(call("/write", b1.clone()).await.bytes, w.bytes, "a retried write answers the same");
+    assert_eq!(
+        call("/write", b1.clone()).await.bytes,
+        w.bytes,
+        "a retried write answers the same"
+    );
     let a = call("/write", json!({"block": 1, "events": [{"value": 9}]})).await;
     assert_eq!((a.status, a.code()), (409, "conflict"));
     let a = call("/write", json!({"block": 3, "events": [{"value": 9}]})).await;
@@ -337,16 +540,32 @@ async fn writer_protocol() {
     assert_eq!((a.status, a.code()), (409, "conflict"));
     let a = call("/read", json!({})).await;
     assert_eq!((a.status, a.code()), (409, "conflict"));
-    assert_eq!(ends(&raw, "w").await, json!([0, 0]), "nothing published before commit");
+    assert_eq!(
+        ends(&raw, "w").await,
+        json!([0, 0]),
+        "nothing published before commit"
+    );
     let c = call("/commit", json!({"block": 1, "durable": true})).await;
     assert_eq!(c.status, 200, "{}", c.body);
     assert_eq!(c.body["status"], "durable");
     let ranges = c.body["offsets"].as_array().unwrap();
-    let n: u64 = ranges.iter().map(|r| r["last"].as_u64().unwrap() - r["first"].as_u64().unwrap() + 1).sum();
+    let n: u64 = ranges
+        .iter()
+        .map(|r| r["last"].as_u64().unwrap() - r["first"].as_u64().unwrap() + 1)
+        .sum();
     assert_eq!(n, 3);
-    assert_eq!(call("/commit", json!({"block": 1, "durable": true})).await.bytes, c.bytes);
+    assert_eq!(
+        call("/commit", json!({"block": 1, "durable": true})).await.bytes,
+        c.bytes
+    );
     assert_eq!(call("/commit", json!({"block": 1})).await.bytes, c.bytes);
-    let sum = |v: Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum::<u64>();
+    let sum = |v: Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .sum::<u64>()
+    };
     assert_eq!(sum(ends(&raw, "w").await), 3);
     // the answer of a retried write after commit is the same too
     assert_eq!(call("/write", b1.clone()).await.bytes, w.bytes);
@@ -356,7 +575,12 @@ async fn writer_protocol() {
     assert_eq!(info.body["blocks_in_flight"], 0);
     // scheduled commits become durable
     for b in 2..=5u64 {
-        assert_eq!(call("/write", json!({"block": b, "events": [{"value": b}]})).await.status, 200);
+        assert_eq!(
+            call("/write", json!({"block": b, "events": [{"value": b}]}))
+                .await
+                .status,
+            200
+        );
         let c = call("/commit", json!({"block": b, "durable": false})).await;
         assert_eq!(c.status, 200);
         assert!(c.body["status"] == "scheduled" || c.body["status"] == "durable");
@@ -366,31 +590,69 @@ async fn writer_protocol() {
     assert_eq!(sum(ends(&raw, "w").await), 7);
 
     // producers: block numbers belong to the producer
-    let (pid, psecret, alloc) = allocate(&raw, json!({"stream": "w", "mode": "write", "producer": "prod-1"})).await;
+    let (pid, psecret, alloc) = allocate(
+        &raw,
+        json!({"stream": "w", "mode": "write", "producer": "prod-1"}),
+    )
+    .await;
     assert_eq!(alloc["last_block"], 0);
     let p = |op: &str| format!("/v1/sessions/{pid}{op}");
-    let body = serde_json::to_vec(&json!({"block": 1, "events": [{"value": "p1"}, {"key": "z", "value": "p2"}]})).unwrap();
-    assert_eq!(raw.signed(Method::POST, &p("/write"), &psecret, Some(body)).await.status, 200);
-    let c = raw.signed(Method::POST, &p("/commit"), &psecret, Some(b"{\"block\":1,\"durable\":true}".to_vec())).await;
+    let body =
+        serde_json::to_vec(&json!({"block": 1, "events": [{"value": "p1"}, {"key": "z", "value": "p2"}]}))
+            .unwrap();
+    assert_eq!(
+        raw.signed(Method::POST, &p("/write"), &psecret, Some(body))
+            .await
+            .status,
+        200
+    );
+    let c = raw
+        .signed(
+            Method::POST,
+            &p("/commit"),
+            &psecret,
+            Some(b"{\"block\":1,\"durable\":true}".to_vec()),
+        )
+        .await;
     assert_eq!(c.body["status"], "durable");
-    let (pid2, psecret2, alloc) = allocate(&raw, json!({"stream": "w", "mode": "write", "producer": "prod-1"})).await;
+    let (pid2, psecret2, alloc) = allocate(
+        &raw,
+        json!({"stream": "w", "mode": "write", "producer": "prod-1"}),
+    )
+    .await;
     assert_eq!(alloc["last_block"], 1);
     // the old session of the producer is fenced
     let a = raw.signed(Method::GET, &p(""), &psecret, None).await;
     assert_eq!(a.code(), "session_gone");
     let p2 = |op: &str| format!("/v1/sessions/{pid2}{op}");
     let a = raw
-        .signed(Method::POST, &p2("/write"), &psecret2, Some(b"{\"block\":1,\"events\":[{\"value\":1}]}".to_vec()))
+        .signed(
+            Method::POST,
+            &p2("/write"),
+            &psecret2,
+            Some(b"{\"block\":1,\"events\":[{\"value\":1}]}".to_vec()),
+        )
         .await;
     assert_eq!((a.status, a.code()), (409, "conflict"));
     let a = raw
-        .signed(Method::POST, &p2("/write"), &psecret2, Some(b"{\"block\":2,\"events\":[{\"value\":1}]}".to_vec()))
+        .signed(
+            Method::POST,
+            &p2("/write"),
+            &psecret2,
+            Some(b"{\"block\":2,\"events\":[{\"value\":1}]}".to_vec()),
+        )
         .await;
     assert_eq!(a.status, 200);
     let info = raw.signed(Method::GET, &p2(""), &psecret2, None).await;
     assert_eq!(info.body["last_block"], 1);
     for bad in ["", "has space", &"x".repeat(129)] {
-        let a = raw.json(Method::POST, "/v1/sessions", json!({"stream": "w", "mode": "write", "producer": bad})).await;
+        let a = raw
+            .json(
+                Method::POST,
+                "/v1/sessions",
+                json!({"stream": "w", "mode": "write", "producer": bad}),
+            )
+            .await;
         assert_eq!((a.status, a.code()), (400, "bad_request"), "{bad:?}");
     }
 }
@@ -406,10 +668,14 @@ async fn leases_expire_and_heartbeats_renew() {
     let (id2, secret2, _) = allocate(&raw, json!({"stream": "l", "mode": "write"})).await;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let a = raw.signed(Method::GET, &format!("/v1/sessions/{id2}"), &secret2, None).await;
+        let a = raw
+            .signed(Method::GET, &format!("/v1/sessions/{id2}"), &secret2, None)
+            .await;
         assert_eq!(a.status, 200, "heartbeats keep the writer alive");
     }
-    let a = raw.signed(Method::GET, &format!("/v1/sessions/{id}"), &secret, None).await;
+    let a = raw
+        .signed(Method::GET, &format!("/v1/sessions/{id}"), &secret, None)
+        .await;
     assert_eq!((a.status, a.code()), (410, "session_gone"));
     assert_eq!(a.body["error"]["retryable"], false);
 }
@@ -421,7 +687,13 @@ async fn backpressure_limits_and_compression() {
     let raw = s.raw();
     setup_stream(&raw, "c", 2, 0).await;
     let (id, secret, _) = allocate(&raw, json!({"stream": "c", "mode": "write"})).await;
-    let a = raw.json(Method::POST, "/v1/sessions", json!({"stream": "c", "mode": "read"})).await;
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"stream": "c", "mode": "read"}),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (429, "backpressure"));
     assert!(a.body["error"]["retry_after_ms"].as_u64().unwrap() > 0);
     assert!(a.headers.contains_key("retry-after"));
@@ -438,28 +710,59 @@ async fn backpressure_limits_and_compression() {
         e.finish().unwrap()
     };
     let a = raw
-        .send(Method::POST, "/v1/streams/c/events", Some(gz), &[("content-encoding", "gzip".into())], Some(TOKEN))
+        .send(
+            Method::POST,
+            "/v1/streams/c/events",
+            Some(gz),
+            &[("content-encoding", "gzip".into())],
+            Some(TOKEN),
+        )
         .await;
     assert_eq!((a.status, a.code()), (413, "payload_too_large"));
     let a = raw
-        .send(Method::POST, "/v1/streams/c/events", Some(b"xx".to_vec()), &[("content-encoding", "br".into())], Some(TOKEN))
+        .send(
+            Method::POST,
+            "/v1/streams/c/events",
+            Some(b"xx".to_vec()),
+            &[("content-encoding", "br".into())],
+            Some(TOKEN),
+        )
         .await;
     assert_eq!((a.status, a.code()), (400, "bad_request"));
     assert_eq!(ends(&raw, "c").await, json!([0, 0]));
 
     // gzip and zstd request bodies, signed as sent
-    let events: Vec<Value> = (0..200).map(|i| json!({"key": format!("k{i}"), "value": "x".repeat(100)})).collect();
+    let events: Vec<Value> = (0..200)
+        .map(|i| json!({"key": format!("k{i}"), "value": "x".repeat(100)}))
+        .collect();
     let body = serde_json::to_vec(&json!({"block": 1, "events": events})).unwrap();
     let z = zstd::bulk::compress(&body, 3).unwrap();
     let path = format!("/v1/sessions/{id}/write");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let sig = switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path, &z);
     let a = raw
-        .send(Method::POST, &path, Some(z), &[("content-encoding", "zstd".into()), ("x-switchboard-signature", sig)], Some(TOKEN))
+        .send(
+            Method::POST,
+            &path,
+            Some(z),
+            &[
+                ("content-encoding", "zstd".into()),
+                ("x-switchboard-signature", sig),
+            ],
+            Some(TOKEN),
+        )
         .await;
     assert_eq!(a.body, json!({"block": 1, "events": 200}));
     let c = raw
-        .signed(Method::POST, &format!("/v1/sessions/{id}/commit"), &secret, Some(b"{\"block\":1,\"durable\":true}".to_vec()))
+        .signed(
+            Method::POST,
+            &format!("/v1/sessions/{id}/commit"),
+            &secret,
+            Some(b"{\"block\":1,\"durable\":true}".to_vec()),
+        )
         .await;
     assert_eq!(c.body["status"], "durable");
     let pubbody = serde_json::to_vec(&json!({"events": [{"value": "y".repeat(5000)}]})).unwrap();
@@ -470,16 +773,27 @@ async fn backpressure_limits_and_compression() {
         e.finish().unwrap()
     };
     let a = raw
-        .send(Method::POST, "/v1/streams/c/events", Some(gz), &[("content-encoding", "gzip".into())], Some(TOKEN))
+        .send(
+            Method::POST,
+            "/v1/streams/c/events",
+            Some(gz),
+            &[("content-encoding", "gzip".into())],
+            Some(TOKEN),
+        )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
 
     // compressed answers
-    raw.signed(Method::DELETE, &format!("/v1/sessions/{id}"), &secret, None).await;
+    raw.signed(Method::DELETE, &format!("/v1/sessions/{id}"), &secret, None)
+        .await;
     for enc in ["gzip", "zstd"] {
-        let (rid, rsecret, _) = allocate(&raw, json!({"stream": "c", "mode": "read", "cursor": "earliest"})).await;
+        let (rid, rsecret, _) =
+            allocate(&raw, json!({"stream": "c", "mode": "read", "cursor": "earliest"})).await;
         let p = format!("/v1/sessions/{rid}/read");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         let sig = switchboard_proto::signing::sign(rsecret.as_bytes(), now, "POST", &p, b"{}");
         let a = raw
             .send(
@@ -496,14 +810,17 @@ async fn backpressure_limits_and_compression() {
             "gzip" => {
                 use std::io::Read;
                 let mut s = Vec::new();
-                flate2::read::GzDecoder::new(&a.bytes[..]).read_to_end(&mut s).unwrap();
+                flate2::read::GzDecoder::new(&a.bytes[..])
+                    .read_to_end(&mut s)
+                    .unwrap();
                 s
             }
             _ => zstd::decode_all(&a.bytes[..]).unwrap(),
         };
         let v: Value = serde_json::from_slice(&plain).unwrap();
         assert!(!v["events"].as_array().unwrap().is_empty());
-        raw.signed(Method::DELETE, &format!("/v1/sessions/{rid}"), &rsecret, None).await;
+        raw.signed(Method::DELETE, &format!("/v1/sessions/{rid}"), &rsecret, None)
+            .await;
     }
 }
 
@@ -518,8 +835,15 @@ async fn oversized_post(addr: &str, path: &str, len: usize) -> String {
     c.write_all(head.as_bytes()).await.unwrap();
     let _ = c.write_all(&vec![b' '; 1 << 20]).await;
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await.unwrap().unwrap();
-    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string()
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[tokio::test]
@@ -527,10 +851,24 @@ async fn health_metrics_request_ids_and_openapi() {
     let d = dir();
     let s = Server::start(&d.path().join("data"), &[]);
     let raw = s.raw();
-    assert_eq!(raw.send(Method::GET, "/healthz", None, &[], None).await.status, 200);
-    assert_eq!(raw.send(Method::GET, "/readyz", None, &[], None).await.status, 200);
+    assert_eq!(
+        raw.send(Method::GET, "/healthz", None, &[], None).await.status,
+        200
+    );
+    assert_eq!(
+        raw.send(Method::GET, "/readyz", None, &[], None).await.status,
+        200
+    );
     setup_stream(&raw, "m", 1, 5).await;
-    let a = raw.send(Method::GET, "/v1/streams", None, &[("x-request-id", "abc-123".into())], Some(TOKEN)).await;
+    let a = raw
+        .send(
+            Method::GET,
+            "/v1/streams",
+            None,
+            &[("x-request-id", "abc-123".into())],
+            Some(TOKEN),
+        )
+        .await;
     assert_eq!(a.headers["x-request-id"], "abc-123");
     let b = raw.get("/v1/streams").await;
     assert_eq!(b.headers["x-request-id"].len(), 16);
@@ -551,7 +889,12 @@ async fn health_metrics_request_ids_and_openapi() {
     assert_eq!(doc["openapi"], "3.1.0");
     let mut documented = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
-        for (method, _) in item.as_object().unwrap().iter().filter(|(k, _)| *k != "parameters") {
+        for (method, _) in item
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "parameters")
+        {
             documented.push((method.clone(), path.clone()));
         }
     }
@@ -565,12 +908,20 @@ async fn health_metrics_request_ids_and_openapi() {
     for (method, path) in &documented {
         let concrete = path.replace("{name}", "m").replace("{id}", "nosuchsession");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let a = raw.send(m, &concrete, Some(b"{}".to_vec()), &[], Some(TOKEN)).await;
+        let a = raw
+            .send(m, &concrete, Some(b"{}".to_vec()), &[], Some(TOKEN))
+            .await;
         let msg = a.body["error"]["message"].as_str().unwrap_or("");
-        assert!(!msg.starts_with("no endpoint"), "{method} {path} is documented but not routed");
+        assert!(
+            !msg.starts_with("no endpoint"),
+            "{method} {path} is documented but not routed"
+        );
     }
     let a = raw.get("/v1/nothing").await;
-    assert!(a.body["error"]["message"].as_str().unwrap().starts_with("no endpoint"));
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("no endpoint"));
     let c = raw.get("/v1/cluster").await;
     assert_eq!(c.body["nodes"][0]["state"], "ready");
 }
@@ -586,9 +937,24 @@ async fn graceful_shutdown_drains_and_keeps_scheduled_blocks() {
     for b in 1..=20u64 {
         let evs: Vec<Value> = (0..50).map(|i| json!({"value": format!("{b}-{i}")})).collect();
         let body = serde_json::to_vec(&json!({"block": b, "events": evs})).unwrap();
-        assert_eq!(raw.signed(Method::POST, &format!("/v1/sessions/{id}/write"), &secret, Some(body)).await.status, 200);
+        assert_eq!(
+            raw.signed(
+                Method::POST,
+                &format!("/v1/sessions/{id}/write"),
+                &secret,
+                Some(body)
+            )
+            .await
+            .status,
+            200
+        );
         let c = raw
-            .signed(Method::POST, &format!("/v1/sessions/{id}/commit"), &secret, Some(format!("{{\"block\":{b}}}").into_bytes()))
+            .signed(
+                Method::POST,
+                &format!("/v1/sessions/{id}/commit"),
+                &secret,
+                Some(format!("{{\"block\":{b}}}").into_bytes()),
+            )
             .await;
         assert_eq!(c.status, 200, "{}", c.body);
     }

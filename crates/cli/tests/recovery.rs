@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Server;
-use std::sync::Mutex;
 use rand::Rng;
+use std::sync::Mutex;
 use switchboard_client::wire::{CreateStream, Event};
 use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
 
@@ -41,7 +41,11 @@ async fn read_all(c: &Client, stream: &str) -> Vec<String> {
         if b.events.is_empty() {
             break;
         }
-        out.extend(b.events.iter().map(|e| e.value.as_ref().unwrap().get().to_string()));
+        out.extend(
+            b.events
+                .iter()
+                .map(|e| e.value.as_ref().unwrap().get().to_string()),
+        );
         r.ack().await.unwrap();
     }
     r.close().await.unwrap();
@@ -54,7 +58,9 @@ async fn reader_resumed_from_its_cursor_sees_every_later_event_once() {
     let s = Server::start(&d.path().join("data"), &[]);
     let c = s.client();
     create(&c, "feed", 4).await;
-    let events: Vec<Event> = (0..3000).map(|i| Event::json(&i).unwrap().with_key(format!("k{}", i % 97))).collect();
+    let events: Vec<Event> = (0..3000)
+        .map(|i| Event::json(&i).unwrap().with_key(format!("k{}", i % 97)))
+        .collect();
     for chunk in events.chunks(500) {
         c.publish("feed", chunk, None).await.unwrap();
     }
@@ -67,7 +73,11 @@ async fn reader_resumed_from_its_cursor_sees_every_later_event_once() {
     let mut r = Reader::open(c.clone(), "feed", "earliest", opts()).await.unwrap();
     for _ in 0..7 {
         let b = r.next().await.unwrap();
-        seen.extend(b.events.iter().map(|e| e.value.as_ref().unwrap().get().parse::<i64>().unwrap()));
+        seen.extend(
+            b.events
+                .iter()
+                .map(|e| e.value.as_ref().unwrap().get().parse::<i64>().unwrap()),
+        );
         r.ack().await.unwrap();
     }
     let saved = r.cursor().to_string();
@@ -82,7 +92,11 @@ async fn reader_resumed_from_its_cursor_sees_every_later_event_once() {
         if b.events.is_empty() {
             break;
         }
-        seen.extend(b.events.iter().map(|e| e.value.as_ref().unwrap().get().parse::<i64>().unwrap()));
+        seen.extend(
+            b.events
+                .iter()
+                .map(|e| e.value.as_ref().unwrap().get().parse::<i64>().unwrap()),
+        );
         r.ack().await.unwrap();
     }
     let mut sorted = seen.clone();
@@ -102,11 +116,21 @@ async fn sigkill_during_durable_commits_loses_nothing_acknowledged() {
     let mut s = Server::start(&d.path().join("data"), &[]);
     let c = s.client();
     create(&c, "acked", 3).await;
-    c.publish("acked", &[Event::json("before").unwrap()], None).await.unwrap();
-    // a cursor minted before the crash
-    let mut r = Reader::open(c.clone(), "acked", "earliest", ReaderOptions { wait_ms: 0, ..ReaderOptions::default() })
+    c.publish("acked", &[Event::json("before").unwrap()], None)
         .await
         .unwrap();
+    // a cursor minted before the crash
+    let mut r = Reader::open(
+        c.clone(),
+        "acked",
+        "earliest",
+        ReaderOptions {
+            wait_ms: 0,
+            ..ReaderOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     r.next().await.unwrap();
     let old_cursor = r.ack().await.unwrap().to_string();
 
@@ -128,9 +152,18 @@ async fn sigkill_during_durable_commits_loses_nothing_acknowledged() {
                 .unwrap();
             let session = switchboard_client::Session::new(&a);
             for b in 1u64.. {
-                let events: Vec<Event> = (0..20).map(|i| Event::json(&format!("w{w}-b{b}-{i}")).unwrap().with_key(format!("{i}"))).collect();
+                let events: Vec<Event> = (0..20)
+                    .map(|i| {
+                        Event::json(&format!("w{w}-b{b}-{i}"))
+                            .unwrap()
+                            .with_key(format!("{i}"))
+                    })
+                    .collect();
                 let json = switchboard_client::encode_events(&events).unwrap();
-                if c.write(&session, switchboard_client::write_body(b, &json)).await.is_err() {
+                if c.write(&session, switchboard_client::write_body(b, &json))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 match c.commit(&session, b, true).await {
@@ -159,18 +192,34 @@ async fn sigkill_during_durable_commits_loses_nothing_acknowledged() {
     let missing: Vec<_> = acked.difference(&stored).take(5).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     // the cursor minted before the crash still works, and starts after "before"
-    let mut r = Reader::open(c.clone(), "acked", &old_cursor, ReaderOptions { wait_ms: 0, max_events: Some(10_000), ..ReaderOptions::default() })
-        .await
-        .unwrap();
+    let mut r = Reader::open(
+        c.clone(),
+        "acked",
+        &old_cursor,
+        ReaderOptions {
+            wait_ms: 0,
+            max_events: Some(10_000),
+            ..ReaderOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     let b = r.next().await.unwrap();
-    assert!(b.events.iter().all(|e| e.value.as_ref().unwrap().get() != "\"before\""));
+    assert!(b
+        .events
+        .iter()
+        .all(|e| e.value.as_ref().unwrap().get() != "\"before\""));
 }
 
 /// Blocks of a deterministic source: block `b` of producer `p` holds the
 /// same events every time it is generated.
 fn block_events(p: usize, b: u64) -> Vec<Event> {
     (0..25)
-        .map(|i| Event::json(&format!("p{p}-b{b}-{i}")).unwrap().with_key(format!("{}", (b as usize * 7 + i) % 13)))
+        .map(|i| {
+            Event::json(&format!("p{p}-b{b}-{i}"))
+                .unwrap()
+                .with_key(format!("{}", (b as usize * 7 + i) % 13))
+        })
         .collect()
 }
 

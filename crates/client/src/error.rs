@@ -56,7 +56,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Api { code, .. } => {
-                matches!(code, ErrorCode::Unavailable | ErrorCode::Backpressure | ErrorCode::Internal)
+                matches!(
+                    code,
+                    ErrorCode::Unavailable | ErrorCode::Backpressure | ErrorCode::Internal
+                )
             }
             Error::Transport(_) => true,
             _ => false,

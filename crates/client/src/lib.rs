@@ -21,8 +21,9 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, C
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use switchboard_proto::wire::{
-    Ack, AckAnswer, Allocate, Allocated, ClusterInfo, Commit, CommitAnswer, CreateStream, Disposed, Event, Publish,
-    PublishAnswer, Read, ReadAnswer, SessionInfo, StreamDescription, StreamInfo, StreamList, WriteAnswer,
+    Ack, AckAnswer, Allocate, Allocated, ClusterInfo, Commit, CommitAnswer, CreateStream, Disposed, Event,
+    Publish, PublishAnswer, Read, ReadAnswer, SessionInfo, StreamDescription, StreamInfo, StreamList,
+    WriteAnswer,
 };
 use switchboard_proto::{signing, ErrorBody};
 
@@ -71,7 +72,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -185,11 +188,13 @@ impl Client {
         };
         if let Some(s) = session {
             let sig = signing::sign(s.secret.as_bytes(), now_ms(), method.as_str(), path, &body);
-            let v = HeaderValue::from_str(&sig).map_err(|_| Error::Protocol("bad signature header".into()))?;
+            let v =
+                HeaderValue::from_str(&sig).map_err(|_| Error::Protocol("bad signature header".into()))?;
             headers.insert(signing::HEADER, v);
         }
         if let Some((k, v)) = extra {
-            let v = HeaderValue::from_str(v).map_err(|_| Error::Protocol(format!("{k} is not a valid header value")))?;
+            let v = HeaderValue::from_str(v)
+                .map_err(|_| Error::Protocol(format!("{k} is not a valid header value")))?;
             headers.insert(k, v);
         }
         let resp = self
@@ -255,16 +260,32 @@ impl Client {
     }
 
     /// `POST /v1/streams/{name}/events`, answered once durable.
-    pub async fn publish(&self, stream: &str, events: &[Event], idempotency_key: Option<&str>) -> Result<PublishAnswer> {
+    pub async fn publish(
+        &self,
+        stream: &str,
+        events: &[Event],
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishAnswer> {
         let body = Self::json(&Publish { events })?;
         self.publish_raw(stream, body, idempotency_key).await
     }
 
     /// A publish with a pre-encoded `{"events": [...]}` body.
-    pub async fn publish_raw(&self, stream: &str, body: Bytes, idempotency_key: Option<&str>) -> Result<PublishAnswer> {
+    pub async fn publish_raw(
+        &self,
+        stream: &str,
+        body: Bytes,
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishAnswer> {
         let extra = idempotency_key.map(|k| ("idempotency-key", k));
         Ok(self
-            .call(Method::POST, &format!("/v1/streams/{stream}/events"), Some(body), None, extra)
+            .call(
+                Method::POST,
+                &format!("/v1/streams/{stream}/events"),
+                Some(body),
+                None,
+                extra,
+            )
             .await?
             .1)
     }
@@ -280,7 +301,13 @@ impl Client {
     /// `GET /v1/sessions/{id}` (the heartbeat).
     pub async fn session_info(&self, s: &Session) -> Result<SessionInfo> {
         Ok(self
-            .call(Method::GET, &format!("/v1/sessions/{}", s.id), None, Some(s), None)
+            .call(
+                Method::GET,
+                &format!("/v1/sessions/{}", s.id),
+                None,
+                Some(s),
+                None,
+            )
             .await?
             .1)
     }
@@ -288,7 +315,13 @@ impl Client {
     /// `POST /v1/sessions/{id}/read`.
     pub async fn read(&self, s: &Session, req: &Read) -> Result<ReadAnswer> {
         Ok(self
-            .call(Method::POST, &format!("/v1/sessions/{}/read", s.id), Some(Self::json(req)?), Some(s), None)
+            .call(
+                Method::POST,
+                &format!("/v1/sessions/{}/read", s.id),
+                Some(Self::json(req)?),
+                Some(s),
+                None,
+            )
             .await?
             .1)
     }
@@ -297,7 +330,13 @@ impl Client {
     /// callers that parse it their own way).
     pub async fn read_raw(&self, s: &Session, req: &Read) -> Result<Bytes> {
         let (_, bytes) = self
-            .call_bytes(Method::POST, &format!("/v1/sessions/{}/read", s.id), Some(Self::json(req)?), Some(s), None)
+            .call_bytes(
+                Method::POST,
+                &format!("/v1/sessions/{}/read", s.id),
+                Some(Self::json(req)?),
+                Some(s),
+                None,
+            )
             .await?;
         Ok(bytes)
     }
@@ -306,7 +345,13 @@ impl Client {
     pub async fn ack(&self, s: &Session, batch: u64) -> Result<AckAnswer> {
         let body = Self::json(&Ack { batch })?;
         Ok(self
-            .call(Method::POST, &format!("/v1/sessions/{}/ack", s.id), Some(body), Some(s), None)
+            .call(
+                Method::POST,
+                &format!("/v1/sessions/{}/ack", s.id),
+                Some(body),
+                Some(s),
+                None,
+            )
             .await?
             .1)
     }
@@ -314,7 +359,13 @@ impl Client {
     /// `POST /v1/sessions/{id}/write` with a body built by [`write_body`].
     pub async fn write(&self, s: &Session, body: Bytes) -> Result<WriteAnswer> {
         Ok(self
-            .call(Method::POST, &format!("/v1/sessions/{}/write", s.id), Some(body), Some(s), None)
+            .call(
+                Method::POST,
+                &format!("/v1/sessions/{}/write", s.id),
+                Some(body),
+                Some(s),
+                None,
+            )
             .await?
             .1)
     }
@@ -326,7 +377,13 @@ impl Client {
             durable: Some(durable),
         })?;
         Ok(self
-            .call(Method::POST, &format!("/v1/sessions/{}/commit", s.id), Some(body), Some(s), None)
+            .call(
+                Method::POST,
+                &format!("/v1/sessions/{}/commit", s.id),
+                Some(body),
+                Some(s),
+                None,
+            )
             .await?
             .1)
     }
@@ -334,7 +391,13 @@ impl Client {
     /// `DELETE /v1/sessions/{id}`.
     pub async fn dispose(&self, s: &Session) -> Result<Disposed> {
         Ok(self
-            .call(Method::DELETE, &format!("/v1/sessions/{}", s.id), None, Some(s), None)
+            .call(
+                Method::DELETE,
+                &format!("/v1/sessions/{}", s.id),
+                None,
+                Some(s),
+                None,
+            )
             .await?
             .1)
     }

@@ -41,7 +41,10 @@ impl Backoff {
         if self.attempt >= self.max_attempts {
             return None;
         }
-        let cap = self.initial.saturating_mul(1 << self.attempt.min(16)).min(self.max);
+        let cap = self
+            .initial
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(self.max);
         self.attempt += 1;
         let jittered = cap.mul_f64(rand::random::<f64>());
         Some(jittered.max(floor.unwrap_or_default()))

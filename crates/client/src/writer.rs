@@ -166,7 +166,10 @@ impl Writer {
                 i = 0;
                 continue;
             };
-            let (block, body) = (self.kept[i].block, write_body(self.kept[i].block, &self.kept[i].events));
+            let (block, body) = (
+                self.kept[i].block,
+                write_body(self.kept[i].block, &self.kept[i].events),
+            );
             let r = match self.client.write(&s, body).await {
                 Ok(_) => self.client.commit(&s, block, false).await.map(|_| ()),
                 Err(e) => Err(e),

@@ -143,10 +143,10 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{is_valid_stream_name, Durability, LogConfig, StreamSettings, MAX_PARTITIONS};
 pub use error::{Error, Result};
+pub use event_listener::EventListener;
 pub use format::{BatchBuilder, HeaderIter, Headers, Record};
 pub use partition::{AppendOutcome, Appended, Partition, ReadBatch};
 pub use producer::ProducerState;
-pub use event_listener::EventListener;
 
 /// Entry points for fuzz targets and robustness tests: every decoder of
 /// bytes read from disk, run on arbitrary input. Not a stable API.

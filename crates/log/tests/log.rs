@@ -471,6 +471,12 @@ fn block_parts_survive_reopen() {
         log.close().unwrap();
     }
     let log = Log::open(dir.path(), cfg).unwrap();
-    let p = log.stream("parts").unwrap().partition(0).unwrap().producer("p1").unwrap();
+    let p = log
+        .stream("parts")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .producer("p1")
+        .unwrap();
     assert_eq!((p.last_block, p.block_parts), (7, 3));
 }

@@ -44,7 +44,12 @@ impl Router for LocalRouter {
         vec![NodeInfo {
             id: self.host.node_id().to_string(),
             role: "api+backend".into(),
-            state: if self.host.is_draining() { "draining" } else { "ready" }.into(),
+            state: if self.host.is_draining() {
+                "draining"
+            } else {
+                "ready"
+            }
+            .into(),
             sessions: self.host.session_count() as u64,
             address: self.address.clone(),
             last_seen: switchboard_proto::time::rfc3339_ms(switchboard_session::host::now_ms()),

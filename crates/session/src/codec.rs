@@ -69,11 +69,15 @@ pub fn encode_events(
     for (i, e) in events.iter().enumerate() {
         let key = e.key.as_deref();
         if key.is_some_and(|k| k.len() > MAX_KEY_BYTES) {
-            return Err(SessionError::bad(format!("events[{i}].key: longer than {MAX_KEY_BYTES} bytes")));
+            return Err(SessionError::bad(format!(
+                "events[{i}].key: longer than {MAX_KEY_BYTES} bytes"
+            )));
         }
         let headers = e.headers.as_ref();
         if headers.is_some_and(|h| h.len() > MAX_HEADERS) {
-            return Err(SessionError::bad(format!("events[{i}].headers: more than {MAX_HEADERS} headers")));
+            return Err(SessionError::bad(format!(
+                "events[{i}].headers: more than {MAX_HEADERS} headers"
+            )));
         }
         let (tag, value): (u8, &[u8]) = match (&e.value, &e.value_b64) {
             (Some(v), None) => (TAG_JSON, v.get().as_bytes()),
@@ -98,7 +102,8 @@ pub fn encode_events(
             Some(b) => b,
             None => {
                 let mut b = RecordBatch::with_capacity(64 * 1024);
-                b.reset(producer).map_err(|err| SessionError::bad(err.to_string()))?;
+                b.reset(producer)
+                    .map_err(|err| SessionError::bad(err.to_string()))?;
                 slot.insert(b)
             }
         };
@@ -130,7 +135,11 @@ pub fn encode_events(
 /// Appends one read event as JSON to `out`.
 pub fn render_event(out: &mut Vec<u8>, partition: u32, r: &Record) {
     use std::io::Write;
-    let _ = write!(out, "{{\"partition\":{partition},\"offset\":{},\"timestamp\":\"", r.offset);
+    let _ = write!(
+        out,
+        "{{\"partition\":{partition},\"offset\":{},\"timestamp\":\"",
+        r.offset
+    );
     write_rfc3339_ms(out, r.timestamp_ms);
     out.push(b'"');
     if let Some(k) = &r.key {
@@ -206,7 +215,13 @@ mod tests {
         let mut dir = tempfile::tempdir().unwrap();
         let log = switchboard_log::Log::open(dir.path(), Default::default()).unwrap();
         let (s, _) = log
-            .create_stream("s", switchboard_log::StreamSettings { partitions: 4, ..Default::default() })
+            .create_stream(
+                "s",
+                switchboard_log::StreamSettings {
+                    partitions: 4,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         let mut rendered = Vec::new();
         for (part, mut b) in enc.parts {
@@ -218,12 +233,19 @@ mod tests {
                 rendered.push(serde_json::from_slice::<ReadEvent>(&out).unwrap());
             }
         }
-        let one = rendered.iter().find(|e| e.key.as_deref() == Some("user-1")).unwrap();
+        let one = rendered
+            .iter()
+            .find(|e| e.key.as_deref() == Some("user-1"))
+            .unwrap();
         assert_eq!(one.value.as_ref().unwrap().get(), r#"{"a": [1, 2]}"#);
         assert_eq!(one.headers["h"], "v \"q\"");
         assert_eq!(one.timestamp, "2023-11-14T22:13:20.000Z");
-        assert!(rendered.iter().any(|e| e.value_b64.as_deref() == Some("AAEC/w==")));
-        assert!(rendered.iter().any(|e| e.value.as_ref().map(|v| v.get()) == Some("\"text\"")));
+        assert!(rendered
+            .iter()
+            .any(|e| e.value_b64.as_deref() == Some("AAEC/w==")));
+        assert!(rendered
+            .iter()
+            .any(|e| e.value.as_ref().map(|v| v.get()) == Some("\"text\"")));
         drop(log);
         dir.close().unwrap();
         dir = tempfile::tempdir().unwrap();
@@ -239,7 +261,13 @@ mod tests {
             r#"{"events":[{"value_b64":"***"}]}"#,
         ] {
             let p: PublishIn = serde_json::from_str(body).unwrap();
-            assert!(matches!(encode_events(&p.events, 1, 0, 0, None), Err(SessionError::BadRequest(_))), "{body}");
+            assert!(
+                matches!(
+                    encode_events(&p.events, 1, 0, 0, None),
+                    Err(SessionError::BadRequest(_))
+                ),
+                "{body}"
+            );
         }
         assert!(serde_json::from_str::<PublishIn>(r#"{"events":[{"value":1,"x":2}]}"#).is_err());
     }

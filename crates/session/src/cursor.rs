@@ -43,14 +43,14 @@ pub enum CursorError {
 /// Seals and opens cursors with one key.
 #[derive(Clone)]
 pub struct CursorCodec {
-    cipher: Aes256Gcm,
+    cipher: std::sync::Arc<Aes256Gcm>,
 }
 
 impl CursorCodec {
     /// A codec with a 32-byte key.
     pub fn new(key: &[u8; 32]) -> CursorCodec {
         CursorCodec {
-            cipher: Aes256Gcm::new(key.into()),
+            cipher: std::sync::Arc::new(Aes256Gcm::new(key.into())),
         }
     }
 
@@ -153,9 +153,14 @@ mod tests {
         let t = codec().seal(&c);
         assert_eq!(codec().open(&t), Ok(c));
         assert!(!t.contains("orders"));
-        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         // another key refuses it
-        assert_eq!(CursorCodec::new(&[8u8; 32]).open(&t), Err(CursorError::NotAuthentic));
+        assert_eq!(
+            CursorCodec::new(&[8u8; 32]).open(&t),
+            Err(CursorError::NotAuthentic)
+        );
         assert_eq!(codec().open("earliest!"), Err(CursorError::Malformed));
         assert_eq!(codec().open(""), Err(CursorError::Malformed));
     }

@@ -56,7 +56,7 @@ impl Default for HostConfig {
 }
 
 enum State {
-    Reader(Box<Reader>),
+    Reader(Reader),
     Writer(Writer),
 }
 
@@ -128,7 +128,12 @@ fn info(name: String, s: StreamSettings) -> StreamInfo {
 /// a time, so only the newest block can be partial; each of its batches
 /// records how many partitions the block spans, so counting the partitions
 /// that hold it tells.
-pub async fn producer_last_block(store: &dyn Store, stream: &str, partitions: u32, producer: &str) -> Result<u64> {
+pub async fn producer_last_block(
+    store: &dyn Store,
+    stream: &str,
+    partitions: u32,
+    producer: &str,
+) -> Result<u64> {
     let mut newest: Option<(u64, u32, u32)> = None; // block, parts, holders
     for p in 0..partitions {
         let Some(s) = store.producer(stream, p, producer).await? else {
@@ -203,7 +208,9 @@ impl SessionHost {
                 .filter(|(_, slot)| now - slot.last_used_ms.load(Ordering::Acquire) > lease)
                 .map(|(id, _)| id.clone())
                 .collect();
-            ids.into_iter().filter_map(|id| s.remove(&id).map(|v| (id, v))).collect()
+            ids.into_iter()
+                .filter_map(|id| s.remove(&id).map(|v| (id, v)))
+                .collect()
         };
         for (id, slot) in expired {
             tracing::debug!(session = %id, "session lease expired");
@@ -259,7 +266,9 @@ impl SessionHost {
     /// Handles one request.
     pub async fn handle(&self, req: Request) -> Result<Response> {
         if self.is_draining() {
-            return Err(SessionError::Unavailable("node is draining: retry on another node".into()));
+            return Err(SessionError::Unavailable(
+                "node is draining: retry on another node".into(),
+            ));
         }
         match req {
             Request::CreateStream(c) => self.create_stream(c).await,
@@ -304,7 +313,9 @@ impl SessionHost {
         check_user_stream(&c.name)?;
         let partitions = c.partitions.unwrap_or(1);
         if !(1..=limits::MAX_PARTITIONS).contains(&partitions) {
-            return Err(SessionError::bad(format!("partitions: must be 1 to 1024, got {partitions}")));
+            return Err(SessionError::bad(format!(
+                "partitions: must be 1 to 1024, got {partitions}"
+            )));
         }
         if c.retention_ms == Some(0) {
             return Err(SessionError::bad("retention_ms: must be at least 1"));
@@ -340,8 +351,8 @@ impl SessionHost {
             }
             None => None,
         };
-        let req: PublishIn<'_> =
-            serde_json::from_slice(&body).map_err(|e| SessionError::bad(format!("invalid publish body: {e}")))?;
+        let req: PublishIn<'_> = serde_json::from_slice(&body)
+            .map_err(|e| SessionError::bad(format!("invalid publish body: {e}")))?;
         let unkeyed = rand::random::<u32>() % settings.partitions;
         let enc = crate::codec::encode_events(&req.events, settings.partitions, unkeyed, now, None)?;
         let (events, bytes) = (enc.events, enc.bytes);
@@ -357,7 +368,8 @@ impl SessionHost {
                 offset: first.get(&p).copied().unwrap_or(0) + u64::from(i),
             })
             .collect();
-        let answer = serde_json::to_vec(&PublishAnswer { offsets }).map_err(|e| SessionError::Internal(e.to_string()))?;
+        let answer = serde_json::to_vec(&PublishAnswer { offsets })
+            .map_err(|e| SessionError::Internal(e.to_string()))?;
         let answer = Bytes::from(answer);
         if let Some(g) = guard {
             g.complete(answer.clone(), now).await?;
@@ -371,7 +383,10 @@ impl SessionHost {
         if self.session_count() >= self.inner.cfg.max_sessions {
             metrics::counter!("switchboard_backpressure_total", "reason" => "sessions").increment(1);
             return Err(SessionError::Backpressure {
-                reason: format!("this node holds its maximum of {} sessions", self.inner.cfg.max_sessions),
+                reason: format!(
+                    "this node holds its maximum of {} sessions",
+                    self.inner.cfg.max_sessions
+                ),
                 retry_after_ms: 1000,
             });
         }
@@ -390,7 +405,7 @@ impl SessionHost {
                     self.inner.cfg.readahead_bytes,
                 );
                 let c = r.cursor().to_string();
-                (State::Reader(Box::new(r)), Some(c), None, None)
+                (State::Reader(r), Some(c), None, None)
             }
             Mode::Write => {
                 if a.cursor.is_some() || a.partitions.is_some() {
@@ -405,7 +420,8 @@ impl SessionHost {
                         }
                         let key = (a.stream.clone(), p.clone());
                         self.fence_producer(&key).await;
-                        let last = producer_last_block(&*self.inner.store, &a.stream, settings.partitions, p).await?;
+                        let last = producer_last_block(&*self.inner.store, &a.stream, settings.partitions, p)
+                            .await?;
                         (Some(last), Some(key))
                     }
                     None => (None, None),
@@ -532,7 +548,13 @@ impl SessionHost {
     }
 
     async fn call(&self, id: &str, call: Call) -> Result<Response> {
-        let slot = self.inner.sessions.lock().get(id).cloned().ok_or(SessionError::SessionGone)?;
+        let slot = self
+            .inner
+            .sessions
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or(SessionError::SessionGone)?;
         let lease = self.inner.cfg.lease_ms as i64;
         if now_ms() - slot.last_used_ms.load(Ordering::Acquire) > lease {
             if self.inner.sessions.lock().remove(id).is_some() {
@@ -598,12 +620,12 @@ impl SessionHost {
                     durable_through_block: Some(d),
                 }))
             }
-            (Call::Read(_) | Call::Ack(_), State::Writer(_)) => {
-                Err(SessionError::Conflict("this is a write session: read and ack need a read session".into()))
-            }
-            (Call::Write(_) | Call::Commit(_), State::Reader(_)) => {
-                Err(SessionError::Conflict("this is a read session: write and commit need a write session".into()))
-            }
+            (Call::Read(_) | Call::Ack(_), State::Writer(_)) => Err(SessionError::Conflict(
+                "this is a write session: read and ack need a read session".into(),
+            )),
+            (Call::Write(_) | Call::Commit(_), State::Reader(_)) => Err(SessionError::Conflict(
+                "this is a read session: write and commit need a write session".into(),
+            )),
         };
         slot.last_used_ms.store(now_ms(), Ordering::Release);
         result
@@ -621,15 +643,21 @@ impl SessionHost {
 pub fn read_limits(r: &Read) -> Result<ReadLimits> {
     let max_events = r.max_events.unwrap_or(limits::MAX_EVENTS_DEFAULT);
     if !(1..=limits::MAX_EVENTS_LIMIT).contains(&max_events) {
-        return Err(SessionError::bad(format!("max_events: must be 1 to 10000, got {max_events}")));
+        return Err(SessionError::bad(format!(
+            "max_events: must be 1 to 10000, got {max_events}"
+        )));
     }
     let max_bytes = r.max_bytes.unwrap_or(limits::MAX_BYTES_DEFAULT);
     if !(1..=limits::MAX_BYTES_LIMIT).contains(&max_bytes) {
-        return Err(SessionError::bad(format!("max_bytes: must be 1 to 16777216, got {max_bytes}")));
+        return Err(SessionError::bad(format!(
+            "max_bytes: must be 1 to 16777216, got {max_bytes}"
+        )));
     }
     let wait_ms = r.wait_ms.unwrap_or(limits::WAIT_MS_DEFAULT);
     if wait_ms > limits::WAIT_MS_LIMIT {
-        return Err(SessionError::bad(format!("wait_ms: must be 0 to 30000, got {wait_ms}")));
+        return Err(SessionError::bad(format!(
+            "wait_ms: must be 0 to 30000, got {wait_ms}"
+        )));
     }
     Ok(ReadLimits {
         max_events: max_events as usize,

@@ -87,7 +87,9 @@ impl Idempotency {
                     tracing::warn!(offset = r.offset, "skipping an unreadable idempotency record");
                     continue;
                 };
-                let Ok(hash) = u128::from_str_radix(&s.h, 16) else { continue };
+                let Ok(hash) = u128::from_str_radix(&s.h, 16) else {
+                    continue;
+                };
                 table.insert(
                     (s.s, s.k),
                     Entry::Done {
@@ -114,7 +116,11 @@ impl Idempotency {
             let notify = {
                 let mut t = self.table.lock();
                 match t.get(&k) {
-                    Some(Entry::Done { hash: h, answer, at_ms }) if now_ms - at_ms <= self.ttl_ms as i64 => {
+                    Some(Entry::Done {
+                        hash: h,
+                        answer,
+                        at_ms,
+                    }) if now_ms - at_ms <= self.ttl_ms as i64 => {
                         if *h != hash {
                             return Err(SessionError::Conflict(format!(
                                 "idempotency key {key:?} was used with another request body"

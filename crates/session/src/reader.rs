@@ -150,7 +150,9 @@ impl Reader {
         out.extend_from_slice(b",\"events\":[");
         let (mut n, mut bytes, mut taken_bytes) = (0usize, 0usize, 0usize);
         while n < limits.max_events {
-            let Some((idx, r)) = buf.records.front() else { break };
+            let Some((idx, r)) = buf.records.front() else {
+                break;
+            };
             let len = rendered_len(r);
             if n > 0 && bytes + len > limits.max_bytes {
                 break;
@@ -276,7 +278,10 @@ async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, 
             if room == 0 {
                 break;
             }
-            match store.read(&stream, parts[i], pos[i], 1000, room.min(1 << 20)).await {
+            match store
+                .read(&stream, parts[i], pos[i], 1000, room.min(1 << 20))
+                .await
+            {
                 Ok(f) if !f.records.is_empty() => {
                     got = true;
                     failures = 0;
@@ -288,7 +293,9 @@ async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, 
                     }
                 }
                 Ok(_) => {}
-                Err(switchboard_store::Error::OffsetOutOfRange { requested, start, .. }) if requested < start => {
+                Err(switchboard_store::Error::OffsetOutOfRange { requested, start, .. })
+                    if requested < start =>
+                {
                     // retention removed what the cursor points at: go on from
                     // the oldest record left
                     tracing::warn!(%stream, partition = parts[i], requested, start, "cursor position expired, skipping ahead");

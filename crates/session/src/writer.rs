@@ -141,15 +141,17 @@ impl Writer {
     /// A `write` call with its raw body.
     pub fn write(&mut self, body: &Bytes, now_ms: i64) -> Result<WriteAnswer> {
         self.check_failed()?;
-        let req: WriteIn<'_> =
-            serde_json::from_slice(body).map_err(|e| SessionError::bad(format!("invalid write body: {e}")))?;
+        let req: WriteIn<'_> = serde_json::from_slice(body)
+            .map_err(|e| SessionError::bad(format!("invalid write body: {e}")))?;
         let block = req.block;
         let hash = xxhash_rust::xxh3::xxh3_128(body);
         if let Some(&(_, h, events)) = self.written.iter().find(|w| w.0 == block) {
             return if h == hash {
                 Ok(WriteAnswer { block, events })
             } else {
-                Err(SessionError::Conflict(format!("block {block} was already written with other events")))
+                Err(SessionError::Conflict(format!(
+                    "block {block} was already written with other events"
+                )))
             };
         }
         if block == 0 {
@@ -193,7 +195,9 @@ impl Writer {
                         offsets: Some(offsets.clone()),
                     }))
                 }
-                Some(Status::Scheduled) if durable => return Ok(CommitPlan::Wait(self.shared.clone(), block)),
+                Some(Status::Scheduled) if durable => {
+                    return Ok(CommitPlan::Wait(self.shared.clone(), block))
+                }
                 Some(Status::Scheduled) => {
                     return Ok(CommitPlan::Now(CommitAnswer {
                         block,
@@ -242,7 +246,9 @@ impl Writer {
             bytes: staged.enc.bytes,
         };
         if tx.send(job).is_err() {
-            return Err(SessionError::Unavailable("the session's publisher stopped".into()));
+            return Err(SessionError::Unavailable(
+                "the session's publisher stopped".into(),
+            ));
         }
         self.expected = block + 1;
         if durable {
@@ -293,7 +299,9 @@ impl Shared {
                 }
             }
             if rx.changed().await.is_err() {
-                return Err(SessionError::Unavailable("the session's publisher stopped".into()));
+                return Err(SessionError::Unavailable(
+                    "the session's publisher stopped".into(),
+                ));
             }
         }
     }
@@ -324,7 +332,10 @@ async fn publish_loop(
             }
             Err(e) => {
                 tracing::error!(%stream, block = job.block, error = %e, "publishing a block failed; the session stops");
-                st.failed = Some(SessionError::Unavailable(format!("publishing block {} failed: {e}", job.block)));
+                st.failed = Some(SessionError::Unavailable(format!(
+                    "publishing block {} failed: {e}",
+                    job.block
+                )));
                 drop(st);
                 shared.progress.send_modify(|_| {});
             }
@@ -347,7 +358,13 @@ pub(crate) async fn publish_block(
         loop {
             let (r, b) = store.append(stream, p, batch).await;
             match r {
-                Ok(Appended::Stored { first, last }) => return Ok(Some(PartitionRange { partition: p, first, last })),
+                Ok(Appended::Stored { first, last }) => {
+                    return Ok(Some(PartitionRange {
+                        partition: p,
+                        first,
+                        last,
+                    }))
+                }
                 Ok(Appended::Duplicate(s)) if s.last_block == block => {
                     return Ok(Some(PartitionRange {
                         partition: p,

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use switchboard_log::{AppendOutcome, Log, LogConfig};
 
-use crate::{Appended, Error, Fetched, ProducerState, RecordBatch, Result, Store, StreamSettings, StreamState};
+use crate::{
+    Appended, Error, Fetched, ProducerState, RecordBatch, Result, Store, StreamSettings, StreamState,
+};
 
 /// [`Store`] over the embedded segmented log.
 pub struct EmbeddedStore {
@@ -99,7 +101,12 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn append(&self, stream: &str, partition: u32, mut batch: RecordBatch) -> (Result<Appended>, RecordBatch) {
+    async fn append(
+        &self,
+        stream: &str,
+        partition: u32,
+        mut batch: RecordBatch,
+    ) -> (Result<Appended>, RecordBatch) {
         let s = match self.log().and_then(|l| Ok(l.stream(stream)?)) {
             Ok(s) => s,
             Err(e) => return (Err(e), batch),
@@ -114,7 +121,12 @@ impl Store for EmbeddedStore {
         let (outcome, batch) = match joined {
             Ok(r) => r,
             // the closure only panics on a bug; the batch went with it
-            Err(e) => return (Err(Error::Unavailable(format!("store task failed: {e}"))), RecordBatch::new()),
+            Err(e) => {
+                return (
+                    Err(Error::Unavailable(format!("store task failed: {e}"))),
+                    RecordBatch::new(),
+                )
+            }
         };
         metrics::histogram!("switchboard_log_append_seconds").record(started.elapsed().as_secs_f64());
         let outcome = match outcome {
@@ -164,7 +176,8 @@ impl Store for EmbeddedStore {
         for &(p, o) in positions {
             parts.push((s.partition(p)?.clone(), o));
         }
-        let ready = |parts: &[(Arc<switchboard_log::Partition>, u64)]| parts.iter().any(|(p, o)| p.end_offset() > *o);
+        let ready =
+            |parts: &[(Arc<switchboard_log::Partition>, u64)]| parts.iter().any(|(p, o)| p.end_offset() > *o);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if ready(&parts) {

@@ -46,7 +46,15 @@ impl From<switchboard_log::Error> for Error {
             | L::PartitionNotFound { .. }
             | L::EmptyBatch
             | L::BatchTooLarge { .. } => Error::Invalid(e.to_string()),
-            L::OffsetOutOfRange { requested, start, end } => Error::OffsetOutOfRange { requested, start, end },
+            L::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+            } => Error::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+            },
             L::Corrupt { .. } => Error::Corrupt(e.to_string()),
             other => Error::Unavailable(other.to_string()),
         }

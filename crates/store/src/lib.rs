@@ -92,7 +92,12 @@ pub trait Store: Send + Sync + 'static {
     /// Appends `batch` to one partition; returns once it is durable (as far
     /// as the store's durability setting promises). The batch always comes
     /// back, so that a failed append can be retried and a buffer reused.
-    async fn append(&self, stream: &str, partition: u32, batch: RecordBatch) -> (Result<Appended>, RecordBatch);
+    async fn append(
+        &self,
+        stream: &str,
+        partition: u32,
+        batch: RecordBatch,
+    ) -> (Result<Appended>, RecordBatch);
 
     /// Reads from `offset`, at most `max_records` records and about
     /// `max_bytes` (at least one record if any).

@@ -66,11 +66,18 @@ impl Server {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start");
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not start");
         let url = line
             .trim()
             .strip_prefix("switchboard listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}; see {}", self.dir.with_extension("server.log").display()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; see {}",
+                    self.dir.with_extension("server.log").display()
+                )
+            })
             .to_string();
         self.addr = url.trim_start_matches("http://").to_string();
         self.url = url;
@@ -187,8 +194,14 @@ impl Raw {
     }
 
     pub async fn json(&self, method: Method, path: &str, body: Value) -> Answer {
-        self.send(method, path, Some(serde_json::to_vec(&body).unwrap()), &[], Some(TOKEN))
-            .await
+        self.send(
+            method,
+            path,
+            Some(serde_json::to_vec(&body).unwrap()),
+            &[],
+            Some(TOKEN),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -203,8 +216,14 @@ impl Raw {
             .unwrap()
             .as_millis() as u64;
         let sig = switchboard_proto::signing::sign(secret.as_bytes(), now, method.as_str(), path, &b);
-        self.send(method, path, body, &[("x-switchboard-signature", sig)], Some(TOKEN))
-            .await
+        self.send(
+            method,
+            path,
+            body,
+            &[("x-switchboard-signature", sig)],
+            Some(TOKEN),
+        )
+        .await
     }
 }
 
