@@ -166,15 +166,17 @@ async fn observe(req: HttpRequest, next: Next) -> Response {
         .to_string();
     let method = req.method().clone();
     let span = tracing::info_span!("request", request_id = %id, %method, route = %route);
-    let mut resp = {
-        let _e = span.enter();
-        drop(_e);
-        tracing::Instrument::instrument(next.run(req), span.clone()).await
-    };
+    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     let route_label = static_route(&route);
-    metrics::counter!("switchboard_requests_total", "route" => route_label, "method" => method_label(&method), "status" => status.to_string()).increment(1);
+    metrics::counter!(
+        "switchboard_requests_total",
+        "route" => route_label,
+        "method" => method_label(&method),
+        "status" => status_label(status)
+    )
+    .increment(1);
     metrics::histogram!("switchboard_request_duration_seconds", "route" => route_label)
         .record(elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -201,6 +203,25 @@ fn static_route(route: &str) -> &'static str {
         .chain(["/healthz", "/readyz", "/metrics"])
         .find(|r| *r == route)
         .unwrap_or("unmatched")
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        410 => "410",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
 }
 
 fn method_label(m: &Method) -> &'static str {

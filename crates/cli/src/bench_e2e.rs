@@ -42,8 +42,10 @@ pub struct E2eBench {
     /// Partitions of the benchmark stream [default: max(writers, readers)].
     #[arg(long)]
     partitions: Option<u32>,
-    /// Events for the side-by-side `bench log` measurement (0: skip).
-    #[arg(long, default_value_t = 200_000)]
+    /// Events for the side-by-side `bench log` measurement, before and after
+    /// (0: skip). The default matches `bench log`'s: runs much smaller than
+    /// the page cache's dirty limit measure memory, not the disk.
+    #[arg(long, default_value_t = 1_000_000)]
     log_records: u64,
     /// Where the started server and the log measurement keep their data.
     #[arg(long, default_value = "./switchboard-bench")]
