@@ -36,6 +36,10 @@ pub struct E2eBench {
     /// Events per block.
     #[arg(long, default_value_t = 500)]
     batch: usize,
+    /// Blocks each writer has committed but not yet seen durable. A block's
+    /// commit latency runs from its commit call to its durable answer.
+    #[arg(long, default_value_t = 1)]
+    window: usize,
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -57,6 +61,7 @@ struct Report {
     bench: &'static str,
     writers: usize,
     readers: usize,
+    window: usize,
     event_size: usize,
     batch: usize,
     duration_s: f64,
@@ -303,9 +308,11 @@ async fn drive(b: &E2eBench) -> Result<Report> {
             events_json.clone(),
             b.batch as u64,
         );
+        let window = b.window.max(1);
         writers.push(tokio::spawn(async move {
             let s = Session::new(&a);
             let (mut writes, mut commits) = (Vec::new(), Vec::new());
+            let mut in_flight = std::collections::VecDeque::new();
             let mut block = 1u64;
             while !stop.load(Ordering::Acquire) {
                 let t = Instant::now();
@@ -313,17 +320,31 @@ async fn drive(b: &E2eBench) -> Result<Report> {
                     .write(&s, switchboard_client::write_body(block, &events_json))
                     .await?;
                 writes.push(ms(t.elapsed()));
+                // schedule, then wait for durability in the background, so
+                // that the next block's transfer overlaps this one's fsync
                 let t = Instant::now();
                 loop {
-                    match client.commit(&s, block, true).await {
+                    match client.commit(&s, block, false).await {
                         Ok(_) => break,
                         Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(5)).await,
                         Err(e) => return Err(e.into()),
                     }
                 }
-                commits.push(ms(t.elapsed()));
-                published.fetch_add(n, Ordering::Relaxed);
+                let (c, s2) = (client.clone(), s.clone());
+                in_flight.push_back(tokio::spawn(async move {
+                    c.commit(&s2, block, true).await.map(|_| ms(t.elapsed()))
+                }));
+                while in_flight.len() >= window {
+                    if let Some(h) = in_flight.pop_front() {
+                        commits.push(h.await??);
+                        published.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
                 block += 1;
+            }
+            for h in in_flight {
+                commits.push(h.await??);
+                published.fetch_add(n, Ordering::Relaxed);
             }
             let _ = client.dispose(&s).await;
             anyhow::Ok((writes, commits))
@@ -370,6 +391,7 @@ async fn drive(b: &E2eBench) -> Result<Report> {
         bench: "e2e",
         writers: b.writers,
         readers: b.readers,
+        window: b.window,
         event_size: b.event_size,
         batch: b.batch,
         duration_s: publish_time.as_secs_f64(),
