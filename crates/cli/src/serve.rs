@@ -67,6 +67,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve(s: Settings) -> Result<()> {
+    // first, so that what the layers below record at start is kept
+    let metrics = switchboard_api::metrics_export::install();
     let dir = &s.config.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
     let keys = Keys::load_or_create(dir).with_context(|| format!("loading {}/server.key", dir.display()))?;
@@ -101,7 +103,7 @@ async fn serve(s: Settings) -> Result<()> {
         .with_context(|| format!("listening on {}", s.listen))?;
     let addr = listener.local_addr()?;
     let router = Arc::new(LocalRouter::new(host.clone(), addr.to_string()));
-    let state = ApiState::new(router, &tokens, keys, switchboard_api::metrics_export::install());
+    let state = ApiState::new(router, &tokens, keys, metrics);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(switchboard_api::run(listener, state.clone(), async move {
         let _ = stop_rx.await;

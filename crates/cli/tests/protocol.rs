@@ -879,6 +879,8 @@ async fn health_metrics_request_ids_and_openapi() {
         "switchboard_request_duration_seconds_bucket",
         "switchboard_log_append_seconds",
         "switchboard_events_in_total",
+        "switchboard_log_fsync_seconds",
+        "switchboard_sessions_open",
     ] {
         assert!(text.contains(metric), "{metric} missing:\n{text}");
     }
@@ -958,6 +960,22 @@ async fn graceful_shutdown_drains_and_keeps_scheduled_blocks() {
             .await;
         assert_eq!(c.status, 200, "{}", c.body);
     }
+    let idem = |raw: &common::Raw| {
+        let body = serde_json::to_vec(&json!({"events": [{"value": "once"}]})).unwrap();
+        let raw = raw.clone_ref();
+        async move {
+            raw.send(
+                Method::POST,
+                "/v1/streams/g/events",
+                Some(body),
+                &[("idempotency-key", "restart-key".into())],
+                Some(TOKEN),
+            )
+            .await
+        }
+    };
+    let first = idem(&raw).await;
+    assert_eq!(first.status, 200);
     s.send_signal(libc::SIGTERM);
     let not_ready = common::eventually(Duration::from_secs(5), || async {
         raw.send(Method::GET, "/readyz", None, &[], None).await.status == 503
@@ -973,5 +991,9 @@ async fn graceful_shutdown_drains_and_keeps_scheduled_blocks() {
     let raw = s.raw();
     let e = ends(&raw, "g").await;
     let total: u64 = e.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(total, 1000, "every scheduled block is stored");
+    assert_eq!(total, 1001, "every scheduled block is stored");
+    // idempotency keys outlive the restart
+    let again = idem(&raw).await;
+    assert_eq!(again.bytes, first.bytes);
+    assert_eq!(ends(&raw, "g").await, e);
 }

@@ -360,9 +360,11 @@ impl Partition {
         }
         // Offsets below `end` are in `seg` or in sealed segments, which were
         // synced when sealed.
+        let started = Instant::now();
         if let Err(e) = seg.file.sync_data() {
             return self.fail(Error::io("fsync", &seg.path)(e));
         }
+        metrics::histogram!("switchboard_log_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.mark_durable(end);
         Ok(())
     }
@@ -390,9 +392,11 @@ impl Partition {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let old = w.active.clone();
         let next = self.written.load(Ordering::Acquire);
+        let started = Instant::now();
         if let Err(e) = old.file.sync_data() {
             return self.fail(Error::io("fsync", &old.path)(e));
         }
+        metrics::histogram!("switchboard_log_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.mark_durable(next);
         segment::write_index_files(&self.dir, &old.index.read(), true)?;
         producer::expire(&mut w.producers, now_ms(), self.cfg.producer_ttl_ms);

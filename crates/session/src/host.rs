@@ -166,6 +166,9 @@ impl SessionHost {
             draining: AtomicBool::new(false),
             idem,
         });
+        for mode in ["read", "write"] {
+            metrics::gauge!("switchboard_sessions_open", "mode" => mode).set(0.0);
+        }
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));

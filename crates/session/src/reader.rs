@@ -272,9 +272,12 @@ async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, 
             space.await;
         }
         let mut got = false;
+        // a pass's records enter the buffer together, so that a read never
+        // sees half a pass
+        let mut pass: Vec<(usize, Record)> = Vec::new();
+        let mut room = ra.limit.saturating_sub(ra.buf.lock().bytes);
         for k in 0..parts.len() {
             let i = (rr + k) % parts.len();
-            let room = ra.limit.saturating_sub(ra.buf.lock().bytes);
             if room == 0 {
                 break;
             }
@@ -286,10 +289,9 @@ async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, 
                     got = true;
                     failures = 0;
                     pos[i] = f.next_offset;
-                    let mut buf = ra.buf.lock();
                     for r in f.records {
-                        buf.bytes += r.encoded_len();
-                        buf.records.push_back((i, r));
+                        room = room.saturating_sub(r.encoded_len());
+                        pass.push((i, r));
                     }
                 }
                 Ok(_) => {}
@@ -313,6 +315,13 @@ async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, 
             }
         }
         rr = rr.wrapping_add(1);
+        if !pass.is_empty() {
+            let mut buf = ra.buf.lock();
+            for (i, r) in pass {
+                buf.bytes += r.encoded_len();
+                buf.records.push_back((i, r));
+            }
+        }
         // wake readers once per pass, so that a batch spans partitions
         if got {
             ra.data.notify_waiters();

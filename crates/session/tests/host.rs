@@ -43,3 +43,164 @@ async fn last_block_counts_only_complete_blocks() {
     assert_eq!(producer_last_block(&*store, "s", 3, "p").await.unwrap(), 3);
     assert_eq!(producer_last_block(&*store, "s", 3, "other").await.unwrap(), 0);
 }
+
+/// A store whose appends wait for a permit, so a test controls when blocks
+/// become durable.
+struct GatedStore {
+    inner: EmbeddedStore,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl Store for GatedStore {
+    async fn create_stream(&self, name: &str, s: StreamSettings) -> switchboard_store::Result<bool> {
+        self.inner.create_stream(name, s).await
+    }
+    async fn delete_stream(&self, name: &str) -> switchboard_store::Result<()> {
+        self.inner.delete_stream(name).await
+    }
+    async fn list_streams(&self) -> switchboard_store::Result<Vec<(String, StreamSettings)>> {
+        self.inner.list_streams().await
+    }
+    async fn stream_settings(&self, name: &str) -> switchboard_store::Result<StreamSettings> {
+        self.inner.stream_settings(name).await
+    }
+    async fn describe_stream(&self, name: &str) -> switchboard_store::Result<switchboard_store::StreamState> {
+        self.inner.describe_stream(name).await
+    }
+    async fn append(
+        &self,
+        stream: &str,
+        partition: u32,
+        batch: RecordBatch,
+    ) -> (
+        switchboard_store::Result<switchboard_store::Appended>,
+        RecordBatch,
+    ) {
+        if !stream.starts_with("__") {
+            let permit = self.gate.acquire().await.unwrap();
+            permit.forget();
+        }
+        self.inner.append(stream, partition, batch).await
+    }
+    async fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> switchboard_store::Result<switchboard_store::Fetched> {
+        self.inner
+            .read(stream, partition, offset, max_records, max_bytes)
+            .await
+    }
+    async fn wait_any(
+        &self,
+        stream: &str,
+        positions: &[(u32, u64)],
+        timeout: std::time::Duration,
+    ) -> switchboard_store::Result<bool> {
+        self.inner.wait_any(stream, positions, timeout).await
+    }
+    async fn producer(
+        &self,
+        stream: &str,
+        partition: u32,
+        producer: &str,
+    ) -> switchboard_store::Result<Option<switchboard_store::ProducerState>> {
+        self.inner.producer(stream, partition, producer).await
+    }
+    async fn close(&self) -> switchboard_store::Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test]
+async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() {
+    use switchboard_proto::wire::{Allocate, BlockStatus, Commit, Mode};
+    use switchboard_session::rpc::{Call, Request, Response};
+    use switchboard_session::{HostConfig, SessionError, SessionHost};
+
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let store: Arc<dyn Store> = Arc::new(GatedStore {
+        inner: EmbeddedStore::open(dir.path(), Default::default()).unwrap(),
+        gate: gate.clone(),
+    });
+    let cfg = HostConfig {
+        max_blocks_in_flight: 2,
+        ..HostConfig::default()
+    };
+    let keys = switchboard_session::keys::Keys::from_master(&[1; 32]);
+    let host = SessionHost::start(store, keys, cfg).await.unwrap();
+    host.handle(Request::CreateStream(switchboard_proto::wire::CreateStream {
+        name: "bp".into(),
+        partitions: Some(1),
+        retention_ms: None,
+        retention_bytes: None,
+    }))
+    .await
+    .unwrap();
+    let Response::Allocated(a) = host
+        .handle(Request::Allocate(Allocate {
+            stream: "bp".into(),
+            mode: Mode::Write,
+            cursor: None,
+            partitions: None,
+            producer: None,
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("not allocated")
+    };
+    let call = |call: Call| {
+        host.handle(Request::Session {
+            id: a.session.clone(),
+            call,
+        })
+    };
+    let commit = |block| {
+        Call::Commit(Commit {
+            block,
+            durable: Some(false),
+        })
+    };
+    for b in 1..=3u64 {
+        let body = format!("{{\"block\":{b},\"events\":[{{\"value\":{b}}}]}}");
+        call(Call::Write(body.into())).await.unwrap();
+        if b < 3 {
+            let Response::Committed(c) = call(commit(b)).await.unwrap() else {
+                panic!()
+            };
+            assert_eq!(c.status, BlockStatus::Scheduled);
+        }
+    }
+    match call(commit(3)).await {
+        Err(SessionError::Backpressure { retry_after_ms, .. }) => assert!(retry_after_ms > 0),
+        other => panic!("expected backpressure, got {other:?}"),
+    }
+    // nothing changed: block 3 is still staged and commits once there is room
+    gate.add_permits(2);
+    let Response::Committed(c) = call(Call::Commit(Commit {
+        block: 2,
+        durable: Some(true),
+    }))
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.status, BlockStatus::Durable);
+    gate.add_permits(1);
+    let Response::Committed(c) = call(Call::Commit(Commit {
+        block: 3,
+        durable: Some(true),
+    }))
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.status, BlockStatus::Durable);
+    assert_eq!(c.offsets.unwrap()[0].first, 2);
+}

@@ -162,6 +162,13 @@ impl Answer {
 }
 
 impl Raw {
+    pub fn clone_ref(&self) -> Raw {
+        Raw {
+            http: self.http.clone(),
+            base: self.base.clone(),
+        }
+    }
+
     pub async fn send(
         &self,
         method: Method,
