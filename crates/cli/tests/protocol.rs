@@ -926,6 +926,16 @@ async fn health_metrics_request_ids_and_openapi() {
         .starts_with("no endpoint"));
     let c = raw.get("/v1/cluster").await;
     assert_eq!(c.body["nodes"][0]["state"], "ready");
+    // HTTP/2 (cleartext, prior knowledge) serves the same API
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = h2
+        .get(format!("{}/v1/streams", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
