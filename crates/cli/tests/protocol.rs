@@ -927,7 +927,10 @@ async fn health_metrics_request_ids_and_openapi() {
     let c = raw.get("/v1/cluster").await;
     assert_eq!(c.body["nodes"][0]["state"], "ready");
     // HTTP/2 (cleartext, prior knowledge) serves the same API
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let resp = h2
         .get(format!("{}/v1/streams", s.url))
         .bearer_auth(TOKEN)
