@@ -13,8 +13,9 @@ use switchboard_proto::ErrorCode;
 
 use crate::error::ApiError;
 
-/// Bodies larger than this are decompressed off the async runtime.
-const INLINE_DECOMPRESS: usize = 64 * 1024;
+/// Bodies larger than this are hashed and decompressed off the async
+/// runtime (both take about 0.1 ms per 64 KiB).
+pub const INLINE_WORK: usize = 64 * 1024;
 
 fn too_large() -> ApiError {
     ApiError::new(
@@ -58,7 +59,7 @@ pub async fn decode(headers: &HeaderMap, raw: Bytes) -> Result<Bytes, ApiError> 
             )))
         }
     };
-    if raw.len() <= INLINE_DECOMPRESS {
+    if raw.len() <= INLINE_WORK {
         return inflate(kind, &raw);
     }
     tokio::task::spawn_blocking(move || inflate(kind, &raw))

@@ -388,19 +388,36 @@ async fn signed(
         .get(signing::HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::new(ErrorCode::BadSignature, "missing X-Switchboard-Signature header"))?;
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let path = uri
+        .path_and_query()
+        .map_or(uri.path(), |p| p.as_str())
+        .to_string();
     let secret = s.inner.keys.session_secret(id);
     let now = switchboard_session::host::now_ms().max(0) as u64;
-    signing::verify(
-        sig,
-        secret.as_bytes(),
-        method.as_str(),
-        path,
-        &raw,
-        now,
-        signing::MAX_SKEW_MS,
-    )
-    .map_err(|e| ApiError::new(ErrorCode::BadSignature, e.to_string()))?;
+    let (sig, method) = (sig.to_string(), method.clone());
+    let check = move |raw: &[u8]| {
+        signing::verify(
+            &sig,
+            secret.as_bytes(),
+            method.as_str(),
+            &path,
+            raw,
+            now,
+            signing::MAX_SKEW_MS,
+        )
+        .map(|_| ())
+        .map_err(|e| ApiError::new(ErrorCode::BadSignature, e.to_string()))
+    };
+    // hashing a large body takes longer than a runtime thread should be
+    // held: other calls (acks, reads) would queue behind it
+    if raw.len() <= body::INLINE_WORK {
+        check(&raw)?;
+    } else {
+        let raw = raw.clone();
+        tokio::task::spawn_blocking(move || check(&raw))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("signature task failed: {e}")))??;
+    }
     body::decode(headers, raw).await
 }
 

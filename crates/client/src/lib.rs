@@ -50,6 +50,9 @@ pub enum Compression {
     Zstd,
 }
 
+/// Bodies larger than this are signed off the async runtime.
+const INLINE_SIGN: usize = 64 * 1024;
+
 /// Bodies smaller than this are never compressed.
 const COMPRESS_FROM: usize = 1024;
 
@@ -187,7 +190,17 @@ impl Client {
             None => Bytes::new(),
         };
         if let Some(s) = session {
-            let sig = signing::sign(s.secret.as_bytes(), now_ms(), method.as_str(), path, &body);
+            let sig = if body.len() <= INLINE_SIGN {
+                signing::sign(s.secret.as_bytes(), now_ms(), method.as_str(), path, &body)
+            } else {
+                // hashing a large body would hold a runtime thread
+                let (secret, m, p, b) = (s.secret.clone(), method.clone(), path.to_string(), body.clone());
+                tokio::task::spawn_blocking(move || {
+                    signing::sign(secret.as_bytes(), now_ms(), m.as_str(), &p, &b)
+                })
+                .await
+                .map_err(|e| Error::Protocol(format!("signing task failed: {e}")))?
+            };
             let v =
                 HeaderValue::from_str(&sig).map_err(|_| Error::Protocol("bad signature header".into()))?;
             headers.insert(signing::HEADER, v);
