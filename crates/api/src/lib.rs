@@ -8,7 +8,6 @@
 //! place. [`run`] serves on a given listener until a shutdown future
 //! resolves, so tests start real servers on port 0.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +20,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use switchboard_proto::signing;
 use switchboard_proto::wire::{Ack, Allocate, Commit, CreateStream, Read};
 use switchboard_proto::ErrorCode;
@@ -29,11 +27,13 @@ use switchboard_router::Router;
 use switchboard_session::keys::Keys;
 use switchboard_session::rpc::{Call, Request, Response as Reply};
 
+pub mod auth;
 mod body;
 pub mod error;
 pub mod metrics_export;
 pub mod openapi;
 
+pub use auth::{Action, AuthError, Authenticator, Identity, StaticTokens};
 pub use error::ApiError;
 
 /// Header that carries the request id, in both directions.
@@ -47,28 +47,25 @@ pub struct ApiState {
 
 struct Inner {
     router: Arc<dyn Router>,
-    tokens: HashSet<[u8; 32]>,
+    auth: Vec<Arc<dyn Authenticator>>,
     keys: Keys,
     draining: AtomicBool,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl ApiState {
-    /// State over `router`, accepting `tokens`, checking signatures with
-    /// secrets derived from `keys`.
+    /// State over `router`, authenticating callers with `auth` (tried in
+    /// order), checking signatures with secrets derived from `keys`.
     pub fn new(
         router: Arc<dyn Router>,
-        tokens: &[String],
+        auth: Vec<Arc<dyn Authenticator>>,
         keys: Keys,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> ApiState {
         ApiState {
             inner: Arc::new(Inner {
                 router,
-                tokens: tokens
-                    .iter()
-                    .map(|t| Sha256::digest(t.as_bytes()).into())
-                    .collect(),
+                auth,
                 keys,
                 draining: AtomicBool::new(false),
                 metrics,
@@ -81,25 +78,48 @@ impl ApiState {
         self.inner.draining.store(true, Ordering::Release);
     }
 
-    fn check_token(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// Authenticates the caller (and refuses calls while draining).
+    async fn identity(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing bearer token"))?;
-        // compare digests: the set lookup does not leak the token's prefix
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if !self.inner.tokens.contains(&digest) {
-            return Err(ApiError::new(ErrorCode::Unauthorized, "invalid bearer token"));
-        }
         if self.inner.draining.load(Ordering::Acquire) {
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "node is draining: retry on another node",
             ));
         }
-        Ok(())
+        for a in &self.inner.auth {
+            match a.authenticate(token).await {
+                Ok(Some(id)) => return Ok(id),
+                Ok(None) => {}
+                Err(AuthError::Invalid(m)) => return Err(ApiError::new(ErrorCode::Unauthorized, m)),
+                Err(e @ AuthError::Unavailable(_)) => {
+                    return Err(ApiError::new(ErrorCode::Unavailable, e.to_string()))
+                }
+            }
+        }
+        Err(ApiError::new(ErrorCode::Unauthorized, "invalid bearer token"))
+    }
+
+    /// Authenticates and checks `action` on `stream`.
+    async fn allowed(&self, headers: &HeaderMap, action: Action, stream: &str) -> Result<Identity, ApiError> {
+        let id = self.identity(headers).await?;
+        if !id.allows(action, stream) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{} lacks the {} scope for stream {stream:?}",
+                    id.subject,
+                    action.as_str()
+                ),
+            ));
+        }
+        Ok(id)
     }
 
     async fn route(&self, req: Request) -> Result<Reply, ApiError> {
@@ -253,12 +273,12 @@ async fn metrics_text(State(s): State<ApiState>) -> Response {
 }
 
 async fn openapi_doc(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    s.check_token(&headers)?;
+    s.identity(&headers).await?;
     Ok(json_bytes(StatusCode::OK, Bytes::from(openapi::document_bytes())))
 }
 
 async fn cluster(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    s.check_token(&headers)?;
+    s.identity(&headers).await?;
     let nodes = s.inner.router.nodes().await;
     Ok(json(
         StatusCode::OK,
@@ -302,9 +322,8 @@ fn reply(r: Reply) -> Response {
     }
 }
 
-/// Reads, checks and decodes the body of an authenticated call.
-async fn authed_body(s: &ApiState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    s.check_token(headers)?;
+/// Reads and decodes the body of an authenticated call.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let raw = body::read_raw(headers, body).await?;
     body::decode(headers, raw).await
 }
@@ -314,14 +333,23 @@ async fn create_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let b = authed_body(&s, &headers, body).await?;
+    s.identity(&headers).await?;
+    let b = read_body(&headers, body).await?;
     let req: CreateStream = body::json(&b, false)?;
+    s.allowed(&headers, Action::Admin, &req.name).await?;
     Ok(reply(s.route(Request::CreateStream(req)).await?))
 }
 
 async fn list_streams(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    s.check_token(&headers)?;
-    Ok(reply(s.route(Request::ListStreams).await?))
+    let id = s.identity(&headers).await?;
+    match s.route(Request::ListStreams).await? {
+        Reply::Streams(mut l) => {
+            // a caller sees the streams it has some scope on
+            l.streams.retain(|st| id.sees(&st.name));
+            Ok(json(StatusCode::OK, &l))
+        }
+        other => Ok(reply(other)),
+    }
 }
 
 async fn describe_stream(
@@ -329,7 +357,13 @@ async fn describe_stream(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    s.check_token(&headers)?;
+    let id = s.identity(&headers).await?;
+    if !id.sees(&name) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("{} has no scope on stream {name:?}", id.subject),
+        ));
+    }
     Ok(reply(s.route(Request::DescribeStream(name)).await?))
 }
 
@@ -338,7 +372,7 @@ async fn delete_stream(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    s.check_token(&headers)?;
+    s.allowed(&headers, Action::Admin, &name).await?;
     Ok(reply(s.route(Request::DeleteStream(name)).await?))
 }
 
@@ -348,7 +382,8 @@ async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let b = authed_body(&s, &headers, body).await?;
+    s.allowed(&headers, Action::Write, &name).await?;
+    let b = read_body(&headers, body).await?;
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
@@ -368,12 +403,25 @@ async fn publish(
 }
 
 async fn allocate(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let b = authed_body(&s, &headers, body).await?;
+    s.identity(&headers).await?;
+    let b = read_body(&headers, body).await?;
     let req: Allocate = body::json(&b, false)?;
-    Ok(reply(s.route(Request::Allocate(req)).await?))
+    let action = match req.mode {
+        switchboard_proto::wire::Mode::Read => Action::Read,
+        switchboard_proto::wire::Mode::Write => Action::Write,
+    };
+    let id = s.allowed(&headers, action, &req.stream).await?;
+    Ok(reply(
+        s.route(Request::Allocate {
+            req,
+            owner: id.subject,
+        })
+        .await?,
+    ))
 }
 
-/// Checks token and signature of a session call; returns the decoded body.
+/// Checks token and signature of a session call; returns the caller's
+/// subject and the decoded body.
 async fn signed(
     s: &ApiState,
     id: &str,
@@ -381,8 +429,8 @@ async fn signed(
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Bytes, ApiError> {
-    s.check_token(headers)?;
+) -> Result<(String, Bytes), ApiError> {
+    let caller = s.identity(headers).await?.subject;
     let raw = body::read_raw(headers, body).await?;
     let sig = headers
         .get(signing::HEADER)
@@ -418,11 +466,11 @@ async fn signed(
             .await
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("signature task failed: {e}")))??;
     }
-    body::decode(headers, raw).await
+    Ok((caller, body::decode(headers, raw).await?))
 }
 
-async fn session_call(s: &ApiState, id: String, call: Call) -> Result<Response, ApiError> {
-    Ok(reply(s.route(Request::Session { id, call }).await?))
+async fn session_call(s: &ApiState, id: String, caller: String, call: Call) -> Result<Response, ApiError> {
+    Ok(reply(s.route(Request::Session { id, caller, call }).await?))
 }
 
 async fn session_get(
@@ -433,8 +481,8 @@ async fn session_get(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    signed(&s, &id, &method, &uri, &headers, body).await?;
-    session_call(&s, id, Call::Get).await
+    let (caller, _) = signed(&s, &id, &method, &uri, &headers, body).await?;
+    session_call(&s, id, caller, Call::Get).await
 }
 
 async fn session_dispose(
@@ -445,8 +493,8 @@ async fn session_dispose(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    signed(&s, &id, &method, &uri, &headers, body).await?;
-    session_call(&s, id, Call::Dispose).await
+    let (caller, _) = signed(&s, &id, &method, &uri, &headers, body).await?;
+    session_call(&s, id, caller, Call::Dispose).await
 }
 
 async fn session_read(
@@ -457,10 +505,10 @@ async fn session_read(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let b = signed(&s, &id, &method, &uri, &headers, body).await?;
+    let (caller, b) = signed(&s, &id, &method, &uri, &headers, body).await?;
     let req: Read = body::json(&b, true)?;
     switchboard_session::host::read_limits(&req)?;
-    session_call(&s, id, Call::Read(req)).await
+    session_call(&s, id, caller, Call::Read(req)).await
 }
 
 async fn session_ack(
@@ -471,9 +519,9 @@ async fn session_ack(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let b = signed(&s, &id, &method, &uri, &headers, body).await?;
+    let (caller, b) = signed(&s, &id, &method, &uri, &headers, body).await?;
     let req: Ack = body::json(&b, false)?;
-    session_call(&s, id, Call::Ack(req)).await
+    session_call(&s, id, caller, Call::Ack(req)).await
 }
 
 async fn session_write(
@@ -484,8 +532,8 @@ async fn session_write(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let b = signed(&s, &id, &method, &uri, &headers, body).await?;
-    session_call(&s, id, Call::Write(b)).await
+    let (caller, b) = signed(&s, &id, &method, &uri, &headers, body).await?;
+    session_call(&s, id, caller, Call::Write(b)).await
 }
 
 async fn session_commit(
@@ -496,7 +544,7 @@ async fn session_commit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let b = signed(&s, &id, &method, &uri, &headers, body).await?;
+    let (caller, b) = signed(&s, &id, &method, &uri, &headers, body).await?;
     let req: Commit = body::json(&b, false)?;
-    session_call(&s, id, Call::Commit(req)).await
+    session_call(&s, id, caller, Call::Commit(req)).await
 }

@@ -96,10 +96,12 @@ pub struct ServeArgs {
     /// Data directory [default: ./data].
     #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// A static bearer token (repeatable; the env variable takes a
-    /// comma-separated list). Without any, one is generated into
-    /// <data-dir>/admin.token.
-    #[arg(long = "token", env = "SWITCHBOARD_TOKENS", value_delimiter = ',')]
+    /// A static bearer token, `TOKEN[:SCOPES]` (repeatable; the env variable
+    /// takes a list separated by `;`). SCOPES is a comma-separated list like
+    /// `switchboard:read:orders.*,switchboard:write:billing`; none means
+    /// `switchboard:admin`. Without any token, an admin token is generated
+    /// into <data-dir>/admin.token.
+    #[arg(long = "token", env = "SWITCHBOARD_TOKENS", value_delimiter = ';')]
     pub tokens: Vec<String>,
     /// Node id [default: local].
     #[arg(long, env = "SWITCHBOARD_NODE_ID")]

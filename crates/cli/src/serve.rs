@@ -103,7 +103,10 @@ async fn serve(s: Settings) -> Result<()> {
         .with_context(|| format!("listening on {}", s.listen))?;
     let addr = listener.local_addr()?;
     let router = Arc::new(LocalRouter::new(host.clone(), addr.to_string()));
-    let state = ApiState::new(router, &tokens, keys, metrics);
+    let statics = switchboard_api::StaticTokens::parse(&tokens)
+        .map_err(|e| anyhow::anyhow!("config key `tokens`: {e}"))?;
+    let auth: Vec<Arc<dyn switchboard_api::Authenticator>> = vec![Arc::new(statics)];
+    let state = ApiState::new(router, auth, keys, metrics);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(switchboard_api::run(listener, state.clone(), async move {
         let _ = stop_rx.await;

@@ -1010,3 +1010,126 @@ async fn graceful_shutdown_drains_and_keeps_scheduled_blocks() {
     assert_eq!(again.bytes, first.bytes);
     assert_eq!(ends(&raw, "g").await, e);
 }
+
+#[tokio::test]
+async fn scopes_forbid_and_sessions_belong_to_their_identity() {
+    let d = dir();
+    let reader = "reader-token-0123456789";
+    let writer = "writer-token-0123456789";
+    let s = Server::start(
+        &d.path().join("data"),
+        &[
+            "--token",
+            &format!("{reader}:switchboard:read:logs.*"),
+            "--token",
+            &format!("{writer}:switchboard:write:logs.a,switchboard:read:logs.a"),
+        ],
+    );
+    let raw = s.raw();
+    setup_stream(&raw, "logs.a", 1, 3).await;
+    setup_stream(&raw, "other", 1, 0).await;
+    let as_ = |token: &'static str, m: Method, path: &str, body: Value| {
+        let raw = raw.clone_ref();
+        let path = path.to_string();
+        async move {
+            raw.send(
+                m,
+                &path,
+                Some(serde_json::to_vec(&body).unwrap()),
+                &[],
+                Some(token),
+            )
+            .await
+        }
+    };
+    let reader: &'static str = "reader-token-0123456789";
+    let writer: &'static str = "writer-token-0123456789";
+    let forbidden = |a: &common::Answer| (a.status, a.code().to_string()) == (403, "forbidden".to_string());
+
+    let a = as_(reader, Method::POST, "/v1/streams", json!({"name": "logs.new"})).await;
+    assert!(forbidden(&a), "{}", a.body);
+    assert_eq!(raw.get("/v1/streams/logs.new").await.code(), "stream_not_found");
+    let a = as_(
+        reader,
+        Method::POST,
+        "/v1/streams/logs.a/events",
+        json!({"events": [{"value": 1}]}),
+    )
+    .await;
+    assert!(forbidden(&a));
+    assert_eq!(ends(&raw, "logs.a").await, json!([3]));
+    let a = as_(
+        writer,
+        Method::POST,
+        "/v1/streams/other/events",
+        json!({"events": [{"value": 1}]}),
+    )
+    .await;
+    assert!(forbidden(&a));
+    let a = as_(
+        writer,
+        Method::POST,
+        "/v1/streams/logs.a/events",
+        json!({"events": [{"value": 1}]}),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let a = as_(
+        reader,
+        Method::POST,
+        "/v1/sessions",
+        json!({"stream": "logs.a", "mode": "write"}),
+    )
+    .await;
+    assert!(forbidden(&a));
+    let a = as_(reader, Method::DELETE, "/v1/streams/logs.a", json!({})).await;
+    assert!(forbidden(&a));
+    let a = as_(reader, Method::GET, "/v1/streams/other", json!({})).await;
+    assert!(forbidden(&a));
+    let l = raw
+        .send(Method::GET, "/v1/streams", None, &[], Some(reader))
+        .await;
+    assert_eq!(l.body["streams"].as_array().unwrap().len(), 1, "{}", l.body);
+
+    // a session belongs to the identity that allocated it
+    let a = as_(
+        reader,
+        Method::POST,
+        "/v1/sessions",
+        json!({"stream": "logs.a", "mode": "read", "cursor": "earliest"}),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let (id, secret) = (
+        a.body["session"].as_str().unwrap().to_string(),
+        a.body["secret"].as_str().unwrap().to_string(),
+    );
+    let path = format!("/v1/sessions/{id}/read");
+    let signed_as = |token: &'static str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let sig = switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path, b"{}");
+        let raw = raw.clone_ref();
+        let path = path.clone();
+        async move {
+            raw.send(
+                Method::POST,
+                &path,
+                Some(b"{}".to_vec()),
+                &[("x-switchboard-signature", sig)],
+                Some(token),
+            )
+            .await
+        }
+    };
+    let stolen = signed_as(writer).await;
+    assert!(forbidden(&stolen), "{}", stolen.body);
+    let own = signed_as(reader).await;
+    assert_eq!(own.status, 200);
+    assert_eq!(
+        own.body["batch"], 1,
+        "the stolen call changed nothing: the owner's first read is batch 1"
+    );
+}

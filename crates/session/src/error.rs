@@ -15,6 +15,9 @@ pub enum SessionError {
     /// The cursor is forged, altered or for another stream.
     #[error("{0}")]
     BadCursor(String),
+    /// The caller may not do this (another identity's session).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such stream.
     #[error("stream {0:?} not found")]
     StreamNotFound(String),
@@ -49,6 +52,7 @@ impl SessionError {
         match self {
             SessionError::BadRequest(_) => ErrorCode::BadRequest,
             SessionError::BadCursor(_) => ErrorCode::BadCursor,
+            SessionError::Forbidden(_) => ErrorCode::Forbidden,
             SessionError::StreamNotFound(_) => ErrorCode::StreamNotFound,
             SessionError::SessionGone => ErrorCode::SessionGone,
             SessionError::Conflict(_) => ErrorCode::Conflict,

@@ -62,6 +62,7 @@ enum State {
 
 struct Slot {
     mode: Mode,
+    owner: String,
     producer_key: Option<(String, String)>,
     last_used_ms: AtomicI64,
     state: tokio::sync::Mutex<State>,
@@ -307,8 +308,8 @@ impl SessionHost {
                 idempotency_key,
                 body,
             } => self.publish(stream, idempotency_key, body).await,
-            Request::Allocate(a) => self.allocate(a).await,
-            Request::Session { id, call } => self.call(&id, call).await,
+            Request::Allocate { req, owner } => self.allocate(req, owner).await,
+            Request::Session { id, caller, call } => self.call(&id, &caller, call).await,
         }
     }
 
@@ -380,7 +381,7 @@ impl SessionHost {
         Ok(Response::Published(answer))
     }
 
-    async fn allocate(&self, a: Allocate) -> Result<Response> {
+    async fn allocate(&self, a: Allocate, owner: String) -> Result<Response> {
         visible_stream(&a.stream)?;
         let settings = self.inner.store.stream_settings(&a.stream).await?;
         if self.session_count() >= self.inner.cfg.max_sessions {
@@ -442,6 +443,7 @@ impl SessionHost {
         };
         let slot = Arc::new(Slot {
             mode: a.mode,
+            owner,
             producer_key: producer_key.clone(),
             last_used_ms: AtomicI64::new(now_ms()),
             state: tokio::sync::Mutex::new(state),
@@ -550,7 +552,7 @@ impl SessionHost {
         }
     }
 
-    async fn call(&self, id: &str, call: Call) -> Result<Response> {
+    async fn call(&self, id: &str, caller: &str, call: Call) -> Result<Response> {
         let slot = self
             .inner
             .sessions
@@ -558,6 +560,12 @@ impl SessionHost {
             .get(id)
             .cloned()
             .ok_or(SessionError::SessionGone)?;
+        if slot.owner != caller {
+            // not renewed, not touched: the owner's session is unaffected
+            return Err(SessionError::Forbidden(
+                "this session belongs to another identity".into(),
+            ));
+        }
         let lease = self.inner.cfg.lease_ms as i64;
         if now_ms() - slot.last_used_ms.load(Ordering::Acquire) > lease {
             if self.inner.sessions.lock().remove(id).is_some() {

@@ -29,11 +29,18 @@ pub enum Request {
         body: Bytes,
     },
     /// `POST /v1/sessions`.
-    Allocate(Allocate),
+    Allocate {
+        /// The allocation.
+        req: Allocate,
+        /// Identity of the caller; the session is bound to it.
+        owner: String,
+    },
     /// A call on one session.
     Session {
         /// Session id.
         id: String,
+        /// Identity of the caller: must be the session's owner.
+        caller: String,
         /// The call.
         call: Call,
     },

@@ -143,13 +143,16 @@ async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() 
     .await
     .unwrap();
     let Response::Allocated(a) = host
-        .handle(Request::Allocate(Allocate {
-            stream: "bp".into(),
-            mode: Mode::Write,
-            cursor: None,
-            partitions: None,
-            producer: None,
-        }))
+        .handle(Request::Allocate {
+            owner: "test".into(),
+            req: Allocate {
+                stream: "bp".into(),
+                mode: Mode::Write,
+                cursor: None,
+                partitions: None,
+                producer: None,
+            },
+        })
         .await
         .unwrap()
     else {
@@ -158,6 +161,7 @@ async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() 
     let call = |call: Call| {
         host.handle(Request::Session {
             id: a.session.clone(),
+            caller: "test".into(),
             call,
         })
     };

@@ -87,13 +87,16 @@ async fn setup() -> (tempfile::TempDir, SessionHost) {
 
 async fn alloc(host: &SessionHost, mode: Mode, cursor: Option<&str>) -> String {
     let r = host
-        .handle(Request::Allocate(Allocate {
-            stream: "m".into(),
-            mode,
-            cursor: cursor.map(str::to_string),
-            partitions: None,
-            producer: None,
-        }))
+        .handle(Request::Allocate {
+            owner: "test".into(),
+            req: Allocate {
+                stream: "m".into(),
+                mode,
+                cursor: cursor.map(str::to_string),
+                partitions: None,
+                producer: None,
+            },
+        })
         .await
         .unwrap();
     match r {
@@ -107,6 +110,7 @@ async fn run_case(wops: Vec<W>, rops: Vec<R>) {
     let call = |id: &str, c: Call| {
         host.handle(Request::Session {
             id: id.to_string(),
+            caller: "test".into(),
             call: c,
         })
     };
