@@ -56,6 +56,15 @@ pub struct Config {
     pub idempotency_ttl_ms: u64,
     /// Segment size of the embedded log.
     pub segment_bytes: u64,
+    /// Encrypt events at rest (AES-256-GCM).
+    pub encryption: bool,
+    /// File of master keys (`<id> <hex>` lines, newest last). Default
+    /// `<data_dir>/keys/master.keys`, created on first start.
+    pub master_key_file: Option<PathBuf>,
+    /// Command printing master keys in the file's format (a KMS hook).
+    pub master_key_command: Option<String>,
+    /// Replace each stream's data key after this long.
+    pub data_key_rotate_ms: u64,
 }
 
 impl Default for Config {
@@ -76,6 +85,10 @@ impl Default for Config {
             max_blocks_in_flight: 16,
             idempotency_ttl_ms: 24 * 3_600_000,
             segment_bytes: 128 << 20,
+            encryption: true,
+            master_key_file: None,
+            master_key_command: None,
+            data_key_rotate_ms: 24 * 3_600_000,
         }
     }
 }
@@ -87,7 +100,8 @@ pub struct ServeArgs {
     /// TOML config file; its keys are the long flag names with `_`
     /// (listen, data_dir, tokens, node_id, fsync, log_format, log_level,
     /// shutdown_timeout_ms, drain_delay_ms, lease_ms, max_sessions, readahead_bytes,
-    /// max_blocks_in_flight, idempotency_ttl_ms, segment_bytes).
+    /// max_blocks_in_flight, idempotency_ttl_ms, segment_bytes, encryption,
+    /// master_key_file, master_key_command, data_key_rotate_ms).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7700].
@@ -139,6 +153,19 @@ pub struct ServeArgs {
     /// Log segment size in bytes [default: 134217728].
     #[arg(long, env = "SWITCHBOARD_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
+    /// Encrypt events at rest: true or false [default: true].
+    #[arg(long, env = "SWITCHBOARD_ENCRYPTION")]
+    pub encryption: Option<bool>,
+    /// Master key file [default: <data-dir>/keys/master.keys]. The variable
+    /// SWITCHBOARD_MASTER_KEY (`<id>:<hex>`) gives one key instead.
+    #[arg(long, env = "SWITCHBOARD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Command printing the master keys (KMS hook).
+    #[arg(long, env = "SWITCHBOARD_MASTER_KEY_COMMAND")]
+    pub master_key_command: Option<String>,
+    /// Data key lifetime in ms [default: 86400000].
+    #[arg(long, env = "SWITCHBOARD_DATA_KEY_ROTATE_MS")]
+    pub data_key_rotate_ms: Option<u64>,
 }
 
 /// The validated configuration.
@@ -180,8 +207,16 @@ impl ServeArgs {
             readahead_bytes,
             max_blocks_in_flight,
             idempotency_ttl_ms,
-            segment_bytes
+            segment_bytes,
+            encryption,
+            data_key_rotate_ms
         );
+        if self.master_key_file.is_some() {
+            c.master_key_file = self.master_key_file.clone();
+        }
+        if self.master_key_command.is_some() {
+            c.master_key_command = self.master_key_command.clone();
+        }
         if !self.tokens.is_empty() {
             c.tokens = self.tokens.clone();
         }
@@ -208,7 +243,13 @@ fn validate(c: Config) -> Result<Settings> {
     {
         bail!("config key `tokens`: every token needs at least 16 characters and no whitespace");
     }
-    let ranges: [(&str, u64, u64, u64); 8] = [
+    let ranges: [(&str, u64, u64, u64); 9] = [
+        (
+            "data_key_rotate_ms",
+            c.data_key_rotate_ms,
+            60_000,
+            365 * 24 * 3_600_000,
+        ),
         ("drain_delay_ms", c.drain_delay_ms, 0, 600_000),
         ("shutdown_timeout_ms", c.shutdown_timeout_ms, 100, 3_600_000),
         ("lease_ms", c.lease_ms, 1000, 3_600_000),

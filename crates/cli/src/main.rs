@@ -42,9 +42,49 @@ enum Command {
         #[command(flatten)]
         args: commands::TailArgs,
     },
+    /// Encryption keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Benchmarks; each prints one JSON object as its last line.
     #[command(subcommand)]
     Bench(bench::Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Add a new master key and wrap every data key under it too. No data
+    /// is rewritten; old data stays readable. Works while the server runs
+    /// (it picks the new key up for new data keys) or stopped.
+    Rotate {
+        /// Data directory of the server.
+        #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./data")]
+        data_dir: std::path::PathBuf,
+        /// Master key file, if the server uses another than
+        /// <data-dir>/keys/master.keys.
+        #[arg(long, env = "SWITCHBOARD_MASTER_KEY_FILE")]
+        master_key_file: Option<std::path::PathBuf>,
+    },
+}
+
+fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Rotate {
+            data_dir,
+            master_key_file,
+        } => {
+            let keys_dir = data_dir.join("keys");
+            let file = master_key_file.unwrap_or_else(|| keys_dir.join("master.keys"));
+            if !file.exists() {
+                anyhow::bail!("{} does not exist: nothing to rotate", file.display());
+            }
+            let id = switchboard_session::crypto::rotate_master(&file, &keys_dir)?;
+            println!(
+                "new master key {id} in {}; every data key is wrapped under it",
+                file.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 fn init_cli_logging() {
@@ -67,6 +107,7 @@ fn main() -> anyhow::Result<()> {
                 Command::Stream { conn, cmd } => commands::stream(&conn, cmd),
                 Command::Publish { conn, args } => commands::publish(&conn, args),
                 Command::Tail { conn, args } => commands::tail(&conn, args),
+                Command::Keys(k) => keys(k),
                 Command::Bench(b) => bench::run(b),
                 Command::Serve(_) => unreachable!(),
             }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use switchboard_api::ApiState;
 use switchboard_log::LogConfig;
 use switchboard_router::LocalRouter;
+use switchboard_session::crypto::{Crypto, CryptoConfig, MasterSource};
 use switchboard_session::keys::{write_secret_file, Keys};
 use switchboard_session::{HostConfig, SessionHost};
 use switchboard_store::embedded::EmbeddedStore;
@@ -54,6 +55,32 @@ fn tokens(s: &Settings) -> Result<Vec<String>> {
     }
 }
 
+/// Where encryption keys live, if encryption is on.
+pub fn crypto_config(s: &Settings) -> Option<CryptoConfig> {
+    if !s.config.encryption {
+        return None;
+    }
+    let keys_dir = s.config.data_dir.join("keys");
+    let master = if let Some(cmd) = &s.config.master_key_command {
+        MasterSource::Command(cmd.clone())
+    } else if let Ok(v) = std::env::var("SWITCHBOARD_MASTER_KEY") {
+        MasterSource::Env(v)
+    } else {
+        MasterSource::File(
+            s.config
+                .master_key_file
+                .clone()
+                .unwrap_or_else(|| keys_dir.join("master.keys")),
+        )
+    };
+    Some(CryptoConfig {
+        keys_dir,
+        master,
+        rotate_ms: s.config.data_key_rotate_ms,
+        rotate_records: 1 << 32,
+    })
+}
+
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: ServeArgs) -> Result<()> {
     let s = args.load()?;
@@ -83,6 +110,18 @@ async fn serve(s: Settings) -> Result<()> {
         .await?
         .context("opening the embedded log")?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let crypto = match crypto_config(&s) {
+        Some(cfg) => {
+            let c = tokio::task::spawn_blocking(move || Crypto::open(cfg))
+                .await?
+                .context("loading encryption keys")?;
+            Some(Arc::new(c))
+        }
+        None => {
+            tracing::warn!("encryption at rest is off: events are stored in the clear");
+            None
+        }
+    };
     let host = SessionHost::start(
         store,
         keys.clone(),
@@ -95,6 +134,7 @@ async fn serve(s: Settings) -> Result<()> {
             dispose_timeout: Duration::from_secs(10),
             idempotency_ttl_ms: s.config.idempotency_ttl_ms,
         },
+        crypto,
     )
     .await
     .context("starting the session host")?;

@@ -394,6 +394,17 @@ impl Record {
 pub struct Headers(Bytes);
 
 impl Headers {
+    /// Headers from their encoded form ((u32 length, bytes) name and value
+    /// pairs, the form [`BatchBuilder::push`] writes); `None` if malformed.
+    pub fn from_encoded(b: Bytes) -> Option<Headers> {
+        valid_headers(&b).then_some(Headers(b))
+    }
+
+    /// The encoded form.
+    pub fn encoded(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Iterates (name, value) pairs in the order they were written.
     pub fn iter(&self) -> HeaderIter<'_> {
         HeaderIter { rest: &self.0 }

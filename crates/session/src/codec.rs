@@ -12,6 +12,7 @@ use switchboard_proto::time::write_rfc3339_ms;
 use switchboard_proto::wire::EventIn;
 use switchboard_store::{Record, RecordBatch};
 
+use crate::crypto::Sealer;
 use crate::error::{Result, SessionError};
 
 /// Value tag: JSON text follows.
@@ -45,12 +46,16 @@ pub struct EncodedBlock {
 /// Events without a key all go to `unkeyed`, so that a block stays one
 /// batch per partition. With a producer, every batch carries its id, the
 /// block and the number of partitions the block spans.
+///
+/// With `seal` (a data key and the stream's name), every event is sealed
+/// before it enters the batch (see [`crate::crypto`]).
 pub fn encode_events(
     events: &[EventIn<'_>],
     partitions: u32,
     unkeyed: u32,
     now_ms: i64,
     producer: Option<(&str, u64)>,
+    seal: Option<(&Sealer, &str)>,
 ) -> Result<EncodedBlock> {
     if events.is_empty() {
         return Err(SessionError::bad("events: at least one event is needed"));
@@ -65,6 +70,8 @@ pub fn encode_events(
     slots.resize_with(partitions as usize, || None);
     let mut placement = Vec::with_capacity(events.len());
     let mut scratch = Vec::new();
+    let mut sealed = Vec::new();
+    let mut hdr_buf = Vec::new();
     let mut bytes = 0u64;
     for (i, e) in events.iter().enumerate() {
         let key = e.key.as_deref();
@@ -109,11 +116,36 @@ pub fn encode_events(
         };
         placement.push((p, batch.record_count()));
         bytes += (value.len() + key.map_or(0, str::len)) as u64;
-        let hdrs = headers.into_iter().flatten().map(|(n, v)| {
-            bytes += (n.len() + v.len()) as u64;
-            (n.as_bytes(), v.as_bytes())
-        });
-        batch.push_parts(now_ms, key.map(str::as_bytes), &[&[tag], value], hdrs);
+        match seal {
+            Some((sealer, stream)) => {
+                hdr_buf.clear();
+                for (n, v) in headers.into_iter().flatten() {
+                    bytes += (n.len() + v.len()) as u64;
+                    hdr_buf.extend_from_slice(&(n.len() as u32).to_le_bytes());
+                    hdr_buf.extend_from_slice(n.as_bytes());
+                    hdr_buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    hdr_buf.extend_from_slice(v.as_bytes());
+                }
+                let key = key.map(str::as_bytes);
+                sealer.push(
+                    batch,
+                    &mut sealed,
+                    stream,
+                    p,
+                    now_ms,
+                    key,
+                    &hdr_buf,
+                    [&[tag], value],
+                );
+            }
+            None => {
+                let hdrs = headers.into_iter().flatten().map(|(n, v)| {
+                    bytes += (n.len() + v.len()) as u64;
+                    (n.as_bytes(), v.as_bytes())
+                });
+                batch.push_parts(now_ms, key.map(str::as_bytes), &[&[tag], value], hdrs);
+            }
+        }
     }
     let mut parts: Vec<(u32, RecordBatch)> = slots
         .into_iter()
@@ -208,7 +240,7 @@ mod tests {
             {"value":"text"}
         ]}"#;
         let p: PublishIn = serde_json::from_slice(body).unwrap();
-        let enc = encode_events(&p.events, 4, 2, 1_700_000_000_000, Some(("prod", 3))).unwrap();
+        let enc = encode_events(&p.events, 4, 2, 1_700_000_000_000, Some(("prod", 3)), None).unwrap();
         assert_eq!(enc.events, 3);
         let keyed = partition_for_key(b"user-1", 4);
         assert_eq!(enc.placement[1], (2, if keyed == 2 { 1 } else { 0 }));
@@ -263,7 +295,7 @@ mod tests {
             let p: PublishIn = serde_json::from_str(body).unwrap();
             assert!(
                 matches!(
-                    encode_events(&p.events, 1, 0, 0, None),
+                    encode_events(&p.events, 1, 0, 0, None, None),
                     Err(SessionError::BadRequest(_))
                 ),
                 "{body}"

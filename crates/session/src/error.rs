@@ -68,6 +68,15 @@ impl SessionError {
     }
 }
 
+impl From<crate::crypto::CryptoError> for SessionError {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        match e {
+            crate::crypto::CryptoError::Corrupt { .. } => SessionError::Internal(e.to_string()),
+            _ => SessionError::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl From<switchboard_store::Error> for SessionError {
     fn from(e: switchboard_store::Error) -> Self {
         use switchboard_store::Error as S;

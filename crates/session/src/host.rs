@@ -14,6 +14,7 @@ use switchboard_proto::wire::{
 };
 use switchboard_store::{Store, StreamSettings};
 
+use crate::crypto::{Crypto, Sealer};
 use crate::cursor::CursorCodec;
 use crate::error::{Result, SessionError};
 use crate::idempotency::{Begin, Idempotency};
@@ -63,6 +64,7 @@ enum State {
 struct Slot {
     mode: Mode,
     owner: String,
+    stream: String,
     producer_key: Option<(String, String)>,
     last_used_ms: AtomicI64,
     state: tokio::sync::Mutex<State>,
@@ -77,6 +79,7 @@ struct Inner {
     producers: Mutex<HashMap<(String, String), String>>,
     draining: AtomicBool,
     idem: Arc<Idempotency>,
+    crypto: Option<Arc<Crypto>>,
 }
 
 /// The backend tier of one node. Cheap to clone.
@@ -154,8 +157,15 @@ pub async fn producer_last_block(
 }
 
 impl SessionHost {
-    /// A host over `store`. Loads idempotency keys, starts the lease sweeper.
-    pub async fn start(store: Arc<dyn Store>, keys: Keys, cfg: HostConfig) -> Result<SessionHost> {
+    /// A host over `store`. Loads idempotency keys, starts the lease
+    /// sweeper. With `crypto`, events are encrypted before they reach the
+    /// store.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        keys: Keys,
+        cfg: HostConfig,
+        crypto: Option<Arc<Crypto>>,
+    ) -> Result<SessionHost> {
         let idem = Arc::new(Idempotency::load(store.clone(), cfg.idempotency_ttl_ms, now_ms()).await?);
         let inner = Arc::new(Inner {
             codec: CursorCodec::new(keys.cursor_key()),
@@ -166,6 +176,7 @@ impl SessionHost {
             producers: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             idem,
+            crypto,
         });
         for mode in ["read", "write"] {
             metrics::gauge!("switchboard_sessions_open", "mode" => mode).set(0.0);
@@ -358,7 +369,9 @@ impl SessionHost {
         let req: PublishIn<'_> = serde_json::from_slice(&body)
             .map_err(|e| SessionError::bad(format!("invalid publish body: {e}")))?;
         let unkeyed = rand::random::<u32>() % settings.partitions;
-        let enc = crate::codec::encode_events(&req.events, settings.partitions, unkeyed, now, None)?;
+        let sealer = self.sealer(&stream).await?;
+        let seal = sealer.as_deref().map(|s| (s, stream.as_str()));
+        let enc = crate::codec::encode_events(&req.events, settings.partitions, unkeyed, now, None, seal)?;
         let (events, bytes) = (enc.events, enc.bytes);
         let ranges = publish_block(&*self.inner.store, &stream, 0, enc.parts).await?;
         metrics::counter!("switchboard_events_in_total").increment(events);
@@ -379,6 +392,13 @@ impl SessionHost {
             g.complete(answer.clone(), now).await?;
         }
         Ok(Response::Published(answer))
+    }
+
+    async fn sealer(&self, stream: &str) -> Result<Option<Arc<Sealer>>> {
+        match &self.inner.crypto {
+            Some(c) => Ok(Some(c.sealer(stream).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn allocate(&self, a: Allocate, owner: String) -> Result<Response> {
@@ -403,6 +423,7 @@ impl SessionHost {
                 let positions = self.start_positions(&a, settings.partitions).await?;
                 let r = Reader::start(
                     self.inner.store.clone(),
+                    self.inner.crypto.clone(),
                     self.inner.codec.clone(),
                     a.stream.clone(),
                     positions,
@@ -444,6 +465,7 @@ impl SessionHost {
         let slot = Arc::new(Slot {
             mode: a.mode,
             owner,
+            stream: a.stream.clone(),
             producer_key: producer_key.clone(),
             last_used_ms: AtomicI64::new(now_ms()),
             state: tokio::sync::Mutex::new(state),
@@ -574,6 +596,10 @@ impl SessionHost {
             return Err(SessionError::SessionGone);
         }
         slot.last_used_ms.store(now_ms(), Ordering::Release);
+        let sealer = match &call {
+            Call::Write(_) => self.sealer(&slot.stream).await?,
+            _ => None,
+        };
         let mut st = slot.state.lock().await;
         // disposed while this call waited for the lock
         if !self.inner.sessions.lock().contains_key(id) {
@@ -605,7 +631,9 @@ impl SessionHost {
                 r.read(limits).await.map(Response::Batch)
             }
             (Call::Ack(a), State::Reader(r)) => r.ack(a.batch).map(Response::Acked),
-            (Call::Write(body), State::Writer(w)) => w.write(&body, now_ms()).map(Response::Written),
+            (Call::Write(body), State::Writer(w)) => {
+                w.write(&body, now_ms(), sealer.as_deref()).map(Response::Written)
+            }
             (Call::Commit(c), State::Writer(w)) => match w.commit(c.block, c.durable.unwrap_or(false))? {
                 CommitPlan::Now(a) => Ok(Response::Committed(a)),
                 CommitPlan::Wait(shared, block) => {

@@ -15,6 +15,7 @@
 //! storage only through [`switchboard_store::Store`].
 
 pub mod codec;
+pub mod crypto;
 pub mod cursor;
 mod error;
 pub mod host;

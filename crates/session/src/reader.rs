@@ -19,6 +19,7 @@ use switchboard_store::{Record, Store};
 use tokio::sync::Notify;
 
 use crate::codec::{render_event, rendered_len};
+use crate::crypto::Crypto;
 use crate::cursor::{Cursor, CursorCodec};
 use crate::error::{Result, SessionError};
 
@@ -82,6 +83,7 @@ impl Reader {
     /// Starts a reader at `positions` and its read-ahead task.
     pub fn start(
         store: Arc<dyn Store>,
+        crypto: Option<Arc<Crypto>>,
         codec: CursorCodec,
         stream: String,
         positions: Vec<(u32, u64)>,
@@ -100,7 +102,13 @@ impl Reader {
             space: Notify::new(),
             limit: readahead_bytes.max(64 * 1024),
         });
-        let task = tokio::spawn(fetch_loop(store, stream.clone(), positions.clone(), ra.clone()));
+        let task = tokio::spawn(fetch_loop(
+            store,
+            crypto,
+            stream.clone(),
+            positions.clone(),
+            ra.clone(),
+        ));
         let acked_cursor = codec.seal(&Cursor {
             stream: stream.clone(),
             positions,
@@ -255,7 +263,32 @@ impl Reader {
     }
 }
 
-async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, u64)>, ra: Arc<ReadAhead>) {
+/// Opens sealed records; large fetches are decrypted off the runtime.
+async fn open_fetched(
+    crypto: &Option<Arc<Crypto>>,
+    stream: &str,
+    partition: u32,
+    records: Vec<Record>,
+) -> Result<Vec<Record>> {
+    let Some(c) = crypto else { return Ok(records) };
+    let bytes: usize = records.iter().map(|r| r.value.len()).sum();
+    if bytes <= 64 * 1024 {
+        return Ok(c.open_records(stream, partition, records)?);
+    }
+    let (c, stream) = (c.clone(), stream.to_string());
+    tokio::task::spawn_blocking(move || c.open_records(&stream, partition, records))
+        .await
+        .map_err(|e| SessionError::Internal(format!("decryption task failed: {e}")))?
+        .map_err(SessionError::from)
+}
+
+async fn fetch_loop(
+    store: Arc<dyn Store>,
+    crypto: Option<Arc<Crypto>>,
+    stream: String,
+    positions: Vec<(u32, u64)>,
+    ra: Arc<ReadAhead>,
+) {
     let mut pos: Vec<u64> = positions.iter().map(|p| p.1).collect();
     let parts: Vec<u32> = positions.iter().map(|p| p.0).collect();
     let mut rr = 0usize;
@@ -286,12 +319,24 @@ async fn fetch_loop(store: Arc<dyn Store>, stream: String, positions: Vec<(u32, 
                 .await
             {
                 Ok(f) if !f.records.is_empty() => {
-                    got = true;
-                    failures = 0;
-                    pos[i] = f.next_offset;
-                    for r in f.records {
-                        room = room.saturating_sub(r.encoded_len());
-                        pass.push((i, r));
+                    let next = f.next_offset;
+                    match open_fetched(&crypto, &stream, parts[i], f.records).await {
+                        Ok(records) => {
+                            got = true;
+                            failures = 0;
+                            pos[i] = next;
+                            for r in records {
+                                room = room.saturating_sub(r.encoded_len());
+                                pass.push((i, r));
+                            }
+                        }
+                        Err(e) => {
+                            // never hand out what does not authenticate
+                            tracing::error!(%stream, partition = parts[i], error = %e, "cannot open stored events");
+                            ra.buf.lock().error = Some(e);
+                            ra.data.notify_waiters();
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
                 }
                 Ok(_) => {}

@@ -18,6 +18,7 @@ use switchboard_store::{Appended, RecordBatch, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::codec::{encode_events, EncodedBlock};
+use crate::crypto::Sealer;
 use crate::error::{Result, SessionError};
 
 /// Written blocks remembered for retried writes and commits.
@@ -139,7 +140,8 @@ impl Writer {
     }
 
     /// A `write` call with its raw body.
-    pub fn write(&mut self, body: &Bytes, now_ms: i64) -> Result<WriteAnswer> {
+    /// With `sealer`, the events are encrypted as they are staged.
+    pub fn write(&mut self, body: &Bytes, now_ms: i64, sealer: Option<&Sealer>) -> Result<WriteAnswer> {
         self.check_failed()?;
         let req: WriteIn<'_> = serde_json::from_slice(body)
             .map_err(|e| SessionError::bad(format!("invalid write body: {e}")))?;
@@ -170,7 +172,8 @@ impl Writer {
         }
         let unkeyed = (self.unkeyed_seed.wrapping_add(block as u32)) % self.partitions;
         let producer = self.producer.as_deref().map(|p| (p, block));
-        let enc = encode_events(&req.events, self.partitions, unkeyed, now_ms, producer)?;
+        let seal = sealer.map(|s| (s, self.stream.as_str()));
+        let enc = encode_events(&req.events, self.partitions, unkeyed, now_ms, producer, seal)?;
         let events = enc.events;
         // a staged block replaced by a retry with the same number is caught
         // above; this one is new

@@ -133,7 +133,7 @@ async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() 
         ..HostConfig::default()
     };
     let keys = switchboard_session::keys::Keys::from_master(&[1; 32]);
-    let host = SessionHost::start(store, keys, cfg).await.unwrap();
+    let host = SessionHost::start(store, keys, cfg, None).await.unwrap();
     host.handle(Request::CreateStream(switchboard_proto::wire::CreateStream {
         name: "bp".into(),
         partitions: Some(1),

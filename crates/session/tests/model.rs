@@ -68,12 +68,29 @@ fn body(block: u64, tag: &str) -> bytes::Bytes {
     format!("{{\"block\":{block},\"events\":[{}]}}", events.join(",")).into()
 }
 
+/// The model runs with encryption on: what it checks holds through sealing.
+fn crypto(dir: &tempfile::TempDir) -> Option<Arc<switchboard_session::crypto::Crypto>> {
+    let keys_dir = dir.path().join("keys");
+    let cfg = switchboard_session::crypto::CryptoConfig {
+        master: switchboard_session::crypto::MasterSource::File(keys_dir.join("master.keys")),
+        keys_dir,
+        rotate_ms: 3_600_000,
+        rotate_records: 7,
+    };
+    Some(Arc::new(switchboard_session::crypto::Crypto::open(cfg).unwrap()))
+}
+
 async fn setup() -> (tempfile::TempDir, SessionHost) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(dir.path(), Default::default()).unwrap());
-    let host = SessionHost::start(store, Keys::from_master(&[3; 32]), HostConfig::default())
-        .await
-        .unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("log"), Default::default()).unwrap());
+    let host = SessionHost::start(
+        store,
+        Keys::from_master(&[3; 32]),
+        HostConfig::default(),
+        crypto(&dir),
+    )
+    .await
+    .unwrap();
     host.handle(Request::CreateStream(CreateStream {
         name: "m".into(),
         partitions: Some(3),

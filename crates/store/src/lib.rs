@@ -20,7 +20,9 @@ pub mod embedded;
 mod error;
 
 pub use error::{Error, Result};
-pub use switchboard_log::{BatchBuilder as RecordBatch, Durability, HeaderIter, ProducerState, Record};
+pub use switchboard_log::{
+    BatchBuilder as RecordBatch, Durability, HeaderIter, Headers, ProducerState, Record,
+};
 
 /// A stream's fixed settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,0 +1,646 @@
+//! Encryption at rest: every event's key, headers and value are sealed
+//! with AES-256-GCM before they reach the store.
+//!
+//! **Envelope keys.** Each stream gets data keys (random, 256 bits). A data
+//! key is stored only wrapped (AES-256-GCM) by a master key (the KEK), in
+//! the keyring file `<keys-dir>/keyring.json`; master keys come from a file
+//! of `<id> <hex>` lines (default `<keys-dir>/master.keys`, mode 0600), from
+//! `SWITCHBOARD_MASTER_KEY`, or from a command (a KMS hook). Rotating the
+//! master key adds a new one and wraps every data key under it too: no
+//! data is rewritten and old data stays readable.
+//!
+//! **Nonces.** A data key is created by one process for one stream and
+//! used only by that process: each start creates fresh data keys, and a
+//! key is replaced after `rotate_ms` or `rotate_records`. Its nonces are a
+//! 96-bit big-endian counter starting at 0, so no nonce repeats under a key
+//! (and the record limit keeps well inside GCM's bounds).
+//!
+//! **Records.** A sealed record has no key and no headers in the clear; its
+//! value is `0xE5`, the u32 key id, the 12-byte nonce, then the sealed
+//! plaintext (u32 key length or `u32::MAX`, key, u32 headers length,
+//! headers, value) and the 16-byte tag. The additional data binds the
+//! stream name, the partition and the key id, so a record copied elsewhere
+//! fails authentication. A missing or wrong key is an error naming the key
+//! id, never garbage bytes. Keys are zeroized when dropped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use base64::Engine;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use switchboard_store::Record;
+use zeroize::Zeroizing;
+
+use crate::keys::write_secret_file;
+
+/// First byte of a sealed record's value.
+pub const SEALED: u8 = 0xE5;
+const HEAD_LEN: usize = 1 + 4 + 12;
+const TAG_LEN: usize = 16;
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Errors of key handling and sealing. Messages name the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// A data key is not in the keyring, or no configured master key
+    /// unwraps it.
+    #[error("data key {id}: {reason}")]
+    DataKey {
+        /// Key id.
+        id: u32,
+        /// Why it is unavailable.
+        reason: String,
+    },
+    /// A record failed authentication under its key.
+    #[error(
+        "record at offset {offset} does not authenticate under data key {id} (wrong key or altered data)"
+    )]
+    Corrupt {
+        /// Key id.
+        id: u32,
+        /// Record offset.
+        offset: u64,
+    },
+    /// Master keys or the keyring could not be read or written.
+    #[error("{0}")]
+    Keys(String),
+}
+
+/// Where master keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterSource {
+    /// A file of `<id> <64 hex digits>` lines; the last is the newest.
+    /// Created with one key if missing.
+    File(PathBuf),
+    /// One key, `<id>:<hex>` or `<hex>` (id `env`).
+    Env(String),
+    /// A command whose standard output has the file's format.
+    Command(String),
+}
+
+/// Encryption settings.
+#[derive(Debug, Clone)]
+pub struct CryptoConfig {
+    /// Directory of the keyring (and of the default master key file).
+    pub keys_dir: PathBuf,
+    /// Master keys.
+    pub master: MasterSource,
+    /// Replace a stream's data key after this long.
+    pub rotate_ms: u64,
+    /// Replace a stream's data key after this many records.
+    pub rotate_records: u64,
+}
+
+type Key32 = Zeroizing<[u8; 32]>;
+
+/// Parses master keys in the file format; newest last.
+pub fn parse_master_keys(text: &str) -> Result<Vec<(String, Key32)>, CryptoError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (id, hex_key) = line.split_once(char::is_whitespace).ok_or_else(|| {
+            CryptoError::Keys(format!("master keys line {}: expected `<id> <hex key>`", i + 1))
+        })?;
+        out.push((
+            id.to_string(),
+            decode_key(hex_key.trim(), &format!("master key {id:?}"))?,
+        ));
+    }
+    if out.is_empty() {
+        return Err(CryptoError::Keys("no master key configured".into()));
+    }
+    Ok(out)
+}
+
+fn decode_key(hex_key: &str, what: &str) -> Result<Key32, CryptoError> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_key, &mut *k)
+        .map_err(|_| CryptoError::Keys(format!("{what}: expected 64 hex digits")))?;
+    Ok(k)
+}
+
+fn load_masters(src: &MasterSource) -> Result<Vec<(String, Key32)>, CryptoError> {
+    match src {
+        MasterSource::File(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| CryptoError::Keys(format!("reading master keys {}: {e}", p.display())))?;
+            parse_master_keys(&text)
+        }
+        MasterSource::Env(v) => {
+            let (id, k) = v.split_once(':').unwrap_or(("env", v.as_str()));
+            Ok(vec![(
+                id.to_string(),
+                decode_key(k.trim(), "SWITCHBOARD_MASTER_KEY")?,
+            )])
+        }
+        MasterSource::Command(c) => {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(c)
+                .output()
+                .map_err(|e| CryptoError::Keys(format!("running master key command: {e}")))?;
+            if !out.status.success() {
+                return Err(CryptoError::Keys(format!(
+                    "master key command failed with {}",
+                    out.status
+                )));
+            }
+            parse_master_keys(&String::from_utf8_lossy(&out.stdout))
+        }
+    }
+}
+
+/// Creates the master key file with one random key if it does not exist.
+pub fn ensure_master_file(path: &Path) -> Result<bool, CryptoError> {
+    if path.exists() {
+        return Ok(false);
+    }
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)
+            .map_err(|e| CryptoError::Keys(format!("creating {}: {e}", d.display())))?;
+    }
+    let key = Zeroizing::new(rand::random::<[u8; 32]>());
+    let text = Zeroizing::new(format!(
+        "# switchboard master keys: <id> <hex>; newest last; keep a backup\nm1 {}\n",
+        hex::encode(*key)
+    ));
+    write_secret_file(path, text.as_bytes())
+        .map_err(|e| CryptoError::Keys(format!("writing {}: {e}", path.display())))?;
+    Ok(true)
+}
+
+/// Adds a new master key to a master key file and wraps every data key of
+/// the keyring under it. Works while a server runs (the keyring is locked
+/// while it is rewritten; servers reload both on change). Returns the new
+/// master key id.
+pub fn rotate_master(master_file: &Path, keys_dir: &Path) -> Result<String, CryptoError> {
+    let mut masters = load_masters(&MasterSource::File(master_file.to_path_buf()))?;
+    let next = (1..)
+        .map(|n| format!("m{n}"))
+        .find(|id| masters.iter().all(|(m, _)| m != id))
+        .unwrap_or_else(|| "m0".into());
+    let key = Zeroizing::new(rand::random::<[u8; 32]>());
+    let old = Zeroizing::new(
+        std::fs::read_to_string(master_file)
+            .map_err(|e| CryptoError::Keys(format!("reading {}: {e}", master_file.display())))?,
+    );
+    let text = Zeroizing::new(format!(
+        "{}{}{next} {}\n",
+        *old,
+        if old.ends_with('\n') { "" } else { "\n" },
+        hex::encode(*key)
+    ));
+    masters.push((next.clone(), key));
+    let _lock = KeyringLock::take(keys_dir)?;
+    let mut ring = read_keyring(keys_dir)?;
+    for dk in &mut ring.keys {
+        let plain = unwrap_any(dk, &masters)?;
+        let (mid, mk) = masters
+            .last()
+            .map(|(i, k)| (i.clone(), k.clone()))
+            .ok_or_else(|| CryptoError::Keys("no master key".into()))?;
+        dk.wrapped.insert(mid, wrap(&mk, dk.id, &dk.stream, &plain));
+    }
+    // the new master key reaches the disk before anything wrapped under it
+    write_secret_file(master_file, text.as_bytes())
+        .map_err(|e| CryptoError::Keys(format!("writing {}: {e}", master_file.display())))?;
+    write_keyring(keys_dir, &ring)?;
+    Ok(next)
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KeyringFile {
+    version: u32,
+    keys: Vec<DataKeyEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DataKeyEntry {
+    id: u32,
+    stream: String,
+    created_ms: i64,
+    /// master key id -> base64(nonce || sealed key || tag)
+    wrapped: std::collections::BTreeMap<String, String>,
+}
+
+fn keyring_path(dir: &Path) -> PathBuf {
+    dir.join("keyring.json")
+}
+
+fn read_keyring(dir: &Path) -> Result<KeyringFile, CryptoError> {
+    match std::fs::read(keyring_path(dir)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| CryptoError::Keys(format!("keyring {}: {e}", keyring_path(dir).display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeyringFile {
+            version: 1,
+            keys: Vec::new(),
+        }),
+        Err(e) => Err(CryptoError::Keys(format!(
+            "reading {}: {e}",
+            keyring_path(dir).display()
+        ))),
+    }
+}
+
+fn write_keyring(dir: &Path, ring: &KeyringFile) -> Result<(), CryptoError> {
+    let bytes = serde_json::to_vec_pretty(ring).map_err(|e| CryptoError::Keys(e.to_string()))?;
+    write_secret_file(&keyring_path(dir), &bytes)
+        .map_err(|e| CryptoError::Keys(format!("writing keyring: {e}")))
+}
+
+/// An exclusive lock on the keyring while it is read and rewritten.
+struct KeyringLock {
+    _file: std::fs::File,
+}
+
+impl KeyringLock {
+    fn take(dir: &Path) -> Result<KeyringLock, CryptoError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CryptoError::Keys(format!("creating {}: {e}", dir.display())))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("keyring.lock"))
+            .map_err(|e| CryptoError::Keys(format!("opening keyring lock: {e}")))?;
+        flock(&f)?;
+        Ok(KeyringLock { _file: f })
+    }
+}
+
+#[allow(unsafe_code)]
+fn flock(f: &std::fs::File) -> Result<(), CryptoError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a descriptor we own; released when it closes.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    if r != 0 {
+        return Err(CryptoError::Keys(format!(
+            "locking keyring: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+fn wrap_aad(id: u32, stream: &str) -> Vec<u8> {
+    let mut aad = b"switchboard data key v1\0".to_vec();
+    aad.extend_from_slice(&id.to_le_bytes());
+    aad.extend_from_slice(stream.as_bytes());
+    aad
+}
+
+fn wrap(master: &Key32, id: u32, stream: &str, key: &Key32) -> String {
+    let cipher = Aes256Gcm::new((&**master).into());
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut buf = Zeroizing::new(key.to_vec());
+    // sealing 32 bytes in memory cannot fail
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), &wrap_aad(id, stream), &mut buf)
+        .unwrap_or_default();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    out.extend_from_slice(&tag);
+    B64.encode(out)
+}
+
+fn unwrap_any(dk: &DataKeyEntry, masters: &[(String, Key32)]) -> Result<Key32, CryptoError> {
+    let mut tried = Vec::new();
+    for (mid, wrapped) in &dk.wrapped {
+        tried.push(mid.clone());
+        let Some((_, mk)) = masters.iter().find(|(m, _)| m == mid) else {
+            continue;
+        };
+        let raw = B64.decode(wrapped).map_err(|_| CryptoError::DataKey {
+            id: dk.id,
+            reason: format!("wrapping under master key {mid} is not base64"),
+        })?;
+        if raw.len() != 12 + 32 + TAG_LEN {
+            continue;
+        }
+        let mut buf = Zeroizing::new(raw[12..44].to_vec());
+        let cipher = Aes256Gcm::new((&**mk).into());
+        if cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&raw[..12]),
+                &wrap_aad(dk.id, &dk.stream),
+                &mut buf,
+                Tag::from_slice(&raw[44..]),
+            )
+            .is_ok()
+        {
+            let mut k = Zeroizing::new([0u8; 32]);
+            k.copy_from_slice(&buf);
+            return Ok(k);
+        }
+        return Err(CryptoError::DataKey {
+            id: dk.id,
+            reason: format!("master key {mid} does not unwrap it (wrong master key?)"),
+        });
+    }
+    Err(CryptoError::DataKey {
+        id: dk.id,
+        reason: format!("wrapped only under master keys {tried:?}, none of which is configured"),
+    })
+}
+
+/// The current data key of one stream, as this process uses it.
+pub struct Sealer {
+    id: u32,
+    cipher: Aes256Gcm,
+    counter: AtomicU64,
+    created: Instant,
+}
+
+impl Sealer {
+    /// Data key id.
+    pub fn key_id(&self) -> u32 {
+        self.id
+    }
+
+    /// Seals one event into `batch`. `scratch` is reused between calls.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &self,
+        batch: &mut switchboard_store::RecordBatch,
+        scratch: &mut Vec<u8>,
+        stream: &str,
+        partition: u32,
+        ts: i64,
+        key: Option<&[u8]>,
+        headers: &[u8],
+        value: [&[u8]; 2],
+    ) {
+        scratch.clear();
+        match key {
+            Some(k) => {
+                scratch.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                scratch.extend_from_slice(k);
+            }
+            None => scratch.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+        scratch.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+        scratch.extend_from_slice(headers);
+        scratch.extend_from_slice(value[0]);
+        scratch.extend_from_slice(value[1]);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&n.to_be_bytes());
+        let aad = record_aad(stream, partition, self.id);
+        // sealing in memory cannot fail below GCM's size limit (64 GiB)
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, scratch)
+            .unwrap_or_default();
+        let mut head = [0u8; HEAD_LEN];
+        head[0] = SEALED;
+        head[1..5].copy_from_slice(&self.id.to_le_bytes());
+        head[5..].copy_from_slice(&nonce);
+        batch.push_parts(ts, None, &[&head, scratch, &tag], std::iter::empty());
+    }
+}
+
+fn record_aad(stream: &str, partition: u32, id: u32) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(stream.len() + 9);
+    aad.extend_from_slice(stream.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&partition.to_le_bytes());
+    aad.extend_from_slice(&id.to_le_bytes());
+    aad
+}
+
+struct State {
+    masters: Vec<(String, Key32)>,
+    master_stamp: Option<std::time::SystemTime>,
+    sealers: HashMap<String, Arc<Sealer>>,
+    openers: HashMap<u32, Arc<Aes256Gcm>>,
+}
+
+/// Keys of one node: the keyring, master keys, and ciphers in use.
+pub struct Crypto {
+    cfg: CryptoConfig,
+    state: Mutex<State>,
+}
+
+impl Crypto {
+    /// Loads the master keys (creating the default file if the source is
+    /// a missing file) and checks that they unwrap the keyring.
+    pub fn open(cfg: CryptoConfig) -> Result<Crypto, CryptoError> {
+        if let MasterSource::File(p) = &cfg.master {
+            ensure_master_file(p)?;
+        }
+        let masters = load_masters(&cfg.master)?;
+        let stamp = master_stamp(&cfg.master);
+        let crypto = Crypto {
+            cfg,
+            state: Mutex::new(State {
+                masters,
+                master_stamp: stamp,
+                sealers: HashMap::new(),
+                openers: HashMap::new(),
+            }),
+        };
+        // a wrong master key shows now, not at the first read
+        let ring = read_keyring(&crypto.cfg.keys_dir)?;
+        let st = crypto.state.lock();
+        for dk in ring.keys.iter().rev().take(1) {
+            unwrap_any(dk, &st.masters)?;
+        }
+        drop(st);
+        Ok(crypto)
+    }
+
+    fn reload_masters_if_changed(&self, st: &mut State) -> Result<(), CryptoError> {
+        let stamp = master_stamp(&self.cfg.master);
+        if stamp.is_some() && stamp != st.master_stamp {
+            st.masters = load_masters(&self.cfg.master)?;
+            st.master_stamp = stamp;
+        }
+        Ok(())
+    }
+
+    /// The data key to seal new records of `stream` with, creating (and
+    /// storing, wrapped) a new one on first use and when it is due for
+    /// rotation. Blocking file I/O when it creates one.
+    pub fn sealer_blocking(&self, stream: &str) -> Result<Arc<Sealer>, CryptoError> {
+        if let Some(s) = self.current(stream) {
+            return Ok(s);
+        }
+        let _lock = KeyringLock::take(&self.cfg.keys_dir)?;
+        let mut st = self.state.lock();
+        self.reload_masters_if_changed(&mut st)?;
+        let mut ring = read_keyring(&self.cfg.keys_dir)?;
+        let id = ring.keys.iter().map(|k| k.id).max().unwrap_or(0) + 1;
+        let key = Zeroizing::new(rand::random::<[u8; 32]>());
+        let (mid, mk) = st
+            .masters
+            .last()
+            .map(|(i, k)| (i.clone(), k.clone()))
+            .ok_or_else(|| CryptoError::Keys("no master key".into()))?;
+        let mut wrapped = std::collections::BTreeMap::new();
+        wrapped.insert(mid, wrap(&mk, id, stream, &key));
+        ring.version = 1;
+        ring.keys.push(DataKeyEntry {
+            id,
+            stream: stream.to_string(),
+            created_ms: crate::host::now_ms(),
+            wrapped,
+        });
+        write_keyring(&self.cfg.keys_dir, &ring)?;
+        let cipher = Aes256Gcm::new((&*key).into());
+        let sealer = Arc::new(Sealer {
+            id,
+            cipher: cipher.clone(),
+            counter: AtomicU64::new(0),
+            created: Instant::now(),
+        });
+        st.openers.insert(id, Arc::new(cipher));
+        st.sealers.insert(stream.to_string(), sealer.clone());
+        tracing::info!(%stream, key_id = id, "new data key");
+        Ok(sealer)
+    }
+
+    /// The stream's data key if it is fresh enough to use.
+    pub fn current(&self, stream: &str) -> Option<Arc<Sealer>> {
+        let st = self.state.lock();
+        st.sealers
+            .get(stream)
+            .filter(|s| {
+                s.counter.load(Ordering::Relaxed) < self.cfg.rotate_records
+                    && (s.created.elapsed().as_millis() as u64) < self.cfg.rotate_ms
+            })
+            .cloned()
+    }
+
+    /// Like [`Crypto::sealer_blocking`], off the async runtime when it
+    /// must touch files.
+    pub async fn sealer(self: &Arc<Self>, stream: &str) -> Result<Arc<Sealer>, CryptoError> {
+        if let Some(s) = self.current(stream) {
+            return Ok(s);
+        }
+        let (me, stream) = (self.clone(), stream.to_string());
+        tokio::task::spawn_blocking(move || me.sealer_blocking(&stream))
+            .await
+            .map_err(|e| CryptoError::Keys(format!("key task failed: {e}")))?
+    }
+
+    fn opener(&self, id: u32) -> Result<Arc<Aes256Gcm>, CryptoError> {
+        if let Some(c) = self.state.lock().openers.get(&id) {
+            return Ok(c.clone());
+        }
+        let ring = read_keyring(&self.cfg.keys_dir)?;
+        let dk = ring
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| CryptoError::DataKey {
+                id,
+                reason: "not in the keyring".into(),
+            })?;
+        let mut st = self.state.lock();
+        self.reload_masters_if_changed(&mut st)?;
+        let key = unwrap_any(dk, &st.masters)?;
+        let c = Arc::new(Aes256Gcm::new((&*key).into()));
+        st.openers.insert(id, c.clone());
+        Ok(c)
+    }
+
+    /// Opens sealed records read from `stream`/`partition` (records that
+    /// are not sealed pass through). Decrypts into one buffer; the records
+    /// returned are slices of it.
+    pub fn open_records(
+        &self,
+        stream: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<Vec<Record>, CryptoError> {
+        if !records.iter().any(|r| r.value.first() == Some(&SEALED)) {
+            return Ok(records);
+        }
+        let total: usize = records.iter().map(|r| r.value.len()).sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut spans = Vec::with_capacity(records.len());
+        for r in &records {
+            let v = &r.value;
+            if v.first() != Some(&SEALED) {
+                spans.push(None);
+                continue;
+            }
+            if v.len() < HEAD_LEN + TAG_LEN {
+                return Err(CryptoError::Corrupt {
+                    id: 0,
+                    offset: r.offset,
+                });
+            }
+            let id = u32::from_le_bytes([v[1], v[2], v[3], v[4]]);
+            let cipher = self.opener(id)?;
+            let start = buf.len();
+            buf.extend_from_slice(&v[HEAD_LEN..v.len() - TAG_LEN]);
+            cipher
+                .decrypt_in_place_detached(
+                    Nonce::from_slice(&v[5..HEAD_LEN]),
+                    &record_aad(stream, partition, id),
+                    &mut buf[start..],
+                    Tag::from_slice(&v[v.len() - TAG_LEN..]),
+                )
+                .map_err(|_| CryptoError::Corrupt { id, offset: r.offset })?;
+            spans.push(Some((id, start, buf.len())));
+        }
+        let buf = Bytes::from(buf);
+        let mut out = Vec::with_capacity(records.len());
+        for (r, span) in records.into_iter().zip(spans) {
+            let Some((id, start, end)) = span else {
+                out.push(r);
+                continue;
+            };
+            let bad = || CryptoError::Corrupt { id, offset: r.offset };
+            let p = buf.slice(start..end);
+            let klen = u32::from_le_bytes(p.get(0..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+            let mut at = 4;
+            let key = if klen == u32::MAX {
+                None
+            } else {
+                let k = p.get(at..at + klen as usize).ok_or_else(bad)?;
+                at += k.len();
+                Some(p.slice(at - k.len()..at))
+            };
+            let hlen = u32::from_le_bytes(p.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?)
+                as usize;
+            at += 4;
+            let headers = switchboard_store::Headers::from_encoded(p.slice(at..(at + hlen).min(p.len())))
+                .ok_or_else(bad)?;
+            at += hlen;
+            if at > p.len() {
+                return Err(bad());
+            }
+            out.push(Record {
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                key,
+                value: p.slice(at..),
+                headers,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn master_stamp(src: &MasterSource) -> Option<std::time::SystemTime> {
+    match src {
+        MasterSource::File(p) => std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+        _ => None,
+    }
+}
