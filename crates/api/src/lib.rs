@@ -31,6 +31,7 @@ pub mod auth;
 mod body;
 pub mod error;
 pub mod metrics_export;
+pub mod oauth;
 pub mod openapi;
 
 pub use auth::{Action, AuthError, Authenticator, Identity, StaticTokens};

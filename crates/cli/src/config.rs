@@ -65,6 +65,26 @@ pub struct Config {
     pub master_key_command: Option<String>,
     /// Replace each stream's data key after this long.
     pub data_key_rotate_ms: u64,
+    /// JWKS of the OAuth2 issuer: a file or an http(s) URL.
+    pub auth_jwks: Option<String>,
+    /// Required `iss` of JWTs.
+    pub auth_issuer: Option<String>,
+    /// Required `aud` of JWTs.
+    pub auth_audience: Option<String>,
+    /// Claim holding scopes (space-separated string or list).
+    pub auth_scope_claim: String,
+    /// Allowed clock skew for `exp` and `nbf`, seconds.
+    pub auth_leeway_s: u64,
+    /// Least time between JWKS fetches for unknown key ids.
+    pub auth_jwks_refresh_ms: u64,
+    /// RFC 7662 introspection endpoint for opaque tokens.
+    pub auth_introspect: Option<String>,
+    /// Client id for introspection.
+    pub auth_client_id: Option<String>,
+    /// Client secret for introspection.
+    pub auth_client_secret: Option<String>,
+    /// Extra CA certificate (PEM) trusted for JWKS and introspection.
+    pub auth_ca_cert: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -89,6 +109,16 @@ impl Default for Config {
             master_key_file: None,
             master_key_command: None,
             data_key_rotate_ms: 24 * 3_600_000,
+            auth_jwks: None,
+            auth_issuer: None,
+            auth_audience: None,
+            auth_scope_claim: "scope".into(),
+            auth_leeway_s: 30,
+            auth_jwks_refresh_ms: 30_000,
+            auth_introspect: None,
+            auth_client_id: None,
+            auth_client_secret: None,
+            auth_ca_cert: None,
         }
     }
 }
@@ -166,6 +196,36 @@ pub struct ServeArgs {
     /// Data key lifetime in ms [default: 86400000].
     #[arg(long, env = "SWITCHBOARD_DATA_KEY_ROTATE_MS")]
     pub data_key_rotate_ms: Option<u64>,
+    /// JWKS of the OAuth2 issuer: a file or an http(s) URL.
+    #[arg(long, env = "SWITCHBOARD_AUTH_JWKS")]
+    pub auth_jwks: Option<String>,
+    /// Required `iss` of JWTs.
+    #[arg(long, env = "SWITCHBOARD_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Required `aud` of JWTs.
+    #[arg(long, env = "SWITCHBOARD_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Claim holding scopes (space-separated string or list).
+    #[arg(long, env = "SWITCHBOARD_AUTH_SCOPE_CLAIM")]
+    pub auth_scope_claim: Option<String>,
+    /// Allowed clock skew for `exp` and `nbf`, seconds.
+    #[arg(long, env = "SWITCHBOARD_AUTH_LEEWAY_S")]
+    pub auth_leeway_s: Option<u64>,
+    /// Least time between JWKS fetches for unknown key ids.
+    #[arg(long, env = "SWITCHBOARD_AUTH_JWKS_REFRESH_MS")]
+    pub auth_jwks_refresh_ms: Option<u64>,
+    /// RFC 7662 introspection endpoint for opaque tokens.
+    #[arg(long, env = "SWITCHBOARD_AUTH_INTROSPECT")]
+    pub auth_introspect: Option<String>,
+    /// Client id for introspection.
+    #[arg(long, env = "SWITCHBOARD_AUTH_CLIENT_ID")]
+    pub auth_client_id: Option<String>,
+    /// Client secret for introspection.
+    #[arg(long, env = "SWITCHBOARD_AUTH_CLIENT_SECRET", hide_env_values = true)]
+    pub auth_client_secret: Option<String>,
+    /// Extra CA certificate (PEM) trusted for JWKS and introspection.
+    #[arg(long, env = "SWITCHBOARD_AUTH_CA_CERT")]
+    pub auth_ca_cert: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -209,8 +269,33 @@ impl ServeArgs {
             idempotency_ttl_ms,
             segment_bytes,
             encryption,
-            data_key_rotate_ms
+            data_key_rotate_ms,
+            auth_scope_claim,
+            auth_leeway_s,
+            auth_jwks_refresh_ms
         );
+        if self.auth_jwks.is_some() {
+            c.auth_jwks = self.auth_jwks.clone();
+        }
+        if self.auth_issuer.is_some() {
+            c.auth_issuer = self.auth_issuer.clone();
+        }
+        if self.auth_audience.is_some() {
+            c.auth_audience = self.auth_audience.clone();
+        }
+        if self.auth_introspect.is_some() {
+            c.auth_introspect = self.auth_introspect.clone();
+        }
+        if self.auth_client_id.is_some() {
+            c.auth_client_id = self.auth_client_id.clone();
+        }
+        if self.auth_client_secret.is_some() {
+            c.auth_client_secret = self.auth_client_secret.clone();
+        }
+        if self.auth_ca_cert.is_some() {
+            c.auth_ca_cert = self.auth_ca_cert.clone();
+        }
+
         if self.master_key_file.is_some() {
             c.master_key_file = self.master_key_file.clone();
         }
@@ -271,6 +356,12 @@ fn validate(c: Config) -> Result<Settings> {
     }
     if tracing_subscriber::EnvFilter::try_new(&c.log_level).is_err() {
         bail!("config key `log_level`: {:?} is not a valid filter", c.log_level);
+    }
+    if c.auth_jwks.is_some() && (c.auth_issuer.is_none() || c.auth_audience.is_none()) {
+        bail!("config key `auth_jwks`: needs `auth_issuer` and `auth_audience` too");
+    }
+    if c.auth_introspect.is_some() && (c.auth_client_id.is_none() || c.auth_client_secret.is_none()) {
+        bail!("config key `auth_introspect`: needs `auth_client_id` and `auth_client_secret` too");
     }
     if c.node_id.is_empty() || c.node_id.len() > 128 {
         bail!("config key `node_id`: must be 1 to 128 characters");

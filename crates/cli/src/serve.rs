@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use switchboard_api::ApiState;
+use switchboard_api::{ApiState, Authenticator, StaticTokens};
 use switchboard_log::LogConfig;
 use switchboard_router::LocalRouter;
 use switchboard_session::crypto::{Crypto, CryptoConfig, MasterSource};
@@ -33,10 +33,48 @@ fn init_logging(s: &Settings) {
     };
 }
 
-/// The tokens to accept: configured ones, else the token file's (created
-/// with a random token on first start).
+/// Static tokens, then JWTs, then introspection: the first that knows a
+/// token decides.
+async fn authenticators(s: &Settings, tokens: &[String]) -> Result<Vec<Arc<dyn Authenticator>>> {
+    use switchboard_api::oauth::{http_client, IntrospectConfig, Introspection, JwtAuth, JwtConfig};
+    let c = &s.config;
+    let statics = StaticTokens::parse(tokens).map_err(|e| anyhow::anyhow!("config key `tokens`: {e}"))?;
+    let mut auth: Vec<Arc<dyn Authenticator>> = vec![Arc::new(statics)];
+    let http = http_client(c.auth_ca_cert.as_ref())
+        .map_err(|e| anyhow::anyhow!("config key `auth_ca_cert`: {e}"))?;
+    if let (Some(jwks), Some(issuer), Some(audience)) = (&c.auth_jwks, &c.auth_issuer, &c.auth_audience) {
+        let cfg = JwtConfig {
+            jwks: jwks.clone(),
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            scope_claim: c.auth_scope_claim.clone(),
+            leeway_s: c.auth_leeway_s,
+            refresh_interval: Duration::from_millis(c.auth_jwks_refresh_ms),
+        };
+        let jwt = JwtAuth::new(cfg, http.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("config key `auth_jwks`: {e}"))?;
+        auth.push(Arc::new(jwt));
+    }
+    if let (Some(url), Some(id), Some(secret)) =
+        (&c.auth_introspect, &c.auth_client_id, &c.auth_client_secret)
+    {
+        let cfg = IntrospectConfig {
+            url: url.clone(),
+            client_id: id.clone(),
+            client_secret: secret.clone(),
+            scope_claim: c.auth_scope_claim.clone(),
+            cache_size: 100_000,
+        };
+        auth.push(Arc::new(Introspection::new(cfg, http)));
+    }
+    Ok(auth)
+}
+
+/// The tokens to accept: configured ones, else (without an identity
+/// provider) the token file's, created with a random token on first start.
 fn tokens(s: &Settings) -> Result<Vec<String>> {
-    if !s.config.tokens.is_empty() {
+    if !s.config.tokens.is_empty() || s.config.auth_jwks.is_some() || s.config.auth_introspect.is_some() {
         return Ok(s.config.tokens.clone());
     }
     let path = s.config.data_dir.join(TOKEN_FILE);
@@ -143,9 +181,7 @@ async fn serve(s: Settings) -> Result<()> {
         .with_context(|| format!("listening on {}", s.listen))?;
     let addr = listener.local_addr()?;
     let router = Arc::new(LocalRouter::new(host.clone(), addr.to_string()));
-    let statics = switchboard_api::StaticTokens::parse(&tokens)
-        .map_err(|e| anyhow::anyhow!("config key `tokens`: {e}"))?;
-    let auth: Vec<Arc<dyn switchboard_api::Authenticator>> = vec![Arc::new(statics)];
+    let auth = authenticators(&s, &tokens).await?;
     let state = ApiState::new(router, auth, keys, metrics);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(switchboard_api::run(listener, state.clone(), async move {
