@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service: API, sessions and the embedded log in one process.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Create, list, describe and delete streams.
     Stream {
         #[command(flatten)]
@@ -100,7 +100,7 @@ fn init_cli_logging() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         other => {
             init_cli_logging();
             match other {
