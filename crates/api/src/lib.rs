@@ -33,6 +33,7 @@ pub mod error;
 pub mod metrics_export;
 pub mod oauth;
 pub mod openapi;
+pub mod tls;
 
 pub use auth::{Action, AuthError, Authenticator, Identity, StaticTokens};
 pub use error::ApiError;
@@ -165,6 +166,19 @@ pub async fn run(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Like [`run`], over TLS.
+pub async fn run_tls(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::new(listener, config)?;
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -22,6 +22,10 @@ pub struct Conn {
     /// Bearer token. Default: the token file of the local data directory.
     #[arg(long, env = "SWITCHBOARD_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) to trust for an https URL (for a server started
+    /// with --tls-self-signed: <data-dir>/tls/self-signed.crt).
+    #[arg(long, env = "SWITCHBOARD_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     /// Local data directory, to find admin.token when no token is given.
     #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./data", global = true)]
     data_dir: PathBuf,
@@ -44,7 +48,15 @@ impl Conn {
                     .to_string()
             }
         };
-        Ok(Client::new(&self.url, &token)?)
+        let ca_cert_pem = match &self.ca_cert {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
+        let opts = switchboard_client::ClientOptions {
+            ca_cert_pem,
+            ..Default::default()
+        };
+        Ok(Client::with_options(&self.url, &token, opts)?)
     }
 }
 

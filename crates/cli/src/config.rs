@@ -85,6 +85,13 @@ pub struct Config {
     pub auth_client_secret: Option<String>,
     /// Extra CA certificate (PEM) trusted for JWKS and introspection.
     pub auth_ca_cert: Option<PathBuf>,
+    /// TLS certificate chain (PEM) of the API listener; reloaded on SIGHUP
+    /// and when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a generated self-signed certificate (trials only).
+    pub tls_self_signed: bool,
 }
 
 impl Default for Config {
@@ -119,6 +126,9 @@ impl Default for Config {
             auth_client_id: None,
             auth_client_secret: None,
             auth_ca_cert: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
         }
     }
 }
@@ -226,6 +236,16 @@ pub struct ServeArgs {
     /// Extra CA certificate (PEM) trusted for JWKS and introspection.
     #[arg(long, env = "SWITCHBOARD_AUTH_CA_CERT")]
     pub auth_ca_cert: Option<PathBuf>,
+    /// TLS certificate chain (PEM), reloaded on SIGHUP or change.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate written to <data-dir>/tls
+    /// (its fingerprint is printed): for local trials.
+    #[arg(long, env = "SWITCHBOARD_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
 }
 
 /// The validated configuration.
@@ -291,6 +311,15 @@ impl ServeArgs {
         }
         if self.auth_client_secret.is_some() {
             c.auth_client_secret = self.auth_client_secret.clone();
+        }
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert.clone();
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key.clone();
+        }
+        if self.tls_self_signed {
+            c.tls_self_signed = true;
         }
         if self.auth_ca_cert.is_some() {
             c.auth_ca_cert = self.auth_ca_cert.clone();

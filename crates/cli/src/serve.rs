@@ -2,7 +2,7 @@
 //! store in one process, the API reaching sessions through the in-process
 //! router.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,6 +119,39 @@ pub fn crypto_config(s: &Settings) -> Option<CryptoConfig> {
     })
 }
 
+/// The certificate resolver (reloaded on SIGHUP and when its files
+/// change) and, for a self-signed certificate, its fingerprint.
+type Tls = Option<(Arc<switchboard_api::tls::CertResolver>, Option<String>)>;
+
+fn tls_setup(s: &Settings) -> Result<Tls> {
+    use switchboard_api::tls::{self_signed, CertResolver};
+    let c = &s.config;
+    let (cert, key, fp) = match (&c.tls_cert, &c.tls_key, c.tls_self_signed) {
+        (Some(cert), Some(key), _) => (cert.clone(), key.clone(), None),
+        (None, None, true) => {
+            let (cert, key, fp) = self_signed(&c.data_dir.join("tls")).map_err(anyhow::Error::msg)?;
+            (cert, key, Some(fp))
+        }
+        (None, None, false) => return Ok(None),
+        _ => anyhow::bail!("config key `tls_cert`: `tls_cert` and `tls_key` go together"),
+    };
+    let resolver = CertResolver::new(cert, key).map_err(|e| anyhow::anyhow!("config key `tls_cert`: {e}"))?;
+    resolver.watch(Duration::from_secs(2));
+    let r = resolver.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Err(e) = r.reload() {
+                tracing::error!(error = %e, "TLS certificate reload on SIGHUP failed; keeping the old one");
+            }
+        }
+    });
+    Ok(Some((resolver, fp)))
+}
+
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: ServeArgs) -> Result<()> {
     let s = args.load()?;
@@ -184,12 +217,27 @@ async fn serve(s: Settings) -> Result<()> {
     let auth = authenticators(&s, &tokens).await?;
     let state = ApiState::new(router, auth, keys, metrics);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchboard_api::run(listener, state.clone(), async move {
+    let stop = async move {
         let _ = stop_rx.await;
-    }));
+    };
+    let tls = tls_setup(&s)?;
+    let server = match &tls {
+        Some((resolver, _)) => {
+            let cfg = switchboard_api::tls::server_config(resolver.clone()).map_err(anyhow::Error::msg)?;
+            tokio::spawn(switchboard_api::run_tls(listener, cfg, state.clone(), stop))
+        }
+        None => tokio::spawn(switchboard_api::run(listener, state.clone(), stop)),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, data_dir = %dir.display(), "switchboard listening");
     // the first stdout line is the address: harnesses that start on port 0 read it
-    println!("switchboard listening on http://{addr}");
+    // (a closed stdout must not stop the server: write errors are ignored)
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "switchboard listening on {scheme}://{addr}");
+    if let Some((_, Some(fp))) = &tls {
+        let _ = writeln!(out, "self-signed TLS certificate, SHA-256 fingerprint {fp}");
+        tracing::warn!(fingerprint = %fp, "serving a self-signed certificate: for trials only");
+    }
 
     shutdown_signal().await;
     let bound = Duration::from_millis(s.config.shutdown_timeout_ms);

@@ -1133,3 +1133,74 @@ async fn scopes_forbid_and_sessions_belong_to_their_identity() {
         "the stolen call changed nothing: the owner's first read is batch 1"
     );
 }
+
+#[tokio::test]
+async fn captured_requests_replayed_later_are_harmless_or_rejected() {
+    let d = dir();
+    let s = Server::start(&d.path().join("data"), &[]);
+    let raw = s.raw();
+    setup_stream(&raw, "replay", 1, 0).await;
+    let (id, secret, _) = allocate(&raw, json!({"stream": "replay", "mode": "write"})).await;
+    let (id2, _, _) = allocate(&raw, json!({"stream": "replay", "mode": "write"})).await;
+    // capture a signed write and commit exactly as sent
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let capture = |path: String, body: Vec<u8>| {
+        let sig = switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path, &body);
+        (path, body, sig)
+    };
+    let write = capture(
+        format!("/v1/sessions/{id}/write"),
+        b"{\"block\":1,\"events\":[{\"value\":\"pay 10\"}]}".to_vec(),
+    );
+    let commit = capture(
+        format!("/v1/sessions/{id}/commit"),
+        b"{\"block\":1,\"durable\":true}".to_vec(),
+    );
+    let send = |c: &(String, Vec<u8>, String)| {
+        let raw = raw.clone_ref();
+        let c = c.clone();
+        async move {
+            raw.send(
+                Method::POST,
+                &c.0,
+                Some(c.1),
+                &[("x-switchboard-signature", c.2)],
+                Some(TOKEN),
+            )
+            .await
+        }
+    };
+    let w = send(&write).await;
+    assert_eq!(w.status, 200);
+    let c = send(&commit).await;
+    assert_eq!(c.body["status"], "durable");
+    // replayed within the skew window: the same answers, nothing stored twice
+    for _ in 0..3 {
+        assert_eq!(send(&write).await.bytes, w.bytes);
+        assert_eq!(send(&commit).await.bytes, c.bytes);
+    }
+    assert_eq!(ends(&raw, "replay").await, json!([1]));
+    // replayed against another session: the signature does not fit it
+    let other = (write.0.replace(&id, &id2), write.1.clone(), write.2.clone());
+    assert_eq!(send(&other).await.code(), "bad_signature");
+    // replayed with its body altered: refused
+    let altered = (
+        write.0.clone(),
+        b"{\"block\":1,\"events\":[{\"value\":\"pay 99\"}]}".to_vec(),
+        write.2.clone(),
+    );
+    assert_eq!(send(&altered).await.code(), "bad_signature");
+    // replayed after the window: refused as stale
+    let old =
+        switchboard_proto::signing::sign(secret.as_bytes(), now - 6 * 60 * 1000, "POST", &write.0, &write.1);
+    let stale = (write.0.clone(), write.1.clone(), old);
+    assert_eq!(send(&stale).await.code(), "bad_signature");
+    // replayed after the session is gone: nothing to act on
+    raw.signed(Method::DELETE, &format!("/v1/sessions/{id}"), &secret, None)
+        .await;
+    assert_eq!(send(&write).await.code(), "session_gone");
+    assert_eq!(ends(&raw, "replay").await, json!([1]));
+}

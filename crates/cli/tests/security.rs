@@ -167,3 +167,63 @@ async fn rotation_keeps_old_data_readable_and_a_wrong_key_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("data key") && err.contains("m3"), "{err}");
 }
+
+fn tls_client(s: &Server, ca: &Path) -> Client {
+    let opts = switchboard_client::ClientOptions {
+        ca_cert_pem: Some(std::fs::read(ca).unwrap()),
+        ..Default::default()
+    };
+    Client::with_options(&s.url, common::TOKEN, opts).unwrap()
+}
+
+#[tokio::test]
+async fn tls_self_signed_reload_and_rejections() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let s = Server::start(&data, &["--tls-self-signed"]);
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    let fp = s.next_line().unwrap();
+    assert!(fp.contains("fingerprint"), "{fp}");
+    let ca = data.join("tls/self-signed.crt");
+    let c = tls_client(&s, &ca);
+    create(&c, "tls").await;
+    c.publish("tls", &[Event::json("over tls").unwrap()], None)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&c, "tls").await.len(), 1);
+
+    // a client that does not trust the certificate refuses it
+    let untrusting = s.client();
+    let e = untrusting.list_streams().await.unwrap_err();
+    assert!(matches!(e, switchboard_client::Error::Transport(_)), "{e}");
+    // plain HTTP to the TLS port fails, and the server goes on
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/v1/streams", s.addr))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    assert!(c.list_streams().await.is_ok());
+
+    // a new certificate in the same files is served after SIGHUP
+    let old_ca = std::fs::read(&ca).unwrap();
+    let next = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(data.join("tls/self-signed.key"), next.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&ca, next.cert.pem()).unwrap();
+    s.send_signal(libc::SIGHUP);
+    let fresh = tls_client(&s, &ca);
+    let reloaded = common::eventually(std::time::Duration::from_secs(10), || async {
+        fresh.list_streams().await.is_ok()
+    })
+    .await;
+    assert!(reloaded, "the new certificate is served");
+    let stale = Client::with_options(
+        &s.url,
+        common::TOKEN,
+        switchboard_client::ClientOptions {
+            ca_cert_pem: Some(old_ca),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(stale.list_streams().await.is_err(), "the old certificate is gone");
+}

@@ -56,6 +56,25 @@ const INLINE_SIGN: usize = 64 * 1024;
 /// Bodies smaller than this are never compressed.
 const COMPRESS_FROM: usize = 1024;
 
+/// How a [`Client`] connects.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Ask for gzip or zstd answers.
+    pub accept_compressed: bool,
+    /// A CA certificate (PEM) to trust besides the system roots, for
+    /// servers with a private or self-signed certificate.
+    pub ca_cert_pem: Option<Vec<u8>>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            accept_compressed: true,
+            ca_cert_pem: None,
+        }
+    }
+}
+
 /// A connection to a Switchboard server. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -101,23 +120,32 @@ impl Client {
     /// A client for the server at `url` (like `http://127.0.0.1:7700`).
     /// Answers may come compressed (gzip or zstd).
     pub fn new(url: &str, token: &str) -> Result<Client> {
-        Self::build(url, token, true)
+        Self::with_options(url, token, ClientOptions::default())
     }
 
     /// Like [`Client::new`], but asks for uncompressed answers: cheaper on
     /// a fast local link.
     pub fn new_uncompressed(url: &str, token: &str) -> Result<Client> {
-        Self::build(url, token, false)
+        let opts = ClientOptions {
+            accept_compressed: false,
+            ..ClientOptions::default()
+        };
+        Self::with_options(url, token, opts)
     }
 
-    fn build(url: &str, token: &str, accept_compressed: bool) -> Result<Client> {
+    /// A client with explicit options.
+    pub fn with_options(url: &str, token: &str, opts: ClientOptions) -> Result<Client> {
         let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true);
-        if !accept_compressed {
+        if !opts.accept_compressed {
             b = b.no_gzip().no_zstd();
+        }
+        if let Some(pem) = &opts.ca_cert_pem {
+            let cert = reqwest::Certificate::from_pem(pem)?;
+            b = b.add_root_certificate(cert);
         }
         let http = b.build()?;
         let auth = HeaderValue::from_str(&format!("Bearer {}", token.trim()))

@@ -15,6 +15,7 @@ pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 pub struct Server {
     child: Option<Child>,
+    stdout: Option<std::sync::mpsc::Receiver<String>>,
     pub url: String,
     pub addr: String,
     pub dir: PathBuf,
@@ -30,6 +31,7 @@ impl Server {
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut s = Server {
             child: None,
+            stdout: None,
             url: String::new(),
             addr: "127.0.0.1:0".into(),
             dir: dir.to_path_buf(),
@@ -62,9 +64,13 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            // every line goes to the test; reading on keeps the pipe open
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         let line = rx
             .recv_timeout(Duration::from_secs(30))
@@ -79,9 +85,18 @@ impl Server {
                 )
             })
             .to_string();
-        self.addr = url.trim_start_matches("http://").to_string();
+        self.addr = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
         self.url = url;
         self.child = Some(child);
+        self.stdout = Some(rx);
+    }
+
+    /// The next line the server printed after the address line.
+    pub fn next_line(&self) -> Option<String> {
+        self.stdout.as_ref()?.recv_timeout(Duration::from_secs(10)).ok()
     }
 
     pub fn client(&self) -> Client {
