@@ -51,6 +51,22 @@ pub struct E2eBench {
     /// the page cache's dirty limit measure memory, not the disk.
     #[arg(long, default_value_t = 1_000_000)]
     log_records: u64,
+    /// Encrypt events at rest in the started server.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    encryption: bool,
+    /// Serve the started server over TLS (self-signed).
+    #[arg(long)]
+    tls: bool,
+    /// CA certificate for an https --url.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Measure with a feature off and on, side by side (starts its own
+    /// servers; skips the log measurement).
+    #[arg(long, value_enum)]
+    compare: Option<Toggle>,
+    /// Off/on rounds with --compare (the order alternates).
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
     /// Where the started server and the log measurement keep their data.
     #[arg(long, default_value = "./switchboard-bench")]
     data_dir: PathBuf,
@@ -127,7 +143,18 @@ impl Drop for Spawned {
     }
 }
 
-fn start_server(parent: &std::path::Path, token: &str) -> Result<(Spawned, String)> {
+/// How a started server runs.
+#[derive(Debug, Clone, Copy)]
+struct ServerOpts {
+    encryption: bool,
+    tls: bool,
+}
+
+fn start_server(
+    parent: &std::path::Path,
+    token: &str,
+    opts: ServerOpts,
+) -> Result<(Spawned, String, Option<PathBuf>)> {
     let dir = parent.join(format!("e2e-{}-{}", std::process::id(), rand::random::<u32>()));
     std::fs::create_dir_all(&dir)?;
     let exe = std::env::current_exe().context("finding the switchboard binary")?;
@@ -140,9 +167,12 @@ fn start_server(parent: &std::path::Path, token: &str) -> Result<(Spawned, Strin
             "warn",
             "--token",
             token,
+            "--encryption",
+            if opts.encryption { "true" } else { "false" },
             "--data-dir",
         ])
         .arg(&dir)
+        .args(if opts.tls { &["--tls-self-signed"][..] } else { &[] })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -150,13 +180,14 @@ fn start_server(parent: &std::path::Path, token: &str) -> Result<(Spawned, Strin
     let stdout = child.stdout.take().context("server stdout")?;
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let ca = opts.tls.then(|| dir.join("tls/self-signed.crt"));
     let spawned = Spawned { child, dir };
     let url = line
         .trim()
         .strip_prefix("switchboard listening on ")
         .with_context(|| format!("unexpected server output {line:?}"))?
         .to_string();
-    Ok((spawned, url))
+    Ok((spawned, url, ca))
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -178,9 +209,16 @@ pub fn run(b: E2eBench) -> Result<()> {
         bail!("--writers, --batch, --duration and --event-size must be positive");
     }
     std::fs::create_dir_all(&b.data_dir).with_context(|| format!("creating {}", b.data_dir.display()))?;
-    let log_before = log_rate(&b)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut report = rt.block_on(drive(&b))?;
+    let opts = ServerOpts {
+        encryption: b.encryption,
+        tls: b.tls,
+    };
+    if let Some(what) = b.compare {
+        return compare(&b, &rt, what, opts);
+    }
+    let log_before = log_rate(&b)?;
+    let mut report = rt.block_on(drive(&b, opts))?;
     let log_after = log_rate(&b)?;
     if let (Some(x), Some(y)) = (log_before, log_after) {
         let log = (x + y) / 2.0;
@@ -189,6 +227,97 @@ pub fn run(b: E2eBench) -> Result<()> {
         report.publish_ratio = Some((report.publish_events_s / log * 1000.0).round() / 1000.0);
         report.consume_ratio = Some((report.consume_events_s / log * 1000.0).round() / 1000.0);
     }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// What `--compare` toggles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    /// Encryption at rest off, then on.
+    Encryption,
+    /// Plain HTTP, then TLS.
+    Tls,
+}
+
+#[derive(Debug, Serialize)]
+struct Side {
+    publish_events_s: f64,
+    consume_events_s: f64,
+    commit_p99_ms: f64,
+    ack_p50_ms: f64,
+    read_p50_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct CompareReport {
+    bench: &'static str,
+    compare: Toggle,
+    rounds: u32,
+    off: Side,
+    on: Side,
+    publish_ratio: f64,
+    consume_ratio: f64,
+}
+
+/// Runs the feature off and on, alternating the order each round (off,
+/// on, on, off, ...) so that drift on a shared machine hits both alike.
+fn compare(b: &E2eBench, rt: &tokio::runtime::Runtime, what: Toggle, base: ServerOpts) -> Result<()> {
+    if b.url.is_some() {
+        bail!("--compare starts its own servers: leave out --url");
+    }
+    let set = |on: bool| match what {
+        Toggle::Encryption => ServerOpts {
+            encryption: on,
+            ..base
+        },
+        Toggle::Tls => ServerOpts { tls: on, ..base },
+    };
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..b.rounds.max(1) {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for flag in order {
+            eprintln!("round {round}: {what:?} {}", if flag { "on" } else { "off" });
+            let r = rt.block_on(drive(b, set(flag)))?;
+            if flag {
+                on.push(r)
+            } else {
+                off.push(r)
+            }
+        }
+    }
+    let side = |v: &[Report]| {
+        let n = v.len() as f64;
+        Side {
+            publish_events_s: (v.iter().map(|r| r.publish_events_s).sum::<f64>() / n).round(),
+            consume_events_s: (v.iter().map(|r| r.consume_events_s).sum::<f64>() / n).round(),
+            commit_p99_ms: v.iter().map(|r| r.commit_p99_ms).fold(0.0, f64::max),
+            ack_p50_ms: v.iter().map(|r| r.ack_p50_ms).sum::<f64>() / n,
+            read_p50_ms: v.iter().map(|r| r.read_p50_ms).sum::<f64>() / n,
+        }
+    };
+    let (off, on) = (side(&off), side(&on));
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            (a / b * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        }
+    };
+    let report = CompareReport {
+        bench: "e2e-compare",
+        compare: what,
+        rounds: b.rounds.max(1),
+        publish_ratio: ratio(on.publish_events_s, off.publish_events_s),
+        consume_ratio: ratio(on.consume_events_s, off.consume_events_s),
+        off,
+        on,
+    };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -206,19 +335,30 @@ fn log_rate(b: &E2eBench) -> Result<Option<f64>> {
     crate::bench::append_rate(&lb).map(Some)
 }
 
-async fn drive(b: &E2eBench) -> Result<Report> {
+async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     let token = b
         .token
         .clone()
         .unwrap_or_else(|| format!("bench-{}", rand::random::<u64>()));
-    let (_server, url) = match &b.url {
-        Some(u) => (None, u.clone()),
+    let (_server, url, ca) = match &b.url {
+        Some(u) => (None, u.clone(), b.ca_cert.clone()),
         None => {
-            let (s, u) = start_server(&b.data_dir, &token)?;
-            (Some(s), u)
+            let (s, u, ca) = start_server(&b.data_dir, &token, opts)?;
+            (Some(s), u, ca)
         }
     };
-    let client = Client::new_uncompressed(&url, &token)?;
+    let ca_cert_pem = match &ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let client = Client::with_options(
+        &url,
+        &token,
+        switchboard_client::ClientOptions {
+            accept_compressed: false,
+            ca_cert_pem,
+        },
+    )?;
     let partitions = b.partitions.unwrap_or(b.writers.max(b.readers) as u32);
     let stream = format!("bench-e2e-{}", rand::random::<u32>());
     client

@@ -173,6 +173,36 @@ impl BatchBuilder {
         self.records += 1;
     }
 
+    /// Adds a record without headers whose value `fill` writes by
+    /// appending to the buffer it is given (the batch's own buffer: the
+    /// value is built in place, with no copy). `fill` must only append.
+    pub fn push_appending(&mut self, timestamp_ms: i64, key: Option<&[u8]>, fill: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; 4]); // record length, filled below
+        self.buf.extend_from_slice(&timestamp_ms.to_le_bytes());
+        match key {
+            Some(k) => {
+                self.buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(k);
+            }
+            None => self.buf.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+        let value_at = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; 4]); // value length, filled below
+        fill(&mut self.buf);
+        debug_assert!(self.buf.len() >= value_at + 4);
+        let value_len = (self.buf.len() - value_at - 4) as u32;
+        self.buf[value_at..value_at + 4].copy_from_slice(&value_len.to_le_bytes());
+        self.buf.extend_from_slice(&0u32.to_le_bytes()); // no headers
+        let record_len = (self.buf.len() - start - 4) as u32;
+        self.buf[start..start + 4].copy_from_slice(&record_len.to_le_bytes());
+        if self.records == 0 {
+            self.first_ts = timestamp_ms;
+        }
+        self.max_ts = self.max_ts.max(timestamp_ms);
+        self.records += 1;
+    }
+
     /// Number of records pushed.
     pub fn record_count(&self) -> u32 {
         self.records

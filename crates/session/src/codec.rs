@@ -70,7 +70,7 @@ pub fn encode_events(
     slots.resize_with(partitions as usize, || None);
     let mut placement = Vec::with_capacity(events.len());
     let mut scratch = Vec::new();
-    let mut sealed = Vec::new();
+    let mut aad = Vec::new();
     let mut hdr_buf = Vec::new();
     let mut bytes = 0u64;
     for (i, e) in events.iter().enumerate() {
@@ -127,16 +127,7 @@ pub fn encode_events(
                     hdr_buf.extend_from_slice(v.as_bytes());
                 }
                 let key = key.map(str::as_bytes);
-                sealer.push(
-                    batch,
-                    &mut sealed,
-                    stream,
-                    p,
-                    now_ms,
-                    key,
-                    &hdr_buf,
-                    [&[tag], value],
-                );
+                sealer.push(batch, &mut aad, stream, p, now_ms, key, &hdr_buf, [&[tag], value]);
             }
             None => {
                 let hdrs = headers.into_iter().flatten().map(|(n, v)| {
