@@ -208,3 +208,94 @@ async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() 
     assert_eq!(c.status, BlockStatus::Durable);
     assert_eq!(c.offsets.unwrap()[0].first, 2);
 }
+
+#[tokio::test]
+async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
+    use switchboard_proto::wire::{Allocate, Mode, Read};
+    use switchboard_session::crypto::{Crypto, CryptoConfig, MasterSource};
+    use switchboard_session::rpc::{Call, Request, Response};
+    use switchboard_session::{HostConfig, SessionError, SessionHost};
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let crypto = |master: MasterSource| {
+        Arc::new(
+            Crypto::open(CryptoConfig {
+                keys_dir: keys_dir.clone(),
+                master,
+                rotate_ms: 3_600_000,
+                rotate_records: 1 << 32,
+            })
+            .unwrap(),
+        )
+    };
+    let keys = switchboard_session::keys::Keys::from_master(&[1; 32]);
+    let master = MasterSource::Command(format!("echo m1 {}", "ab".repeat(32)));
+    {
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(dir.path().join("log"), Default::default()).unwrap());
+        let host = SessionHost::start(
+            store.clone(),
+            keys.clone(),
+            HostConfig::default(),
+            Some(crypto(master.clone())),
+        )
+        .await
+        .unwrap();
+        host.handle(Request::CreateStream(switchboard_proto::wire::CreateStream {
+            name: "k".into(),
+            partitions: Some(1),
+            retention_ms: None,
+            retention_bytes: None,
+        }))
+        .await
+        .unwrap();
+        host.handle(Request::Publish {
+            stream: "k".into(),
+            idempotency_key: None,
+            body: r#"{"events":[{"value":"secret"}]}"#.into(),
+        })
+        .await
+        .unwrap();
+        store.close().await.unwrap();
+    }
+    // the keyring is lost: the data key cannot be found
+    std::fs::remove_file(keys_dir.join("keyring.json")).unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(dir.path().join("log"), Default::default()).unwrap());
+    let host = SessionHost::start(store, keys, HostConfig::default(), Some(crypto(master)))
+        .await
+        .unwrap();
+    let Response::Allocated(a) = host
+        .handle(Request::Allocate {
+            owner: "t".into(),
+            req: Allocate {
+                stream: "k".into(),
+                mode: Mode::Read,
+                cursor: Some("earliest".into()),
+                partitions: None,
+                producer: None,
+            },
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let read = Call::Read(Read {
+        max_events: None,
+        max_bytes: None,
+        wait_ms: Some(3000),
+    });
+    let r = host
+        .handle(Request::Session {
+            id: a.session,
+            caller: "t".into(),
+            call: read,
+        })
+        .await;
+    match r {
+        Err(SessionError::Unavailable(m)) => assert!(m.contains("data key 1"), "{m}"),
+        other => panic!("expected an error naming the key, got {other:?}"),
+    }
+}
