@@ -50,6 +50,7 @@ pub struct ApiState {
 struct Inner {
     router: Arc<dyn Router>,
     auth: Vec<Arc<dyn Authenticator>>,
+    mtls: std::collections::HashMap<String, Identity>,
     keys: Keys,
     draining: AtomicBool,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -68,6 +69,7 @@ impl ApiState {
             inner: Arc::new(Inner {
                 router,
                 auth,
+                mtls: std::collections::HashMap::new(),
                 keys,
                 draining: AtomicBool::new(false),
                 metrics,
@@ -75,13 +77,53 @@ impl ApiState {
         }
     }
 
+    /// Identities for client certificate names (`NAME[:SCOPES]`, no scopes
+    /// meaning `switchboard:admin`); certificates with other names are
+    /// refused.
+    pub fn with_client_certs(mut self, entries: &[String]) -> Result<ApiState, String> {
+        let mut map = std::collections::HashMap::new();
+        for e in entries {
+            let (name, scopes) = match e.split_once(':') {
+                Some((n, s)) => (n, auth::parse_scopes(s)?),
+                None => (e.as_str(), auth::parse_scopes("switchboard:admin")?),
+            };
+            let id = Identity {
+                subject: format!("cert:{name}"),
+                scopes,
+            };
+            map.insert(name.to_string(), id);
+        }
+        let inner = Arc::get_mut(&mut self.inner).ok_or("state already shared")?;
+        inner.mtls = map;
+        Ok(self)
+    }
+
     /// From now on `/readyz` answers 503 and calls answer `unavailable`.
     pub fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::Release);
     }
 
-    /// Authenticates the caller (and refuses calls while draining).
+    /// Authenticates the caller (and refuses calls while draining): by
+    /// bearer token, or else by a verified client certificate.
     async fn identity(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        let has_bearer = headers.contains_key(header::AUTHORIZATION);
+        if !has_bearer {
+            let cert = CLIENT_CERT.try_with(|c| c.clone()).ok().flatten();
+            if let Some(name) = cert {
+                if self.inner.draining.load(Ordering::Acquire) {
+                    return Err(ApiError::new(
+                        ErrorCode::Unavailable,
+                        "node is draining: retry on another node",
+                    ));
+                }
+                return self.inner.mtls.get(&name).cloned().ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Unauthorized,
+                        format!("client certificate {name:?} is not mapped to an identity"),
+                    )
+                });
+            }
+        }
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -179,9 +221,28 @@ pub async fn run_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tls::TlsListener::new(listener, config)?;
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = app(state).layer(axum::middleware::from_fn(client_cert));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<tls::PeerCert>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+tokio::task_local! {
+    /// The verified client certificate's name on this request's connection.
+    static CLIENT_CERT: Option<String>;
+}
+
+/// Makes the connection's client certificate (if any) visible to
+/// authentication for the duration of the request.
+async fn client_cert(req: HttpRequest, next: Next) -> Response {
+    let name = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<tls::PeerCert>>()
+        .and_then(|c| c.0 .0.clone());
+    CLIENT_CERT.scope(name, next.run(req)).await
 }
 
 /// Request id, span, access log and request metrics for every call.

@@ -126,12 +126,35 @@ pub fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf, String), String> {
 }
 
 /// The rustls server configuration over a resolver (HTTP/2 and 1.1).
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, String> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+/// With `client_ca`, clients may present a certificate signed by it (then
+/// it is verified; clients without one are still accepted and need a
+/// bearer token).
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in
+                CertificateDer::pem_file_iter(ca).map_err(|e| format!("reading {}: {e}", ca.display()))?
+            {
+                let c = c.map_err(|e| format!("{}: {e}", ca.display()))?;
+                roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder.with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -178,6 +201,40 @@ impl TlsListener {
             }
         });
         Ok(TlsListener { rx, local })
+    }
+}
+
+/// The verified client certificate's name (subject CN, else the first DNS
+/// name), if the client presented one.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCert(pub Option<String>);
+
+/// Name of a certificate: its subject CN, else its first DNS name.
+pub fn cert_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    if let Some(cn) = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+    {
+        return Some(cn.to_string());
+    }
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+        _ => None,
+    })
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PeerCert {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        let (_, conn) = stream.io().get_ref();
+        PeerCert(
+            conn.peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| cert_name(c.as_ref())),
+        )
     }
 }
 

@@ -92,6 +92,10 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Serve TLS with a generated self-signed certificate (trials only).
     pub tls_self_signed: bool,
+    /// CA (PEM) whose client certificates identify callers (mTLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Client certificate names accepted as identities, `NAME[:SCOPES]`.
+    pub client_certs: Vec<String>,
 }
 
 impl Default for Config {
@@ -129,6 +133,8 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_self_signed: false,
+            tls_client_ca: None,
+            client_certs: Vec::new(),
         }
     }
 }
@@ -246,6 +252,14 @@ pub struct ServeArgs {
     /// (its fingerprint is printed): for local trials.
     #[arg(long, env = "SWITCHBOARD_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
+    /// CA (PEM) of client certificates: a verified client certificate
+    /// identifies a caller that sends no bearer token (mutual TLS).
+    #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// A client certificate name (subject CN, else first DNS name) accepted
+    /// as an identity, `NAME[:SCOPES]` (repeatable; no scopes means admin).
+    #[arg(long = "client-cert", env = "SWITCHBOARD_CLIENT_CERTS", value_delimiter = ';')]
+    pub client_certs: Vec<String>,
 }
 
 /// The validated configuration.
@@ -321,6 +335,12 @@ impl ServeArgs {
         if self.tls_self_signed {
             c.tls_self_signed = true;
         }
+        if self.tls_client_ca.is_some() {
+            c.tls_client_ca = self.tls_client_ca.clone();
+        }
+        if !self.client_certs.is_empty() {
+            c.client_certs = self.client_certs.clone();
+        }
         if self.auth_ca_cert.is_some() {
             c.auth_ca_cert = self.auth_ca_cert.clone();
         }
@@ -385,6 +405,9 @@ fn validate(c: Config) -> Result<Settings> {
     }
     if tracing_subscriber::EnvFilter::try_new(&c.log_level).is_err() {
         bail!("config key `log_level`: {:?} is not a valid filter", c.log_level);
+    }
+    if c.tls_client_ca.is_some() && c.tls_cert.is_none() && !c.tls_self_signed {
+        bail!("config key `tls_client_ca`: client certificates need TLS (`tls_cert` or `tls_self_signed`)");
     }
     if c.auth_jwks.is_some() && (c.auth_issuer.is_none() || c.auth_audience.is_none()) {
         bail!("config key `auth_jwks`: needs `auth_issuer` and `auth_audience` too");

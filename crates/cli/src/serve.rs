@@ -74,7 +74,12 @@ async fn authenticators(s: &Settings, tokens: &[String]) -> Result<Vec<Arc<dyn A
 /// The tokens to accept: configured ones, else (without an identity
 /// provider) the token file's, created with a random token on first start.
 fn tokens(s: &Settings) -> Result<Vec<String>> {
-    if !s.config.tokens.is_empty() || s.config.auth_jwks.is_some() || s.config.auth_introspect.is_some() {
+    let c = &s.config;
+    if !c.tokens.is_empty()
+        || c.auth_jwks.is_some()
+        || c.auth_introspect.is_some()
+        || !c.client_certs.is_empty()
+    {
         return Ok(s.config.tokens.clone());
     }
     let path = s.config.data_dir.join(TOKEN_FILE);
@@ -215,7 +220,9 @@ async fn serve(s: Settings) -> Result<()> {
     let addr = listener.local_addr()?;
     let router = Arc::new(LocalRouter::new(host.clone(), addr.to_string()));
     let auth = authenticators(&s, &tokens).await?;
-    let state = ApiState::new(router, auth, keys, metrics);
+    let state = ApiState::new(router, auth, keys, metrics)
+        .with_client_certs(&s.config.client_certs)
+        .map_err(|e| anyhow::anyhow!("config key `client_certs`: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
         let _ = stop_rx.await;
@@ -223,7 +230,9 @@ async fn serve(s: Settings) -> Result<()> {
     let tls = tls_setup(&s)?;
     let server = match &tls {
         Some((resolver, _)) => {
-            let cfg = switchboard_api::tls::server_config(resolver.clone()).map_err(anyhow::Error::msg)?;
+            let cfg =
+                switchboard_api::tls::server_config(resolver.clone(), s.config.tls_client_ca.as_deref())
+                    .map_err(|e| anyhow::anyhow!("config key `tls_client_ca`: {e}"))?;
             tokio::spawn(switchboard_api::run_tls(listener, cfg, state.clone(), stop))
         }
         None => tokio::spawn(switchboard_api::run(listener, state.clone(), stop)),

@@ -227,3 +227,86 @@ async fn tls_self_signed_reload_and_rejections() {
     .unwrap();
     assert!(stale.list_streams().await.is_err(), "the old certificate is gone");
 }
+
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+fn test_ca(name: &str) -> TestCa {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap();
+    TestCa { cert, key }
+}
+
+/// A client identity (certificate and key, PEM) named `cn`, signed by `ca`.
+fn client_identity(ca: &TestCa, cn: &str) -> reqwest::Identity {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    reqwest::Identity::from_pem(format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn client_certificates_identify_callers() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let ca = test_ca("switchboard test clients");
+    let ca_file = d.path().join("clients-ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let s = Server::start(
+        &data,
+        &[
+            "--tls-self-signed",
+            "--tls-client-ca",
+            ca_file.to_str().unwrap(),
+            "--client-cert",
+            "svc-a:switchboard:read:*",
+        ],
+    );
+    let server_ca =
+        reqwest::Certificate::from_pem(&std::fs::read(data.join("tls/self-signed.crt")).unwrap()).unwrap();
+    let http = |id: Option<reqwest::Identity>| {
+        let mut b = reqwest::Client::builder().add_root_certificate(server_ca.clone());
+        if let Some(id) = id {
+            b = b.identity(id);
+        }
+        b.build().unwrap()
+    };
+    let get = |c: reqwest::Client, path: &str| {
+        let url = format!("{}{path}", s.url);
+        async move { c.get(url).send().await }
+    };
+    // a mapped certificate is an identity with its scopes
+    let a = http(Some(client_identity(&ca, "svc-a")));
+    assert_eq!(get(a.clone(), "/v1/streams").await.unwrap().status(), 200);
+    let create = a
+        .post(format!("{}/v1/streams", s.url))
+        .body(r#"{"name":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 403, "read scope only");
+    // a certificate of the CA that is not mapped, and no certificate at all
+    let x = http(Some(client_identity(&ca, "svc-x")));
+    assert_eq!(get(x, "/v1/streams").await.unwrap().status(), 401);
+    assert_eq!(get(http(None), "/v1/streams").await.unwrap().status(), 401);
+    // a certificate from another CA fails the handshake
+    let stranger = test_ca("someone else");
+    let z = http(Some(client_identity(&stranger, "svc-a")));
+    let r = get(z, "/v1/streams").await;
+    assert!(r.is_err() || r.unwrap().status() != 200);
+    // bearer tokens still work over the same listener
+    let t = http(None)
+        .get(format!("{}/v1/streams", s.url))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.status(), 200);
+}
