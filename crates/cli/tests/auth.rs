@@ -58,6 +58,19 @@ fn ed25519(kid: &str) -> SigningKey {
     }
 }
 
+fn rs256(kid: &str) -> SigningKey {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
+    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+    let der = key.to_pkcs1_der().unwrap();
+    SigningKey {
+        kid: kid.into(),
+        alg: Algorithm::RS256,
+        enc: EncodingKey::from_rsa_der(der.as_bytes()),
+        jwk: json!({"kty": "RSA", "kid": kid, "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be())}),
+    }
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -133,8 +146,12 @@ async fn oauth_tokens_and_the_rejection_matrix() {
     let idp = Arc::new(Idp::default());
     let ec = es256("ec-1");
     let ed = ed25519("ed-1");
+    let rs = rs256("rs-1");
     let late = es256("late-1");
-    idp.jwks.lock().unwrap().extend([ec.jwk.clone(), ed.jwk.clone()]);
+    idp.jwks
+        .lock()
+        .unwrap()
+        .extend([ec.jwk.clone(), ed.jwk.clone(), rs.jwk.clone()]);
     let base = start_idp(idp.clone()).await;
     idp.active.lock().unwrap().insert(
         "opaque-good".into(),

@@ -226,6 +226,17 @@ async fn tls_self_signed_reload_and_rejections() {
     )
     .unwrap();
     assert!(stale.list_streams().await.is_err(), "the old certificate is gone");
+
+    // a changed file is noticed without a signal too
+    let third = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(data.join("tls/self-signed.key"), third.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&ca, third.cert.pem()).unwrap();
+    let newest = tls_client(&s, &ca);
+    let noticed = common::eventually(std::time::Duration::from_secs(15), || async {
+        newest.list_streams().await.is_ok()
+    })
+    .await;
+    assert!(noticed, "the changed certificate file is served");
 }
 
 struct TestCa {
