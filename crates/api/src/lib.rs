@@ -153,19 +153,27 @@ impl ApiState {
     /// Authenticates and checks `action` on `stream`.
     async fn allowed(&self, headers: &HeaderMap, action: Action, stream: &str) -> Result<Identity, ApiError> {
         let id = self.identity(headers).await?;
-        if !id.allows(action, stream) {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "{} lacks the {} scope for stream {stream:?}",
-                    id.subject,
-                    action.as_str()
-                ),
-            ));
-        }
+        require(&id, action, stream)?;
         Ok(id)
     }
+}
 
+/// Checks that `id` may do `action` on `stream`.
+fn require(id: &Identity, action: Action, stream: &str) -> Result<(), ApiError> {
+    if !id.allows(action, stream) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} lacks the {} scope for stream {stream:?}",
+                id.subject,
+                action.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl ApiState {
     async fn route(&self, req: Request) -> Result<Reply, ApiError> {
         Ok(self.inner.router.route(req).await?)
     }
@@ -409,10 +417,10 @@ async fn create_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    s.identity(&headers).await?;
+    let id = s.identity(&headers).await?;
     let b = read_body(&headers, body).await?;
     let req: CreateStream = body::json(&b, false)?;
-    s.allowed(&headers, Action::Admin, &req.name).await?;
+    require(&id, Action::Admin, &req.name)?;
     Ok(reply(s.route(Request::CreateStream(req)).await?))
 }
 
@@ -479,14 +487,14 @@ async fn publish(
 }
 
 async fn allocate(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    s.identity(&headers).await?;
+    let id = s.identity(&headers).await?;
     let b = read_body(&headers, body).await?;
     let req: Allocate = body::json(&b, false)?;
     let action = match req.mode {
         switchboard_proto::wire::Mode::Read => Action::Read,
         switchboard_proto::wire::Mode::Write => Action::Write,
     };
-    let id = s.allowed(&headers, action, &req.stream).await?;
+    require(&id, action, &req.stream)?;
     Ok(reply(
         s.route(Request::Allocate {
             req,

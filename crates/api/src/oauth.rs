@@ -68,12 +68,47 @@ struct KeySet {
     fetched: Option<Instant>,
 }
 
-/// Checks JWTs (RS256, ES256, EdDSA) against a JWKS.
+/// Checks JWTs (RS256, ES256, EdDSA) against a JWKS. A verified token is
+/// remembered (by digest) until it expires, at most 5 minutes, so that the
+/// many calls of one session do not each verify a signature again.
 pub struct JwtAuth {
     cfg: JwtConfig,
     http: reqwest::Client,
     keys: Mutex<KeySet>,
     refresh: tokio::sync::Mutex<()>,
+    verified: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+}
+
+/// Most verified tokens remembered.
+const VERIFIED_CACHE: usize = 100_000;
+
+/// Inserts into a bounded cache of identities, dropping expired entries
+/// (and then an arbitrary one) when full.
+fn remember(
+    cache: &Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    key: [u8; 32],
+    id: Identity,
+    until: Instant,
+    cap: usize,
+) {
+    let mut c = cache.lock();
+    if c.len() >= cap {
+        let now = Instant::now();
+        c.retain(|_, (_, u)| *u > now);
+        if c.len() >= cap {
+            if let Some(k) = c.keys().next().copied() {
+                c.remove(&k);
+            }
+        }
+    }
+    c.insert(key, (id, until));
+}
+
+fn recall(cache: &Mutex<HashMap<[u8; 32], (Identity, Instant)>>, key: &[u8; 32]) -> Option<Identity> {
+    let c = cache.lock();
+    c.get(key)
+        .filter(|(_, u)| Instant::now() < *u)
+        .map(|(id, _)| id.clone())
 }
 
 fn parse_jwks(bytes: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
@@ -107,6 +142,7 @@ impl JwtAuth {
                 fetched: None,
             }),
             refresh: tokio::sync::Mutex::new(()),
+            verified: Mutex::new(HashMap::new()),
         };
         let keys = auth.fetch().await?;
         *auth.keys.lock() = KeySet {
@@ -184,6 +220,10 @@ impl Authenticator for JwtAuth {
         if token.bytes().filter(|&c| c == b'.').count() != 2 {
             return Ok(None); // not a JWT
         }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(id) = recall(&self.verified, &digest) {
+            return Ok(Some(id));
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("malformed token: {e}")))?;
         let kid = header
@@ -222,10 +262,23 @@ impl Authenticator for JwtAuth {
             .get("sub")
             .and_then(|s| s.as_str())
             .unwrap_or_default();
-        Ok(Some(Identity {
+        let id = Identity {
             subject: format!("jwt:{sub}"),
             scopes: scopes_of(&data.claims, &self.cfg.scope_claim)?,
-        }))
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let left = data
+            .claims
+            .get("exp")
+            .and_then(|e| e.as_i64())
+            .map_or(0, |exp| exp - now);
+        if left > 0 {
+            let until = Instant::now() + Duration::from_secs(left.min(300) as u64);
+            remember(&self.verified, digest, id.clone(), until, VERIFIED_CACHE);
+        }
+        Ok(Some(id))
     }
 }
 
@@ -280,10 +333,8 @@ impl Introspection {
 impl Authenticator for Introspection {
     async fn authenticate(&self, token: &str) -> Result<Option<Identity>, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some((id, until)) = self.cache.lock().get(&digest) {
-            if Instant::now() < *until {
-                return Ok(Some(id.clone()));
-            }
+        if let Some(id) = recall(&self.cache, &digest) {
+            return Ok(Some(id));
         }
         let resp = self
             .http
@@ -320,18 +371,7 @@ impl Authenticator for Introspection {
             scopes: scopes_of(&a.rest, &self.cfg.scope_claim)?,
         };
         let until = Instant::now() + Duration::from_secs(left.min(300) as u64);
-        let mut c = self.cache.lock();
-        if c.len() >= self.cfg.cache_size {
-            let now = Instant::now();
-            c.retain(|_, (_, u)| *u > now);
-            if c.len() >= self.cfg.cache_size {
-                // still full of live entries: drop an arbitrary one
-                if let Some(k) = c.keys().next().copied() {
-                    c.remove(&k);
-                }
-            }
-        }
-        c.insert(digest, (id.clone(), until));
+        remember(&self.cache, digest, id.clone(), until, self.cfg.cache_size);
         Ok(Some(id))
     }
 }
