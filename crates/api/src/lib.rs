@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use switchboard_proto::signing;
-use switchboard_proto::wire::{Ack, Allocate, Commit, CreateStream, Read};
+use switchboard_proto::wire::{Allocate, CreateStream, Read};
 use switchboard_proto::ErrorCode;
 use switchboard_router::Router;
 use switchboard_session::keys::Keys;
@@ -186,11 +186,24 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/v1/streams/{name}", get(describe_stream).delete(delete_stream))
         .route("/v1/streams/{name}/events", post(publish))
         .route("/v1/sessions", post(allocate))
-        .route("/v1/sessions/{id}", get(session_get).delete(session_dispose))
-        .route("/v1/sessions/{id}/read", post(session_read))
-        .route("/v1/sessions/{id}/ack", post(session_ack))
-        .route("/v1/sessions/{id}/write", post(session_write))
-        .route("/v1/sessions/{id}/commit", post(session_commit))
+        .route(
+            "/v1/sessions/{id}",
+            get(|r: SessionReq| r.run(|_| Ok(Call::Get)))
+                .delete(|r: SessionReq| r.run(|_| Ok(Call::Dispose))),
+        )
+        .route("/v1/sessions/{id}/read", post(|r: SessionReq| r.run(read_call)))
+        .route(
+            "/v1/sessions/{id}/ack",
+            post(|r: SessionReq| r.run(|b| Ok(Call::Ack(body::json(&b, false)?)))),
+        )
+        .route(
+            "/v1/sessions/{id}/write",
+            post(|r: SessionReq| r.run(|b| Ok(Call::Write(b)))),
+        )
+        .route(
+            "/v1/sessions/{id}/commit",
+            post(|r: SessionReq| r.run(|b| Ok(Call::Commit(body::json(&b, false)?)))),
+        )
         .route("/v1/cluster", get(cluster))
         .route("/v1/openapi.json", get(openapi_doc))
         .layer(
@@ -557,78 +570,51 @@ async fn session_call(s: &ApiState, id: String, caller: String, call: Call) -> R
     Ok(reply(s.route(Request::Session { id, caller, call }).await?))
 }
 
-async fn session_get(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
+/// The parts of a session call, taken from the request: every session
+/// endpoint checks the token and signature the same way, then turns the
+/// body into its [`Call`].
+struct SessionReq {
+    state: ApiState,
+    id: String,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let (caller, _) = signed(&s, &id, &method, &uri, &headers, body).await?;
-    session_call(&s, id, caller, Call::Get).await
 }
 
-async fn session_dispose(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let (caller, _) = signed(&s, &id, &method, &uri, &headers, body).await?;
-    session_call(&s, id, caller, Call::Dispose).await
+impl axum::extract::FromRequest<ApiState> for SessionReq {
+    type Rejection = ApiError;
+
+    async fn from_request(req: HttpRequest, state: &ApiState) -> Result<Self, ApiError> {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = req.into_parts();
+        let Path(id) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| ApiError::bad(format!("session id: {e}")))?;
+        Ok(SessionReq {
+            state: state.clone(),
+            id,
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        })
+    }
 }
 
-async fn session_read(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let (caller, b) = signed(&s, &id, &method, &uri, &headers, body).await?;
+impl SessionReq {
+    /// Authenticates, checks the signature, builds the call from the
+    /// decoded body and routes it.
+    async fn run(self, call: impl FnOnce(Bytes) -> Result<Call, ApiError>) -> Result<Response, ApiError> {
+        let s = self.state;
+        let (caller, b) = signed(&s, &self.id, &self.method, &self.uri, &self.headers, self.body).await?;
+        let call = call(b)?;
+        session_call(&s, self.id, caller, call).await
+    }
+}
+
+fn read_call(b: Bytes) -> Result<Call, ApiError> {
     let req: Read = body::json(&b, true)?;
     switchboard_session::host::read_limits(&req)?;
-    session_call(&s, id, caller, Call::Read(req)).await
-}
-
-async fn session_ack(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let (caller, b) = signed(&s, &id, &method, &uri, &headers, body).await?;
-    let req: Ack = body::json(&b, false)?;
-    session_call(&s, id, caller, Call::Ack(req)).await
-}
-
-async fn session_write(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let (caller, b) = signed(&s, &id, &method, &uri, &headers, body).await?;
-    session_call(&s, id, caller, Call::Write(b)).await
-}
-
-async fn session_commit(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let (caller, b) = signed(&s, &id, &method, &uri, &headers, body).await?;
-    let req: Commit = body::json(&b, false)?;
-    session_call(&s, id, caller, Call::Commit(req)).await
+    Ok(Call::Read(req))
 }

@@ -703,21 +703,8 @@ async fn backpressure_limits_and_compression() {
     let big = vec![b' '; 17 << 20];
     let status = oversized_post(&s.addr, "/v1/streams/c/events", 17 << 20).await;
     assert!(status.starts_with("HTTP/1.1 413"), "{status}");
-    let gz = {
-        use std::io::Write;
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(&big).unwrap();
-        e.finish().unwrap()
-    };
-    let a = raw
-        .send(
-            Method::POST,
-            "/v1/streams/c/events",
-            Some(gz),
-            &[("content-encoding", "gzip".into())],
-            Some(TOKEN),
-        )
-        .await;
+    let gz = gzip(&big);
+    let a = post_gzip(&raw, "/v1/streams/c/events", gz).await;
     assert_eq!((a.status, a.code()), (413, "payload_too_large"));
     let a = raw
         .send(
@@ -766,21 +753,8 @@ async fn backpressure_limits_and_compression() {
         .await;
     assert_eq!(c.body["status"], "durable");
     let pubbody = serde_json::to_vec(&json!({"events": [{"value": "y".repeat(5000)}]})).unwrap();
-    let gz = {
-        use std::io::Write;
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(&pubbody).unwrap();
-        e.finish().unwrap()
-    };
-    let a = raw
-        .send(
-            Method::POST,
-            "/v1/streams/c/events",
-            Some(gz),
-            &[("content-encoding", "gzip".into())],
-            Some(TOKEN),
-        )
-        .await;
+    let gz = gzip(&pubbody);
+    let a = post_gzip(&raw, "/v1/streams/c/events", gz).await;
     assert_eq!(a.status, 200, "{}", a.body);
 
     // compressed answers
@@ -822,6 +796,24 @@ async fn backpressure_limits_and_compression() {
         raw.signed(Method::DELETE, &format!("/v1/sessions/{rid}"), &rsecret, None)
             .await;
     }
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+async fn post_gzip(raw: &common::Raw, path: &str, body: Vec<u8>) -> common::Answer {
+    raw.send(
+        Method::POST,
+        path,
+        Some(body),
+        &[("content-encoding", "gzip".into())],
+        Some(TOKEN),
+    )
+    .await
 }
 
 /// Posts a body announced as `len` bytes but sends only the first MiB;

@@ -9,11 +9,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Server;
+use common::{read_all, Server};
 use rand::Rng;
 use std::sync::Mutex;
 use switchboard_client::wire::{CreateStream, Event};
 use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
+
+fn values(events: Vec<switchboard_client::wire::ReadEvent>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| v.get().to_string()))
+        .collect()
+}
 
 async fn create(c: &Client, name: &str, partitions: u32) {
     c.create_stream(&CreateStream {
@@ -24,32 +31,6 @@ async fn create(c: &Client, name: &str, partitions: u32) {
     })
     .await
     .unwrap();
-}
-
-/// Every event of the stream, from the start, as (value text) in order of
-/// (partition, offset).
-async fn read_all(c: &Client, stream: &str) -> Vec<String> {
-    let opts = ReaderOptions {
-        wait_ms: 0,
-        max_events: Some(10_000),
-        ..ReaderOptions::default()
-    };
-    let mut r = Reader::open(c.clone(), stream, "earliest", opts).await.unwrap();
-    let mut out = Vec::new();
-    loop {
-        let b = r.next().await.unwrap();
-        if b.events.is_empty() {
-            break;
-        }
-        out.extend(
-            b.events
-                .iter()
-                .map(|e| e.value.as_ref().unwrap().get().to_string()),
-        );
-        r.ack().await.unwrap();
-    }
-    r.close().await.unwrap();
-    out
 }
 
 #[tokio::test]
@@ -188,7 +169,7 @@ async fn sigkill_during_durable_commits_loses_nothing_acknowledged() {
     assert!(acked.len() > 100, "the writers got going: {}", acked.len());
     s.restart();
     let c = s.client();
-    let stored: HashSet<String> = read_all(&c, "acked").await.into_iter().collect();
+    let stored: HashSet<String> = values(read_all(&c, "acked").await).into_iter().collect();
     let missing: Vec<_> = acked.difference(&stored).take(5).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     // the cursor minted before the crash still works, and starts after "before"
@@ -275,7 +256,7 @@ async fn producers_and_server_killed_together_store_every_event_once() {
             break;
         }
     }
-    let stored = read_all(&s.client(), "exact").await;
+    let stored = values(read_all(&s.client(), "exact").await);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for v in stored {
         *counts.entry(v).or_default() += 1;

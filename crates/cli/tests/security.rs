@@ -6,9 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::Server;
+use common::{read_all, Server};
 use switchboard_client::wire::{CreateStream, Event};
-use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
+use switchboard_client::{Client, Writer, WriterOptions};
 
 async fn create(c: &Client, name: &str) {
     c.create_stream(&CreateStream {
@@ -19,25 +19,6 @@ async fn create(c: &Client, name: &str) {
     })
     .await
     .unwrap();
-}
-
-async fn read_all(c: &Client, stream: &str) -> Vec<switchboard_client::wire::ReadEvent> {
-    let opts = ReaderOptions {
-        wait_ms: 0,
-        max_events: Some(10_000),
-        ..ReaderOptions::default()
-    };
-    let mut r = Reader::open(c.clone(), stream, "earliest", opts).await.unwrap();
-    let mut out = Vec::new();
-    loop {
-        let b = r.next().await.unwrap();
-        if b.events.is_empty() {
-            break;
-        }
-        out.extend(b.events);
-        r.ack().await.unwrap();
-    }
-    out
 }
 
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {

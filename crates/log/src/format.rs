@@ -139,16 +139,7 @@ impl BatchBuilder {
         value_parts: &[&[u8]],
         headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     ) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0u8; 4]); // record length, filled below
-        self.buf.extend_from_slice(&timestamp_ms.to_le_bytes());
-        match key {
-            Some(k) => {
-                self.buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
-                self.buf.extend_from_slice(k);
-            }
-            None => self.buf.extend_from_slice(&u32::MAX.to_le_bytes()),
-        }
+        let start = self.begin_record(timestamp_ms, key);
         let value_len: usize = value_parts.iter().map(|p| p.len()).sum();
         self.buf.extend_from_slice(&(value_len as u32).to_le_bytes());
         for p in value_parts {
@@ -164,6 +155,27 @@ impl BatchBuilder {
         }
         let headers_len = (self.buf.len() - headers_at - 4) as u32;
         self.buf[headers_at..headers_at + 4].copy_from_slice(&headers_len.to_le_bytes());
+        self.finish_record(start, timestamp_ms);
+    }
+
+    /// Writes a record's length placeholder, timestamp and key; returns
+    /// where the record starts.
+    fn begin_record(&mut self, timestamp_ms: i64, key: Option<&[u8]>) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; 4]); // record length, filled by finish_record
+        self.buf.extend_from_slice(&timestamp_ms.to_le_bytes());
+        match key {
+            Some(k) => {
+                self.buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(k);
+            }
+            None => self.buf.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+        start
+    }
+
+    /// Fills in the record's length and counts it.
+    fn finish_record(&mut self, start: usize, timestamp_ms: i64) {
         let record_len = (self.buf.len() - start - 4) as u32;
         self.buf[start..start + 4].copy_from_slice(&record_len.to_le_bytes());
         if self.records == 0 {
@@ -177,16 +189,7 @@ impl BatchBuilder {
     /// appending to the buffer it is given (the batch's own buffer: the
     /// value is built in place, with no copy). `fill` must only append.
     pub fn push_appending(&mut self, timestamp_ms: i64, key: Option<&[u8]>, fill: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0u8; 4]); // record length, filled below
-        self.buf.extend_from_slice(&timestamp_ms.to_le_bytes());
-        match key {
-            Some(k) => {
-                self.buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
-                self.buf.extend_from_slice(k);
-            }
-            None => self.buf.extend_from_slice(&u32::MAX.to_le_bytes()),
-        }
+        let start = self.begin_record(timestamp_ms, key);
         let value_at = self.buf.len();
         self.buf.extend_from_slice(&[0u8; 4]); // value length, filled below
         fill(&mut self.buf);
@@ -194,13 +197,7 @@ impl BatchBuilder {
         let value_len = (self.buf.len() - value_at - 4) as u32;
         self.buf[value_at..value_at + 4].copy_from_slice(&value_len.to_le_bytes());
         self.buf.extend_from_slice(&0u32.to_le_bytes()); // no headers
-        let record_len = (self.buf.len() - start - 4) as u32;
-        self.buf[start..start + 4].copy_from_slice(&record_len.to_le_bytes());
-        if self.records == 0 {
-            self.first_ts = timestamp_ms;
-        }
-        self.max_ts = self.max_ts.max(timestamp_ms);
-        self.records += 1;
+        self.finish_record(start, timestamp_ms);
     }
 
     /// Number of records pushed.

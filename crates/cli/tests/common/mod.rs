@@ -266,3 +266,26 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Every event of `stream` from the start, read and acked batch by batch.
+pub async fn read_all(c: &Client, stream: &str) -> Vec<switchboard_client::wire::ReadEvent> {
+    let opts = switchboard_client::ReaderOptions {
+        wait_ms: 0,
+        max_events: Some(10_000),
+        ..Default::default()
+    };
+    let mut r = switchboard_client::Reader::open(c.clone(), stream, "earliest", opts)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let b = r.next().await.unwrap();
+        if b.events.is_empty() {
+            break;
+        }
+        out.extend(b.events);
+        r.ack().await.unwrap();
+    }
+    r.close().await.unwrap();
+    out
+}
