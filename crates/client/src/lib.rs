@@ -339,32 +339,27 @@ impl Client {
             .1)
     }
 
+    /// A signed call on `/v1/sessions/{id}{op}`.
+    async fn on_session<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        s: &Session,
+        op: &str,
+        body: Option<Bytes>,
+    ) -> Result<T> {
+        let path = format!("/v1/sessions/{}{op}", s.id);
+        Ok(self.call(method, &path, body, Some(s), None).await?.1)
+    }
+
     /// `GET /v1/sessions/{id}` (the heartbeat).
     pub async fn session_info(&self, s: &Session) -> Result<SessionInfo> {
-        Ok(self
-            .call(
-                Method::GET,
-                &format!("/v1/sessions/{}", s.id),
-                None,
-                Some(s),
-                None,
-            )
-            .await?
-            .1)
+        self.on_session(Method::GET, s, "", None).await
     }
 
     /// `POST /v1/sessions/{id}/read`.
     pub async fn read(&self, s: &Session, req: &Read) -> Result<ReadAnswer> {
-        Ok(self
-            .call(
-                Method::POST,
-                &format!("/v1/sessions/{}/read", s.id),
-                Some(Self::json(req)?),
-                Some(s),
-                None,
-            )
-            .await?
-            .1)
+        self.on_session(Method::POST, s, "/read", Some(Self::json(req)?))
+            .await
     }
 
     /// `POST /v1/sessions/{id}/read`, the answer's JSON undecoded (for
@@ -385,30 +380,12 @@ impl Client {
     /// `POST /v1/sessions/{id}/ack`.
     pub async fn ack(&self, s: &Session, batch: u64) -> Result<AckAnswer> {
         let body = Self::json(&Ack { batch })?;
-        Ok(self
-            .call(
-                Method::POST,
-                &format!("/v1/sessions/{}/ack", s.id),
-                Some(body),
-                Some(s),
-                None,
-            )
-            .await?
-            .1)
+        self.on_session(Method::POST, s, "/ack", Some(body)).await
     }
 
     /// `POST /v1/sessions/{id}/write` with a body built by [`write_body`].
     pub async fn write(&self, s: &Session, body: Bytes) -> Result<WriteAnswer> {
-        Ok(self
-            .call(
-                Method::POST,
-                &format!("/v1/sessions/{}/write", s.id),
-                Some(body),
-                Some(s),
-                None,
-            )
-            .await?
-            .1)
+        self.on_session(Method::POST, s, "/write", Some(body)).await
     }
 
     /// `POST /v1/sessions/{id}/commit`.
@@ -417,30 +394,12 @@ impl Client {
             block,
             durable: Some(durable),
         })?;
-        Ok(self
-            .call(
-                Method::POST,
-                &format!("/v1/sessions/{}/commit", s.id),
-                Some(body),
-                Some(s),
-                None,
-            )
-            .await?
-            .1)
+        self.on_session(Method::POST, s, "/commit", Some(body)).await
     }
 
     /// `DELETE /v1/sessions/{id}`.
     pub async fn dispose(&self, s: &Session) -> Result<Disposed> {
-        Ok(self
-            .call(
-                Method::DELETE,
-                &format!("/v1/sessions/{}", s.id),
-                None,
-                Some(s),
-                None,
-            )
-            .await?
-            .1)
+        self.on_session(Method::DELETE, s, "", None).await
     }
 
     /// `GET /v1/cluster`.
