@@ -79,14 +79,15 @@ impl CertResolver {
         }
     }
 
-    /// Watches the files every `every` until the process ends.
+    /// Watches the files every `every` until the process ends (file checks
+    /// and reloads run on the blocking pool).
     pub fn watch(self: &Arc<Self>, every: Duration) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(r) = me.upgrade() else { return };
-                r.reload_if_changed();
+                let _ = tokio::task::spawn_blocking(move || r.reload_if_changed()).await;
             }
         });
     }

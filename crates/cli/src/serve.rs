@@ -149,7 +149,9 @@ fn tls_setup(s: &Settings) -> Result<Tls> {
             return;
         };
         while hup.recv().await.is_some() {
-            if let Err(e) = r.reload() {
+            let r = r.clone();
+            let result = tokio::task::spawn_blocking(move || r.reload()).await;
+            if let Ok(Err(e)) = result {
                 tracing::error!(error = %e, "TLS certificate reload on SIGHUP failed; keeping the old one");
             }
         }

@@ -576,6 +576,19 @@ impl Crypto {
         Ok(c)
     }
 
+    /// Whether opening `records` needs a data key not yet unwrapped (which
+    /// reads the keyring: call [`Crypto::open_records`] off the runtime).
+    pub fn needs_keys(&self, records: &[Record]) -> bool {
+        let st = self.state.lock();
+        records.iter().any(|r| {
+            r.value.first() == Some(&SEALED)
+                && r.value.len() >= 5
+                && !st.openers.contains_key(&u32::from_le_bytes([
+                    r.value[1], r.value[2], r.value[3], r.value[4],
+                ]))
+        })
+    }
+
     /// Opens sealed records read from `stream`/`partition` (records that
     /// are not sealed pass through). Decrypts into one buffer; the records
     /// returned are slices of it.

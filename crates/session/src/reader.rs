@@ -272,7 +272,8 @@ async fn open_fetched(
 ) -> Result<Vec<Record>> {
     let Some(c) = crypto else { return Ok(records) };
     let bytes: usize = records.iter().map(|r| r.value.len()).sum();
-    if bytes <= 64 * 1024 {
+    // small and with known keys: cheaper here than a hop to the blocking pool
+    if bytes <= 64 * 1024 && !c.needs_keys(&records) {
         return Ok(c.open_records(stream, partition, records)?);
     }
     let (c, stream) = (c.clone(), stream.to_string());
