@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(enc.events, 3);
         let keyed = partition_for_key(b"user-1", 4);
         assert_eq!(enc.placement[1], (2, if keyed == 2 { 1 } else { 0 }));
-        let mut dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let log = switchboard_log::Log::open(dir.path(), Default::default()).unwrap();
         let (s, _) = log
             .create_stream(
@@ -271,8 +271,6 @@ mod tests {
             .any(|e| e.value.as_ref().map(|v| v.get()) == Some("\"text\"")));
         drop(log);
         dir.close().unwrap();
-        dir = tempfile::tempdir().unwrap();
-        drop(dir);
     }
 
     #[test]
