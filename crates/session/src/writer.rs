@@ -317,8 +317,14 @@ async fn publish_loop(
     shared: Arc<Shared>,
 ) {
     while let Some(job) = rx.recv().await {
-        if shared.state.lock().failed.is_some() {
-            continue;
+        {
+            // after a failure nothing more is published: the block is
+            // dropped (it was never acknowledged durable)
+            let mut st = shared.state.lock();
+            if st.failed.is_some() {
+                st.in_flight = st.in_flight.saturating_sub(1);
+                continue;
+            }
         }
         let result = publish_block(&*store, &stream, job.block, job.parts).await;
         let mut st = shared.state.lock();
