@@ -132,9 +132,12 @@ impl Writer {
         self.shared.state.lock().in_flight as u64
     }
 
+    /// After a publish failure the session is over: calls answer
+    /// `session_gone`, so that the client allocates a new session and
+    /// replays what it has not seen durable.
     fn check_failed(&self) -> Result<()> {
         match &self.shared.state.lock().failed {
-            Some(e) => Err(e.clone()),
+            Some(_) => Err(SessionError::SessionGone),
             None => Ok(()),
         }
     }
