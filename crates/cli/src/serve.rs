@@ -175,9 +175,19 @@ async fn serve(s: Settings) -> Result<()> {
     // first, so that what the layers below record at start is kept
     let metrics = switchboard_api::metrics_export::install();
     let dir = &s.config.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
-    let keys = Keys::load_or_create(dir).with_context(|| format!("loading {}/server.key", dir.display()))?;
-    let tokens = tokens(&s)?;
+    // the files of the data directory are read off the runtime
+    let (keys, tokens) = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || -> Result<(Keys, Vec<String>)> {
+            let dir = &s.config.data_dir;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating data directory {}", dir.display()))?;
+            let keys =
+                Keys::load_or_create(dir).with_context(|| format!("loading {}/server.key", dir.display()))?;
+            Ok((keys, tokens(&s)?))
+        })
+        .await??
+    };
     let log_cfg = LogConfig {
         durability: s.durability,
         segment_bytes: s.config.segment_bytes,

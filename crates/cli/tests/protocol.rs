@@ -336,14 +336,7 @@ async fn reader_protocol() {
     assert_eq!(info.body["cursor"], start_cursor.as_str());
 
     // ack: wrong batch is a conflict, the right one moves, a repeat answers the same
-    let a = raw
-        .signed(
-            Method::POST,
-            &path("/ack"),
-            &secret,
-            Some(b"{\"batch\":2}".to_vec()),
-        )
-        .await;
+    let a = raw.post_signed(&path("/ack"), &secret, b"{\"batch\":2}").await;
     assert_eq!((a.status, a.code()), (409, "conflict"));
     assert_eq!(
         read(json!({})).await.bytes,
@@ -364,32 +357,11 @@ async fn reader_protocol() {
     assert_eq!(r2.body["batch"], 2);
     assert_eq!(r2.body["events"].as_array().unwrap().len(), 6);
     // batch 1 is still the last acked one: its ack answers the same
-    let a = raw
-        .signed(
-            Method::POST,
-            &path("/ack"),
-            &secret,
-            Some(b"{\"batch\":1}".to_vec()),
-        )
-        .await;
+    let a = raw.post_signed(&path("/ack"), &secret, b"{\"batch\":1}").await;
     assert_eq!(a.bytes, ack.bytes);
-    let a = raw
-        .signed(
-            Method::POST,
-            &path("/ack"),
-            &secret,
-            Some(b"{\"batch\":3}".to_vec()),
-        )
-        .await;
+    let a = raw.post_signed(&path("/ack"), &secret, b"{\"batch\":3}").await;
     assert_eq!((a.status, a.code()), (409, "conflict"));
-    let a = raw
-        .signed(
-            Method::POST,
-            &path("/ack"),
-            &secret,
-            Some(b"{\"batch\":2}".to_vec()),
-        )
-        .await;
+    let a = raw.post_signed(&path("/ack"), &secret, b"{\"batch\":2}").await;
     assert_eq!(a.status, 200);
     // nothing left: an empty answer with the current cursor, no batch
     let e = read(json!({})).await;
@@ -398,11 +370,10 @@ async fn reader_protocol() {
     assert_eq!(e.body["cursor"], a.body["cursor"]);
     // writes on a reader are a conflict
     let w = raw
-        .signed(
-            Method::POST,
+        .post_signed(
             &path("/write"),
             &secret,
-            Some(b"{\"block\":1,\"events\":[{\"value\":1}]}".to_vec()),
+            b"{\"block\":1,\"events\":[{\"value\":1}]}",
         )
         .await;
     assert_eq!((w.status, w.code()), (409, "conflict"));
@@ -607,12 +578,7 @@ async fn writer_protocol() {
         200
     );
     let c = raw
-        .signed(
-            Method::POST,
-            &p("/commit"),
-            &psecret,
-            Some(b"{\"block\":1,\"durable\":true}".to_vec()),
-        )
+        .post_signed(&p("/commit"), &psecret, b"{\"block\":1,\"durable\":true}")
         .await;
     assert_eq!(c.body["status"], "durable");
     let (pid2, psecret2, alloc) = allocate(
@@ -626,20 +592,18 @@ async fn writer_protocol() {
     assert_eq!(a.code(), "session_gone");
     let p2 = |op: &str| format!("/v1/sessions/{pid2}{op}");
     let a = raw
-        .signed(
-            Method::POST,
+        .post_signed(
             &p2("/write"),
             &psecret2,
-            Some(b"{\"block\":1,\"events\":[{\"value\":1}]}".to_vec()),
+            b"{\"block\":1,\"events\":[{\"value\":1}]}",
         )
         .await;
     assert_eq!((a.status, a.code()), (409, "conflict"));
     let a = raw
-        .signed(
-            Method::POST,
+        .post_signed(
             &p2("/write"),
             &psecret2,
-            Some(b"{\"block\":2,\"events\":[{\"value\":1}]}".to_vec()),
+            b"{\"block\":2,\"events\":[{\"value\":1}]}",
         )
         .await;
     assert_eq!(a.status, 200);
@@ -744,11 +708,10 @@ async fn backpressure_limits_and_compression() {
         .await;
     assert_eq!(a.body, json!({"block": 1, "events": 200}));
     let c = raw
-        .signed(
-            Method::POST,
+        .post_signed(
             &format!("/v1/sessions/{id}/commit"),
             &secret,
-            Some(b"{\"block\":1,\"durable\":true}".to_vec()),
+            b"{\"block\":1,\"durable\":true}",
         )
         .await;
     assert_eq!(c.body["status"], "durable");

@@ -80,17 +80,12 @@ pub struct StreamList {
     pub streams: Vec<StreamInfo>,
 }
 
-/// `GET /v1/streams/{name}`.
+/// `GET /v1/streams/{name}`: the settings and, per partition, the offsets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamDescription {
-    /// Name.
-    pub name: String,
-    /// Partition count.
-    pub partitions: u32,
-    /// Retention by age, if any.
-    pub retention_ms: Option<u64>,
-    /// Retention by size per partition, if any.
-    pub retention_bytes: Option<u64>,
+    /// Name and settings.
+    #[serde(flatten)]
+    pub stream: StreamInfo,
     /// First offset held, per partition.
     pub start_offsets: Vec<u64>,
     /// Next offset to be written, per partition.

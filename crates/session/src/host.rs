@@ -301,10 +301,7 @@ impl SessionHost {
                 visible_stream(&name)?;
                 let s = self.inner.store.describe_stream(&name).await?;
                 Ok(Response::Stream(StreamDescription {
-                    name: s.name,
-                    partitions: s.settings.partitions,
-                    retention_ms: s.settings.retention_ms,
-                    retention_bytes: s.settings.retention_bytes,
+                    stream: info(s.name, s.settings),
                     start_offsets: s.start_offsets,
                     end_offsets: s.end_offsets,
                 }))

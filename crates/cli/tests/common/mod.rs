@@ -230,6 +230,11 @@ impl Raw {
         self.send(Method::GET, path, None, &[], Some(TOKEN)).await
     }
 
+    /// A signed `POST` of `body`.
+    pub async fn post_signed(&self, path: &str, secret: &str, body: &[u8]) -> Answer {
+        self.signed(Method::POST, path, secret, Some(body.to_vec())).await
+    }
+
     /// A signed session call.
     pub async fn signed(&self, method: Method, path: &str, secret: &str, body: Option<Vec<u8>>) -> Answer {
         let b = body.clone().unwrap_or_default();
