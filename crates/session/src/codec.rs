@@ -23,11 +23,6 @@ pub const TAG_BYTES: u8 = 2;
 pub const MAX_KEY_BYTES: usize = 16 * 1024;
 /// Most headers on one event.
 pub const MAX_HEADERS: usize = 64;
-/// Room per record beyond key, value and headers: the record's fixed
-/// fields, the value tag and, when sealed, key id, nonce, lengths and tag.
-const RECORD_SLACK: usize = 64;
-/// Room per batch for its header and producer id.
-const BATCH_SLACK: usize = 512;
 /// Most events in one write or publish.
 pub const MAX_EVENTS_PER_BLOCK: usize = 10_000;
 
@@ -71,31 +66,6 @@ pub fn encode_events(
             events.len()
         )));
     }
-    // First where each event goes and about how large it is, so that each
-    // batch buffer is allocated once at its final size: growing a 500 KB
-    // buffer by doubling would copy it several times over.
-    let mut target = Vec::with_capacity(events.len());
-    let mut sizes = vec![0usize; partitions as usize];
-    for e in events {
-        let key = e.key.as_deref();
-        let p = match key {
-            Some(k) => partition_for_key(k.as_bytes(), partitions),
-            None => unkeyed,
-        };
-        let value = match (&e.value, &e.value_b64) {
-            (Some(v), _) => v.get().len(),
-            (None, Some(b)) => b.len() / 4 * 3 + 3,
-            (None, None) => 0,
-        };
-        let headers: usize = e
-            .headers
-            .iter()
-            .flatten()
-            .map(|(n, v)| 8 + n.len() + v.len())
-            .sum();
-        sizes[p as usize] += RECORD_SLACK + key.map_or(0, str::len) + value + headers;
-        target.push(p);
-    }
     let mut slots: Vec<Option<RecordBatch>> = Vec::new();
     slots.resize_with(partitions as usize, || None);
     let mut placement = Vec::with_capacity(events.len());
@@ -130,12 +100,15 @@ pub fn encode_events(
                 )))
             }
         };
-        let p = target[i];
+        let p = match key {
+            Some(k) => partition_for_key(k.as_bytes(), partitions),
+            None => unkeyed,
+        };
         let slot = &mut slots[p as usize];
         let batch = match slot {
             Some(b) => b,
             None => {
-                let mut b = RecordBatch::with_capacity(BATCH_SLACK + sizes[p as usize]);
+                let mut b = RecordBatch::with_capacity(64 * 1024);
                 b.reset(producer)
                     .map_err(|err| SessionError::bad(err.to_string()))?;
                 slot.insert(b)
@@ -171,12 +144,8 @@ pub fn encode_events(
         .filter_map(|(p, b)| b.map(|b| (p as u32, b)))
         .collect();
     let n = parts.len() as u32;
-    for (p, b) in &mut parts {
+    for (_, b) in &mut parts {
         b.set_block_parts(n);
-        debug_assert!(
-            b.encoded_len() <= BATCH_SLACK + sizes[*p as usize],
-            "batch of partition {p} outgrew its estimate"
-        );
     }
     Ok(EncodedBlock {
         parts,
