@@ -8,6 +8,9 @@
 //! place. [`run`] serves on a given listener until a shutdown future
 //! resolves, so tests start real servers on port 0.
 
+// the OpenAPI document is one large `json!` literal
+#![recursion_limit = "256"]
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +37,7 @@ pub mod metrics_export;
 pub mod oauth;
 pub mod openapi;
 pub mod tls;
+mod ui;
 
 pub use auth::{Action, AuthError, Authenticator, Identity, StaticTokens};
 pub use error::ApiError;
@@ -216,8 +220,10 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .fallback(fallback)
-        .method_not_allowed_fallback(fallback)
+        .route("/ui", get(ui::page))
+        .route("/ui/app.js", get(ui::script))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
 }
@@ -338,6 +344,7 @@ fn status_label(status: u16) -> &'static str {
         401 => "401",
         403 => "403",
         404 => "404",
+        405 => "405",
         409 => "409",
         410 => "410",
         413 => "413",
@@ -359,8 +366,19 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-async fn fallback(method: Method, uri: Uri) -> ApiError {
-    ApiError::bad(format!("no endpoint {method} {}", uri.path()))
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no endpoint {method} {}: see /v1/openapi.json", uri.path()),
+    )
+}
+
+/// axum adds the `Allow` header of the matched route to this answer.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not take {method}", uri.path()),
+    )
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
@@ -376,9 +394,10 @@ async fn metrics_text(State(s): State<ApiState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn openapi_doc(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    s.identity(&headers).await?;
-    Ok(json_bytes(StatusCode::OK, Bytes::from(openapi::document_bytes())))
+/// The document describes the API and holds no data: it needs no token,
+/// so that tools can fetch it.
+async fn openapi_doc() -> Response {
+    json_bytes(StatusCode::OK, Bytes::from(openapi::document_bytes()))
 }
 
 async fn cluster(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -536,10 +555,18 @@ async fn signed(
 ) -> Result<(String, Bytes), ApiError> {
     let caller = s.identity(headers).await?.subject;
     let raw = body::read_raw(headers, body).await?;
-    let sig = headers
-        .get(signing::HEADER)
+    let mut sigs = headers.get_all(signing::HEADER).iter();
+    let sig = sigs
+        .next()
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::new(ErrorCode::BadSignature, "missing X-Switchboard-Signature header"))?;
+    if sigs.next().is_some() {
+        // which one would count is a guess an attacker could exploit
+        return Err(ApiError::new(
+            ErrorCode::BadSignature,
+            "more than one X-Switchboard-Signature header",
+        ));
+    }
     let path = uri
         .path_and_query()
         .map_or(uri.path(), |p| p.as_str())

@@ -3,6 +3,8 @@
 //! and the live router agree on it.
 
 use serde_json::{json, Value};
+use switchboard_proto::wire::limits;
+use switchboard_proto::ErrorCode;
 
 /// Every (method, path) the API routes, besides the probes.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -20,10 +22,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions/{id}/commit"),
     ("get", "/v1/cluster"),
     ("get", "/v1/openapi.json"),
+    ("get", "/ui"),
+    ("get", "/ui/app.js"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
 ];
+
+/// A user stream's name: names starting with `__` are the server's own.
+fn stream_name() -> Value {
+    json!({ "type": "string", "pattern": "^(?!__)[A-Za-z0-9._-]{1,200}$" })
+}
 
 fn r(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -68,11 +77,18 @@ fn op(
     }
     if signed {
         o["parameters"] = json!([{ "$ref": "#/components/parameters/Signature" }]);
+        // any session call: the session is gone (410), or its stream was
+        // deleted under it (404)
+        for code in ["404", "410"] {
+            o["responses"][code] = json!({ "$ref": format!("#/components/responses/E{code}") });
+        }
     }
     o
 }
 
-const COMMON: &[&str] = &["400", "401", "503", "500"];
+/// What any authenticated call may answer: bad input, no or a bad token,
+/// a token without the scope, a draining node, a bug.
+const COMMON: &[&str] = &["400", "401", "403", "503", "500"];
 
 fn with(extra: &[&'static str]) -> Vec<&'static str> {
     let mut v: Vec<&str> = COMMON.to_vec();
@@ -82,8 +98,8 @@ fn with(extra: &[&'static str]) -> Vec<&'static str> {
 
 /// The document.
 pub fn document() -> Value {
-    let name_param = json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$" } }]);
-    let id_param = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    let name_param = json!([{ "name": "name", "in": "path", "required": true, "schema": stream_name() }]);
+    let id_param = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } }]);
     let mut publish = op(
         "publish",
         "Publish events at once; answers when they are durable",
@@ -97,7 +113,7 @@ pub fn document() -> Value {
     );
     publish["parameters"] = json!([{ "name": "Idempotency-Key", "in": "header", "required": false,
         "description": "1 to 255 printable ASCII characters; the same key on the same stream returns the first answer for at least 24 h",
-        "schema": { "type": "string" } }]);
+        "schema": { "type": "string", "pattern": "^[!-~]{1,255}$" } }]);
     let mut read_op = op(
         "readBatch",
         "Read the pending batch, or the next one",
@@ -113,18 +129,74 @@ pub fn document() -> Value {
         true,
     );
     read_op["description"] = json!("A pending batch is returned byte for byte until acked.");
+    read_op["responses"]["200"]["links"] = json!({
+        "ack": { "operationId": "ackBatch",
+            "parameters": { "id": "$request.path.id" },
+            "requestBody": { "batch": "$response.body#/batch" } } });
+    let mut create = op(
+        "createStream",
+        "Create a stream",
+        Some(body("CreateStream")),
+        ("201", ok("created", "Stream")),
+        &with(&["409", "413"]),
+        false,
+    );
+    create["responses"]["200"] = ok("it existed with the same settings", "Stream");
+    let stream_links = json!({
+        "describe": { "operationId": "describeStream", "parameters": { "name": "$response.body#/name" } },
+        "publish": { "operationId": "publish", "parameters": { "name": "$response.body#/name" } },
+        "read": { "operationId": "allocateSession",
+            "requestBody": { "stream": "$response.body#/name", "mode": "read", "cursor": "earliest" } },
+        "write": { "operationId": "allocateSession",
+            "requestBody": { "stream": "$response.body#/name", "mode": "write" } },
+        "delete": { "operationId": "deleteStream", "parameters": { "name": "$response.body#/name" } },
+    });
+    create["responses"]["201"]["links"] = stream_links.clone();
+    create["responses"]["200"]["links"] = stream_links;
+    let mut allocate = op(
+        "allocateSession",
+        "Allocate a read or write session",
+        Some(body("Allocate")),
+        (
+            "201",
+            ok("the session; keep the secret to sign its calls", "Allocated"),
+        ),
+        &with(&["404", "413", "429"]),
+        false,
+    );
+    let session = json!({ "id": "$response.body#/session" });
+    allocate["responses"]["201"]["links"] = json!({
+        "get": { "operationId": "getSession", "parameters": session },
+        "read": { "operationId": "readBatch", "parameters": session },
+        "write": { "operationId": "writeBlock", "parameters": session,
+            "requestBody": { "block": 1, "events": [{ "value": { "n": 1 } }] } },
+        "ack": { "operationId": "ackBatch", "parameters": session },
+        "commit": { "operationId": "commitBlock", "parameters": session },
+        "dispose": { "operationId": "disposeSession", "parameters": session },
+    });
+    let mut write_op = op(
+        "writeBlock",
+        "Stage a block",
+        Some(body("Write")),
+        ("200", ok("staged", "WriteAnswer")),
+        &with(&["409", "410", "413"]),
+        true,
+    );
+    write_op["responses"]["200"]["links"] = json!({
+        "commit": { "operationId": "commitBlock",
+            "parameters": { "id": "$request.path.id" },
+            "requestBody": { "block": "$response.body#/block", "durable": true } } });
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Switchboard",
             "version": "1",
-            "description": "Event streams with two-phase, idempotent sessions. See PROTOCOL.md. Request and answer bodies may be gzip or zstd encoded (Content-Encoding / Accept-Encoding). Request bodies are at most 16 MiB after decompression. Stream names starting with `__` are reserved."
+            "description": "Event streams with two-phase, idempotent sessions; docs/PROTOCOL.md in the repository is the contract in prose. Request and answer bodies may be gzip or zstd encoded (Content-Encoding / Accept-Encoding). Request bodies are at most 16 MiB after decompression. Stream names starting with `__` are reserved. Integers may be written in any JSON number form with a whole value (2, 2.0, 2e0). A path that names no endpoint answers 404 `not_found`; an endpoint called with a method it does not take answers 405 `method_not_allowed` with an `Allow` header."
         },
         "security": [{ "bearer": [] }],
         "paths": {
             "/v1/streams": {
-                "post": op("createStream", "Create a stream", Some(body("CreateStream")),
-                    ("201", ok("created (200 if it existed with the same settings)", "Stream")), &with(&["409", "413"]), false),
+                "post": create,
                 "get": op("listStreams", "List streams", None, ("200", ok("streams", "StreamList")), COMMON, false),
             },
             "/v1/streams/{name}": {
@@ -136,8 +208,7 @@ pub fn document() -> Value {
             },
             "/v1/streams/{name}/events": { "parameters": name_param, "post": publish },
             "/v1/sessions": {
-                "post": op("allocateSession", "Allocate a read or write session", Some(body("Allocate")),
-                    ("201", ok("the session; keep the secret to sign its calls", "Allocated")), &with(&["404", "413", "429"]), false),
+                "post": allocate,
             },
             "/v1/sessions/{id}": {
                 "parameters": id_param,
@@ -149,14 +220,17 @@ pub fn document() -> Value {
             "/v1/sessions/{id}/read": { "parameters": id_param, "post": read_op },
             "/v1/sessions/{id}/ack": { "parameters": id_param,
                 "post": op("ackBatch", "Ack the pending batch", Some(body("Ack")), ("200", ok("new cursor", "AckAnswer")), &with(&["409", "410", "413"]), true) },
-            "/v1/sessions/{id}/write": { "parameters": id_param,
-                "post": op("writeBlock", "Stage a block", Some(body("Write")), ("200", ok("staged", "WriteAnswer")), &with(&["409", "410", "413"]), true) },
+            "/v1/sessions/{id}/write": { "parameters": id_param, "post": write_op },
             "/v1/sessions/{id}/commit": { "parameters": id_param,
                 "post": op("commitBlock", "Schedule a staged block for publishing", Some(body("Commit")),
                     ("200", ok("status", "CommitAnswer")), &with(&["409", "410", "413", "429"]), true) },
             "/v1/cluster": { "get": op("cluster", "Nodes of the cluster", None, ("200", ok("nodes", "Cluster")), COMMON, false) },
-            "/v1/openapi.json": { "get": op("openapi", "This document", None,
-                ("200", json!({ "description": "OpenAPI 3.1", "content": { "application/json": {} } })), COMMON, false) },
+            "/v1/openapi.json": { "get": { "operationId": "openapi", "security": [], "summary": "This document; needs no token",
+                "responses": { "200": { "description": "OpenAPI 3.1", "content": { "application/json": { "schema": { "type": "object" } } } } } } },
+            "/ui": { "get": { "operationId": "dashboard", "security": [], "summary": "The operator dashboard; the page signs in with a pasted token",
+                "responses": { "200": { "description": "HTML page", "content": { "text/html": { "schema": { "type": "string" } } } } } } },
+            "/ui/app.js": { "get": { "operationId": "dashboardScript", "security": [], "summary": "The dashboard's script",
+                "responses": { "200": { "description": "JavaScript", "content": { "text/javascript": { "schema": { "type": "string" } } } } } } },
             "/healthz": { "get": { "operationId": "healthz", "security": [], "summary": "Liveness", "responses": { "200": { "description": "alive" } } } },
             "/readyz": { "get": { "operationId": "readyz", "security": [], "summary": "Readiness", "responses": { "200": { "description": "ready" }, "503": { "description": "draining" } } } },
             "/metrics": { "get": { "operationId": "metrics", "security": [], "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format", "content": { "text/plain": {} } } } } },
@@ -180,7 +254,11 @@ fn error_responses() -> Value {
         ("400", "bad_request or bad_cursor"),
         ("401", "unauthorized or bad_signature"),
         ("403", "forbidden"),
-        ("404", "stream_not_found"),
+        (
+            "404",
+            "stream_not_found, or not_found for a path that names no endpoint",
+        ),
+        ("405", "method_not_allowed"),
         ("409", "conflict"),
         ("410", "session_gone: allocate again from your cursor"),
         ("413", "payload_too_large"),
@@ -200,30 +278,39 @@ fn schemas() -> Value {
     let u64_ = json!({ "type": "integer", "minimum": 0 });
     let u32_ = json!({ "type": "integer", "minimum": 0, "maximum": 4294967295u64 });
     let opt_u64 = json!({ "type": ["integer", "null"], "minimum": 1 });
+    let req_u64 = json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX });
+    let block = json!({ "type": "integer", "minimum": 1, "maximum": u64::MAX });
+    let base64 = json!({ "type": "string", "contentEncoding": "base64",
+        "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$" });
     json!({
         "Error": { "type": "object", "required": ["error"], "properties": { "error": {
             "type": "object", "required": ["code", "message", "retryable"], "properties": {
-                "code": { "type": "string", "enum": ["bad_request", "bad_cursor", "unauthorized", "bad_signature", "forbidden",
-                    "stream_not_found", "session_gone", "conflict", "payload_too_large", "backpressure", "unavailable", "internal"] },
+                "code": { "type": "string", "enum": ErrorCode::ALL.map(ErrorCode::as_str) },
                 "message": { "type": "string" },
                 "retryable": { "type": "boolean" },
                 "retry_after_ms": u64_ } } } },
         "CreateStream": { "type": "object", "additionalProperties": false, "required": ["name"], "properties": {
-            "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$" },
-            "partitions": { "type": "integer", "minimum": 1, "maximum": 1024, "default": 1 },
-            "retention_ms": { "type": "integer", "minimum": 1 },
-            "retention_bytes": { "type": "integer", "minimum": 1 } } },
+            "name": stream_name(),
+            "partitions": { "type": ["integer", "null"], "minimum": 1, "maximum": limits::MAX_PARTITIONS, "default": 1 },
+            "retention_ms": { "type": ["integer", "null"], "minimum": 1, "maximum": limits::MAX_RETENTION_MS,
+                "description": "null or absent: no retention by age" },
+            "retention_bytes": { "type": ["integer", "null"], "minimum": 1, "maximum": u64::MAX,
+                "description": "null or absent: no retention by size" } } },
         "Stream": { "type": "object", "required": ["name", "partitions", "retention_ms", "retention_bytes"], "properties": {
             "name": { "type": "string" }, "partitions": u32_, "retention_ms": opt_u64, "retention_bytes": opt_u64 } },
         "StreamList": { "type": "object", "required": ["streams"], "properties": { "streams": { "type": "array", "items": r("Stream") } } },
         "StreamDescription": { "type": "object", "required": ["name", "partitions", "retention_ms", "retention_bytes", "start_offsets", "end_offsets"], "properties": {
             "name": { "type": "string" }, "partitions": u32_, "retention_ms": opt_u64, "retention_bytes": opt_u64,
             "start_offsets": { "type": "array", "items": u64_ }, "end_offsets": { "type": "array", "items": u64_ } } },
-        "Event": { "type": "object", "additionalProperties": false, "description": "exactly one of value and value_b64", "properties": {
-            "key": { "type": "string", "maxLength": 16384 },
-            "headers": { "type": "object", "additionalProperties": { "type": "string" }, "maxProperties": 64 },
-            "value": {},
-            "value_b64": { "type": "string", "contentEncoding": "base64" } } },
+        "Event": { "type": "object", "additionalProperties": false,
+            "description": "exactly one of value and value_b64; a key of at most 16 KiB of UTF-8 and header names of at most 256 bytes (larger is payload_too_large)",
+            "oneOf": [{ "required": ["value"] }, { "required": ["value_b64"] }],
+            "properties": {
+            "key": { "type": ["string", "null"], "maxLength": 16384 },
+            "headers": { "type": ["object", "null"], "additionalProperties": { "type": "string" }, "maxProperties": 64,
+                "propertyNames": { "maxLength": 256 } },
+            "value": { "description": "any JSON value, null included" },
+            "value_b64": base64 } },
         "ReadEvent": { "type": "object", "required": ["partition", "offset", "timestamp"], "properties": {
             "partition": u32_, "offset": u64_, "timestamp": { "type": "string", "format": "date-time" },
             "key": { "type": "string" }, "headers": { "type": "object", "additionalProperties": { "type": "string" } },
@@ -232,11 +319,19 @@ fn schemas() -> Value {
             "events": { "type": "array", "items": r("Event"), "minItems": 1, "maxItems": 10000 } } },
         "PublishAnswer": { "type": "object", "required": ["offsets"], "properties": { "offsets": { "type": "array", "items": {
             "type": "object", "required": ["partition", "offset"], "properties": { "partition": u32_, "offset": u64_ } } } } },
-        "Allocate": { "type": "object", "additionalProperties": false, "required": ["stream", "mode"], "properties": {
-            "stream": { "type": "string" }, "mode": { "type": "string", "enum": ["read", "write"] },
-            "cursor": { "type": "string", "description": "readers: a minted cursor, earliest or latest (default latest)" },
-            "partitions": { "type": "array", "items": u32_, "minItems": 1, "description": "readers: only these partitions" },
-            "producer": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$", "description": "writers: exactly-once producer id" } } },
+        "Allocate": { "oneOf": [r("AllocateReader"), r("AllocateWriter")] },
+        "AllocateReader": { "type": "object", "additionalProperties": false, "required": ["stream", "mode"], "properties": {
+            "stream": stream_name(), "mode": { "const": "read" },
+            "cursor": { "type": ["string", "null"], "minLength": 1,
+                "description": "a cursor this server minted, earliest or latest (null or absent: latest); one it did not mint is bad_cursor" },
+            "partitions": { "type": ["array", "null"], "items": { "type": "integer", "minimum": 0, "maximum": limits::MAX_PARTITIONS - 1 },
+                "minItems": 1, "uniqueItems": true, "description": "only these partitions, each below the stream's count (null or absent: all)" },
+            "producer": { "type": "null", "description": "writers only" } } },
+        "AllocateWriter": { "type": "object", "additionalProperties": false, "required": ["stream", "mode"], "properties": {
+            "stream": stream_name(), "mode": { "const": "write" },
+            "producer": { "type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]{1,128}$", "description": "exactly-once producer id" },
+            "cursor": { "type": "null", "description": "readers only" },
+            "partitions": { "type": "null", "description": "readers only" } } },
         "Allocated": { "type": "object", "required": ["session", "secret", "mode", "stream", "lease_ms", "node"], "properties": {
             "session": { "type": "string" }, "secret": { "type": "string" }, "mode": { "type": "string", "enum": ["read", "write"] },
             "stream": { "type": "string" }, "cursor": { "type": "string" }, "last_block": u64_, "lease_ms": u64_, "node": { "type": "string" } } },
@@ -244,18 +339,18 @@ fn schemas() -> Value {
             "mode": { "type": "string", "enum": ["read", "write"] }, "stream": { "type": "string" }, "cursor": { "type": "string" },
             "pending_batch": u64_, "last_block": u64_, "durable_through_block": u64_, "blocks_in_flight": u64_, "lease_ms": u64_ } },
         "Read": { "type": "object", "additionalProperties": false, "properties": {
-            "max_events": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 500 },
-            "max_bytes": { "type": "integer", "minimum": 1, "maximum": 16777216, "default": 1048576 },
-            "wait_ms": { "type": "integer", "minimum": 0, "maximum": 30000, "default": 0 } } },
+            "max_events": { "type": ["integer", "null"], "minimum": 1, "maximum": limits::MAX_EVENTS_LIMIT, "default": limits::MAX_EVENTS_DEFAULT },
+            "max_bytes": { "type": ["integer", "null"], "minimum": 1, "maximum": limits::MAX_BYTES_LIMIT, "default": limits::MAX_BYTES_DEFAULT },
+            "wait_ms": { "type": ["integer", "null"], "minimum": 0, "maximum": limits::WAIT_MS_LIMIT, "default": limits::WAIT_MS_DEFAULT } } },
         "ReadAnswer": { "type": "object", "required": ["batch", "events", "cursor"], "properties": {
             "batch": u64_, "events": { "type": "array", "items": r("ReadEvent") }, "cursor": { "type": "string" } } },
-        "Ack": { "type": "object", "additionalProperties": false, "required": ["batch"], "properties": { "batch": u64_ } },
+        "Ack": { "type": "object", "additionalProperties": false, "required": ["batch"], "properties": { "batch": req_u64 } },
         "AckAnswer": { "type": "object", "required": ["batch", "cursor"], "properties": { "batch": u64_, "cursor": { "type": "string" } } },
         "Write": { "type": "object", "additionalProperties": false, "required": ["block", "events"], "properties": {
-            "block": { "type": "integer", "minimum": 1 }, "events": { "type": "array", "items": r("Event"), "minItems": 1, "maxItems": 10000 } } },
+            "block": block.clone(), "events": { "type": "array", "items": r("Event"), "minItems": 1, "maxItems": 10000 } } },
         "WriteAnswer": { "type": "object", "required": ["block", "events"], "properties": { "block": u64_, "events": u64_ } },
         "Commit": { "type": "object", "additionalProperties": false, "required": ["block"], "properties": {
-            "block": { "type": "integer", "minimum": 1 }, "durable": { "type": "boolean", "default": false } } },
+            "block": block, "durable": { "type": ["boolean", "null"], "default": false } } },
         "CommitAnswer": { "type": "object", "required": ["block", "status"], "properties": {
             "block": u64_, "status": { "type": "string", "enum": ["scheduled", "durable"] },
             "offsets": { "type": "array", "items": { "type": "object", "required": ["partition", "first", "last"],

@@ -868,17 +868,13 @@ async fn health_metrics_request_ids_and_openapi() {
         let a = raw
             .send(m, &concrete, Some(b"{}".to_vec()), &[], Some(TOKEN))
             .await;
-        let msg = a.body["error"]["message"].as_str().unwrap_or("");
         assert!(
-            !msg.starts_with("no endpoint"),
+            !matches!(a.code(), "not_found" | "method_not_allowed"),
             "{method} {path} is documented but not routed"
         );
     }
     let a = raw.get("/v1/nothing").await;
-    assert!(a.body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("no endpoint"));
+    assert_eq!((a.status, a.code()), (404, "not_found"));
     let c = raw.get("/v1/cluster").await;
     assert_eq!(c.body["nodes"][0]["state"], "ready");
     // HTTP/2 (cleartext, prior knowledge) serves the same API
@@ -1158,4 +1154,173 @@ async fn captured_requests_replayed_later_are_harmless_or_rejected() {
         .await;
     assert_eq!(send(&write).await.code(), "session_gone");
     assert_eq!(ends(&raw, "replay").await, json!([1]));
+}
+
+/// What the contract says beyond the happy path: unknown endpoints and
+/// methods, a public OpenAPI document, integers in any JSON number form,
+/// `null` values, byte bounds, repeated signature headers, and writers of
+/// a deleted stream. Each refused call changes nothing.
+#[tokio::test]
+async fn contract_edges() {
+    let d = dir();
+    let s = Server::start(&d.path().join("data"), &[]);
+    let raw = s.raw();
+
+    let a = raw.get("/v1/nothing").await;
+    assert_eq!((a.status, a.code()), (404, "not_found"));
+    let a = raw
+        .send(Method::GET, "/v1/streams/x/nothing", None, &[], None)
+        .await;
+    assert_eq!((a.status, a.code()), (404, "not_found"));
+    for (method, path) in [
+        ("TRACE", "/v1/streams"),
+        ("PUT", "/v1/streams/x"),
+        ("DELETE", "/healthz"),
+    ] {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let a = raw.send(m, path, None, &[], Some(TOKEN)).await;
+        assert_eq!(
+            (a.status, a.code()),
+            (405, "method_not_allowed"),
+            "{method} {path}"
+        );
+        assert!(
+            a.headers.contains_key("allow"),
+            "{method} {path}: no Allow header"
+        );
+    }
+    let a = raw.send(Method::GET, "/v1/openapi.json", None, &[], None).await;
+    assert_eq!(a.status, 200, "the document needs no token");
+    assert_eq!(a.body["openapi"], "3.1.0");
+
+    // whole numbers in any form; fractions and overflow refused
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams",
+            json!({"name": "nums", "partitions": 2.0, "retention_ms": 1e9, "retention_bytes": null}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.body["partitions"], 2);
+    assert_eq!(a.body["retention_ms"], 1_000_000_000u64);
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams",
+            json!({"name": "big", "retention_ms": 9_223_372_036_854_775_808u64}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (400, "bad_request"));
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 to 9223372036854775807"),
+        "{}",
+        a.body
+    );
+
+    // null is a value; lenient base64 in, canonical base64 out
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams/nums/events",
+            json!({"events": [{"key": "a", "value": null}, {"key": "a", "value_b64": "00=="}]}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams/nums/events",
+            json!({"events": [{"value_b64": null}]}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (400, "bad_request"));
+    let c = s.client();
+    let got = common::read_all(&c, "nums").await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].value.as_ref().map(|v| v.get()), Some("null"));
+    assert_eq!(got[1].value_b64.as_deref(), Some("0w=="));
+
+    // byte bounds are payload_too_large, and store nothing
+    let before = ends(&raw, "nums").await;
+    let long_key = "k".repeat(16 * 1024 + 1);
+    let many: serde_json::Map<String, Value> = (0..65).map(|i| (format!("h{i}"), json!("v"))).collect();
+    let long_name: serde_json::Map<String, Value> = [("n".repeat(257), json!("v"))].into_iter().collect();
+    for bad in [
+        json!({"events": [{"value": 1}, {"key": long_key, "value": 1}]}),
+        json!({"events": [{"value": 1}, {"headers": many, "value": 1}]}),
+        json!({"events": [{"value": 1}, {"headers": long_name, "value": 1}]}),
+    ] {
+        let a = raw.json(Method::POST, "/v1/streams/nums/events", bad).await;
+        assert_eq!((a.status, a.code()), (413, "payload_too_large"), "{}", a.body);
+    }
+    assert_eq!(ends(&raw, "nums").await, before);
+
+    // two signature headers: neither counts
+    let (id, secret, _) = allocate(
+        &raw,
+        json!({"stream": "nums", "mode": "read", "cursor": "earliest"}),
+    )
+    .await;
+    let path = format!("/v1/sessions/{id}/read");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let good = switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path, b"{}");
+    let a = raw
+        .send(
+            Method::POST,
+            &path,
+            Some(b"{}".to_vec()),
+            &[
+                ("x-switchboard-signature", good.clone()),
+                ("x-switchboard-signature", good),
+            ],
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (401, "bad_signature"));
+    let a = raw
+        .signed(Method::GET, &format!("/v1/sessions/{id}"), &secret, None)
+        .await;
+    assert!(
+        a.body.get("pending_batch").is_none(),
+        "the refused read made a batch"
+    );
+
+    // a writer whose stream is deleted answers stream_not_found, for good
+    setup_stream(&raw, "gone", 1, 0).await;
+    let (id, secret, _) = allocate(&raw, json!({"stream": "gone", "mode": "write"})).await;
+    let w = raw
+        .post_signed(
+            &format!("/v1/sessions/{id}/write"),
+            &secret,
+            br#"{"block": 1, "events": [{"value": 1}]}"#,
+        )
+        .await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    let a = raw
+        .send(Method::DELETE, "/v1/streams/gone", None, &[], Some(TOKEN))
+        .await;
+    assert_eq!(a.status, 204);
+    let a = raw
+        .post_signed(
+            &format!("/v1/sessions/{id}/commit"),
+            &secret,
+            br#"{"block": 1, "durable": true}"#,
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (404, "stream_not_found"), "{}", a.body);
+    let a = raw
+        .post_signed(
+            &format!("/v1/sessions/{id}/write"),
+            &secret,
+            br#"{"block": 2, "events": [{"value": 2}]}"#,
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (404, "stream_not_found"), "{}", a.body);
 }

@@ -136,10 +136,13 @@ impl StreamSettings {
             ));
         }
         if self.retention_ms == Some(0) || self.retention_ms.is_some_and(|ms| ms > i64::MAX as u64) {
-            return Err(Error::invalid("retention_ms", "must be positive"));
+            return Err(Error::invalid(
+                "retention_ms",
+                format!("must be 1 to {} (i64::MAX)", i64::MAX),
+            ));
         }
         if self.retention_bytes == Some(0) {
-            return Err(Error::invalid("retention_bytes", "must be positive"));
+            return Err(Error::invalid("retention_bytes", "must be at least 1"));
         }
         Ok(())
     }

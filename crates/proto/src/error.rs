@@ -19,6 +19,10 @@ pub enum ErrorCode {
     Forbidden,
     /// No such stream.
     StreamNotFound,
+    /// No such endpoint.
+    NotFound,
+    /// The endpoint exists, not with this method.
+    MethodNotAllowed,
     /// Session expired, disposed, or its node is gone.
     SessionGone,
     /// Batch not pending, block mismatch, settings mismatch.
@@ -35,15 +39,17 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of PROTOCOL.md.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::BadCursor,
         ErrorCode::Unauthorized,
         ErrorCode::BadSignature,
         ErrorCode::Forbidden,
         ErrorCode::StreamNotFound,
-        ErrorCode::SessionGone,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
+        ErrorCode::SessionGone,
         ErrorCode::PayloadTooLarge,
         ErrorCode::Backpressure,
         ErrorCode::Unavailable,
@@ -56,7 +62,8 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::BadCursor => 400,
             ErrorCode::Unauthorized | ErrorCode::BadSignature => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::StreamNotFound => 404,
+            ErrorCode::StreamNotFound | ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::SessionGone => 410,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -75,6 +82,8 @@ impl ErrorCode {
             ErrorCode::BadSignature => "bad_signature",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::StreamNotFound => "stream_not_found",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::SessionGone => "session_gone",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",

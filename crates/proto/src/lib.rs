@@ -4,12 +4,14 @@
 //!
 //! - [`wire`]: request and answer bodies, limits, name rules.
 //! - [`error`]: error codes, their HTTP statuses and the error body.
+//! - [`int`]: whole numbers in request bodies, in any JSON number form.
 //! - [`partition`]: which partition a keyed event goes to (Kafka's murmur2,
 //!   so that other Kafka clients agree).
 //! - [`signing`]: the `X-Switchboard-Signature` header of session calls.
 //! - [`time`]: RFC 3339 millisecond timestamps.
 
 pub mod error;
+pub mod int;
 pub mod partition;
 pub mod signing;
 pub mod time;

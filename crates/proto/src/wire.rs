@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::int;
+
 /// Bounds and defaults of PROTOCOL.md.
 pub mod limits {
     /// Default `max_events` of a read.
@@ -32,6 +34,10 @@ pub mod limits {
     pub const MAX_STREAM_NAME: usize = 200;
     /// Longest producer id.
     pub const MAX_PRODUCER_ID: usize = 128;
+    /// Longest `retention_ms` (timestamps are i64 milliseconds).
+    pub const MAX_RETENTION_MS: u64 = i64::MAX as u64;
+    /// Longest `Idempotency-Key`.
+    pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 }
 
 /// Whether `name` matches `^[A-Za-z0-9._-]{1,max}$`.
@@ -43,6 +49,27 @@ pub fn is_valid_name(name: &str, max: usize) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
+/// A field that is present holds a value, even `null`: an event's value
+/// may be JSON `null`, which is not the same as no value (serde's default
+/// for `Option` reads `null` as none).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// [`present`], borrowed from the body.
+fn present_borrowed<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'a RawValue>, D::Error> {
+    <&'a RawValue>::deserialize(d).map(Some)
+}
+
+/// A string field that, when present, must be a string.
+fn present_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct S<'a>(#[serde(borrow)] Cow<'a, str>);
+    S::deserialize(d).map(|s| Some(s.0))
+}
+
 /// `POST /v1/streams`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,13 +77,25 @@ pub struct CreateStream {
     /// Stream name, `^[A-Za-z0-9._-]{1,200}$`.
     pub name: String,
     /// Partition count, 1..=1024 (default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "int::opt"
+    )]
     pub partitions: Option<u32>,
     /// Delete data older than this (per partition, whole segments).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "int::opt"
+    )]
     pub retention_ms: Option<u64>,
     /// Keep each partition under about this many bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "int::opt"
+    )]
     pub retention_bytes: Option<u64>,
 }
 
@@ -103,8 +142,12 @@ pub struct Event {
     /// String headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// A JSON value, kept as its text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A JSON value, kept as its text (`null` included).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub value: Option<Box<RawValue>>,
     /// Bytes, base64 (standard alphabet, padded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,11 +204,11 @@ pub struct EventIn<'a> {
     /// String headers.
     #[serde(default, borrow)]
     pub headers: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
-    /// A JSON value.
-    #[serde(default, borrow)]
+    /// A JSON value (`null` included).
+    #[serde(default, borrow, deserialize_with = "present_borrowed")]
     pub value: Option<&'a RawValue>,
-    /// Bytes, base64.
-    #[serde(default, borrow)]
+    /// Bytes, base64 (a string: `null` is refused).
+    #[serde(default, borrow, deserialize_with = "present_str")]
     pub value_b64: Option<Cow<'a, str>>,
 }
 
@@ -183,6 +226,7 @@ pub struct PublishIn<'a> {
 #[serde(deny_unknown_fields)]
 pub struct WriteIn<'a> {
     /// Block number.
+    #[serde(deserialize_with = "int::whole")]
     pub block: u64,
     /// The events.
     #[serde(borrow)]
@@ -234,7 +278,11 @@ pub struct Allocate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     /// Readers: only these partitions (default all).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "int::opt_list"
+    )]
     pub partitions: Option<Vec<u32>>,
     /// Writers: producer id for exactly-once publishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -295,14 +343,26 @@ pub struct SessionInfo {
 #[serde(deny_unknown_fields)]
 pub struct Read {
     /// At most this many events (1..=10 000, default 500).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "int::opt"
+    )]
     pub max_events: Option<u32>,
     /// At most about this many bytes of events (1..=16 MiB, default 1 MiB;
     /// a single larger event is still delivered alone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "int::opt"
+    )]
     pub max_bytes: Option<u64>,
     /// Wait up to this long for events (0..=30 000, default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "int::opt"
+    )]
     pub wait_ms: Option<u64>,
 }
 
@@ -321,8 +381,12 @@ pub struct ReadEvent {
     /// Headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// JSON value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// JSON value (`null` included).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub value: Option<Box<RawValue>>,
     /// Byte value, base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -345,6 +409,7 @@ pub struct ReadAnswer {
 #[serde(deny_unknown_fields)]
 pub struct Ack {
     /// The pending batch.
+    #[serde(deserialize_with = "int::whole")]
     pub batch: u64,
 }
 
@@ -371,6 +436,7 @@ pub struct WriteAnswer {
 #[serde(deny_unknown_fields)]
 pub struct Commit {
     /// Block number.
+    #[serde(deserialize_with = "int::whole")]
     pub block: u64,
     /// Answer only once the block is durable (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -23,10 +23,18 @@ pub const TAG_BYTES: u8 = 2;
 pub const MAX_KEY_BYTES: usize = 16 * 1024;
 /// Most headers on one event.
 pub const MAX_HEADERS: usize = 64;
+/// Longest header name, bytes.
+pub const MAX_HEADER_NAME_BYTES: usize = 256;
 /// Most events in one write or publish.
 pub const MAX_EVENTS_PER_BLOCK: usize = 10_000;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Decoding takes what common encoders write, padding and all, including
+/// final symbols with stray low bits (`"00=="`), as most decoders do.
+const B64_IN: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 /// A block of events encoded for the store: one batch per partition it
 /// touches, by partition.
@@ -76,21 +84,33 @@ pub fn encode_events(
     for (i, e) in events.iter().enumerate() {
         let key = e.key.as_deref();
         if key.is_some_and(|k| k.len() > MAX_KEY_BYTES) {
-            return Err(SessionError::bad(format!(
+            return Err(SessionError::PayloadTooLarge(format!(
                 "events[{i}].key: longer than {MAX_KEY_BYTES} bytes"
             )));
         }
         let headers = e.headers.as_ref();
         if headers.is_some_and(|h| h.len() > MAX_HEADERS) {
-            return Err(SessionError::bad(format!(
+            return Err(SessionError::PayloadTooLarge(format!(
                 "events[{i}].headers: more than {MAX_HEADERS} headers"
+            )));
+        }
+        if let Some(n) = headers
+            .into_iter()
+            .flatten()
+            .map(|(n, _)| n)
+            .find(|n| n.len() > MAX_HEADER_NAME_BYTES)
+        {
+            return Err(SessionError::PayloadTooLarge(format!(
+                "events[{i}].headers: name {:?}... is longer than {MAX_HEADER_NAME_BYTES} bytes",
+                n.chars().take(32).collect::<String>()
             )));
         }
         let (tag, value): (u8, &[u8]) = match (&e.value, &e.value_b64) {
             (Some(v), None) => (TAG_JSON, v.get().as_bytes()),
             (None, Some(b)) => {
                 scratch.clear();
-                B64.decode_vec(b.as_bytes(), &mut scratch)
+                B64_IN
+                    .decode_vec(b.as_bytes(), &mut scratch)
                     .map_err(|err| SessionError::bad(format!("events[{i}].value_b64: {err}")))?;
                 (TAG_BYTES, &scratch)
             }

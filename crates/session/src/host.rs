@@ -329,8 +329,13 @@ impl SessionHost {
                 "partitions: must be 1 to 1024, got {partitions}"
             )));
         }
-        if c.retention_ms == Some(0) {
-            return Err(SessionError::bad("retention_ms: must be at least 1"));
+        if c.retention_ms
+            .is_some_and(|ms| ms == 0 || ms > limits::MAX_RETENTION_MS)
+        {
+            return Err(SessionError::bad(format!(
+                "retention_ms: must be 1 to {}",
+                limits::MAX_RETENTION_MS
+            )));
         }
         if c.retention_bytes == Some(0) {
             return Err(SessionError::bad("retention_bytes: must be at least 1"));

@@ -132,11 +132,14 @@ impl Writer {
         self.shared.state.lock().in_flight as u64
     }
 
-    /// After a publish failure the session is over: calls answer
-    /// `session_gone`, so that the client allocates a new session and
-    /// replays what it has not seen durable.
+    /// After a publish failure the session is over. A failure that may
+    /// heal answers `session_gone`, so that the client allocates a new
+    /// session and replays what it has not seen durable; one that cannot
+    /// (the stream was deleted, the store refused the block) answers its
+    /// own error, so that the client does not replay into it forever.
     fn check_failed(&self) -> Result<()> {
         match &self.shared.state.lock().failed {
+            Some(e) if is_final(e) => Err(e.clone()),
             Some(_) => Err(SessionError::SessionGone),
             None => Ok(()),
         }
@@ -344,15 +347,25 @@ async fn publish_loop(
             }
             Err(e) => {
                 tracing::error!(%stream, block = job.block, error = %e, "publishing a block failed; the session stops");
-                st.failed = Some(SessionError::Unavailable(format!(
-                    "publishing block {} failed: {e}",
-                    job.block
-                )));
+                st.failed = Some(if is_final(&e) {
+                    e
+                } else {
+                    SessionError::Unavailable(format!("publishing block {} failed: {e}", job.block))
+                });
                 drop(st);
                 shared.progress.send_modify(|_| {});
             }
         }
     }
+}
+
+/// Whether a publish failure is for good: retrying the block anywhere
+/// would fail the same way.
+fn is_final(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::StreamNotFound(_) | SessionError::BadRequest(_) | SessionError::Internal(_)
+    )
 }
 
 /// Appends every part of a block (in parallel) and returns the ranges. A
