@@ -138,6 +138,14 @@ impl Identity {
         self.scopes.iter().any(|s| s.covers(action, stream))
     }
 
+    /// Whether `admin` is granted on every stream (not on a pattern):
+    /// what node-wide views, such as the configuration, need.
+    pub fn is_node_admin(&self) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| s.action == Action::Admin && s.pattern == "*")
+    }
+
     /// Whether any action on `stream` is granted (listing shows it).
     pub fn sees(&self, stream: &str) -> bool {
         self.allows(Action::Read, stream) || self.allows(Action::Write, stream)

@@ -1,6 +1,6 @@
 //! The one place where errors become wire errors: every failure of this
 //! tier and of the ones below it turns into an [`ApiError`], which renders
-//! as PROTOCOL.md's JSON error body with its status.
+//! as docs/PROTOCOL.md's JSON error body with its status.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,4 @@
-//! The HTTP tier of Switchboard: PROTOCOL.md's endpoints over axum.
+//! The HTTP tier of Switchboard: docs/PROTOCOL.md's endpoints over axum.
 //!
 //! This tier is stateless. It checks bearer tokens and session-call
 //! signatures, reads and decompresses bodies within the limits, parses the
@@ -58,6 +58,8 @@ struct Inner {
     keys: Keys,
     draining: AtomicBool,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The node's effective configuration, secrets redacted.
+    config: Bytes,
 }
 
 impl ApiState {
@@ -77,6 +79,7 @@ impl ApiState {
                 keys,
                 draining: AtomicBool::new(false),
                 metrics,
+                config: Bytes::from_static(b"{}"),
             }),
         }
     }
@@ -99,6 +102,14 @@ impl ApiState {
         }
         let inner = Arc::get_mut(&mut self.inner).ok_or("state already shared")?;
         inner.mtls = map;
+        Ok(self)
+    }
+
+    /// The configuration `GET /v1/config` shows: the caller redacts
+    /// secrets, this tier only serves it.
+    pub fn with_config(mut self, redacted: &serde_json::Value) -> Result<ApiState, String> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or("state already shared")?;
+        inner.config = Bytes::from(serde_json::to_vec(redacted).map_err(|e| e.to_string())?);
         Ok(self)
     }
 
@@ -209,6 +220,7 @@ pub fn app(state: ApiState) -> axum::Router {
             post(|r: SessionReq| r.run(|b| Ok(Call::Commit(body::json(&b, false)?)))),
         )
         .route("/v1/cluster", get(cluster))
+        .route("/v1/config", get(config))
         .route("/v1/openapi.json", get(openapi_doc))
         .layer(
             tower_http::compression::CompressionLayer::new()
@@ -407,6 +419,20 @@ async fn cluster(State(s): State<ApiState>, headers: HeaderMap) -> Result<Respon
         StatusCode::OK,
         &switchboard_proto::wire::ClusterInfo { nodes },
     ))
+}
+
+async fn config(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let id = s.identity(&headers).await?;
+    if !id.is_node_admin() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} lacks switchboard:admin on every stream, which the node's configuration needs",
+                id.subject
+            ),
+        ));
+    }
+    Ok(json_bytes(StatusCode::OK, s.inner.config.clone()))
 }
 
 fn json_bytes(status: StatusCode, body: Bytes) -> Response {

@@ -21,6 +21,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions/{id}/write"),
     ("post", "/v1/sessions/{id}/commit"),
     ("get", "/v1/cluster"),
+    ("get", "/v1/config"),
     ("get", "/v1/openapi.json"),
     ("get", "/ui"),
     ("get", "/ui/app.js"),
@@ -225,6 +226,8 @@ pub fn document() -> Value {
                 "post": op("commitBlock", "Schedule a staged block for publishing", Some(body("Commit")),
                     ("200", ok("status", "CommitAnswer")), &with(&["409", "410", "413", "429"]), true) },
             "/v1/cluster": { "get": op("cluster", "Nodes of the cluster", None, ("200", ok("nodes", "Cluster")), COMMON, false) },
+            "/v1/config": { "get": op("config", "The node's effective configuration, secrets redacted; needs switchboard:admin on every stream", None,
+                ("200", ok("settings by key, as in the configuration file", "Config")), COMMON, false) },
             "/v1/openapi.json": { "get": { "operationId": "openapi", "security": [], "summary": "This document; needs no token",
                 "responses": { "200": { "description": "OpenAPI 3.1", "content": { "application/json": { "schema": { "type": "object" } } } } } } },
             "/ui": { "get": { "operationId": "dashboard", "security": [], "summary": "The operator dashboard; the page signs in with a pasted token",
@@ -356,6 +359,7 @@ fn schemas() -> Value {
             "offsets": { "type": "array", "items": { "type": "object", "required": ["partition", "first", "last"],
                 "properties": { "partition": u32_, "first": u64_, "last": u64_ } } } } },
         "Disposed": { "type": "object", "properties": { "cursor": { "type": "string" }, "durable_through_block": u64_ } },
+        "Config": { "type": "object", "description": "the keys of `switchboard serve --help`; static tokens show only their scopes" },
         "Cluster": { "type": "object", "required": ["nodes"], "properties": { "nodes": { "type": "array", "items": {
             "type": "object", "required": ["id", "role", "state", "sessions", "address", "last_seen"], "properties": {
                 "id": { "type": "string" }, "role": { "type": "string" }, "state": { "type": "string" }, "sessions": u64_,

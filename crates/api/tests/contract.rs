@@ -19,7 +19,7 @@ fn table(md: &str, heading: &str) -> Vec<Vec<String>> {
     let start = md
         .lines()
         .position(|l| l.trim() == heading)
-        .unwrap_or_else(|| panic!("PROTOCOL.md has no heading {heading:?}"));
+        .unwrap_or_else(|| panic!("docs/PROTOCOL.md has no heading {heading:?}"));
     md.lines()
         .skip(start + 1)
         .skip_while(|l| !l.starts_with('|'))
@@ -63,7 +63,7 @@ fn endpoints_agree() {
     let only_doc: Vec<_> = in_doc.difference(&in_md).collect();
     assert!(
         only_md.is_empty() && only_doc.is_empty(),
-        "PROTOCOL.md only: {only_md:?}; OpenAPI only: {only_doc:?}"
+        "docs/PROTOCOL.md only: {only_md:?}; OpenAPI only: {only_doc:?}"
     );
     let routes: BTreeSet<(String, String)> = openapi::ROUTES
         .iter()
@@ -90,7 +90,7 @@ fn error_codes_agree() {
         let known = ErrorCode::ALL
             .into_iter()
             .find(|c| c.as_str() == code)
-            .unwrap_or_else(|| panic!("PROTOCOL.md lists {code}, which the server does not have"));
+            .unwrap_or_else(|| panic!("docs/PROTOCOL.md lists {code}, which the server does not have"));
         assert_eq!(known.status(), status, "status of {code}");
         assert_eq!(known.retryable(), retryable, "retryable of {code}");
         in_md.insert(code.to_string());
@@ -105,7 +105,7 @@ fn error_codes_agree() {
         .collect();
     assert_eq!(
         in_md, in_doc,
-        "error codes of PROTOCOL.md and of the OpenAPI document"
+        "error codes of docs/PROTOCOL.md and of the OpenAPI document"
     );
     let server: BTreeSet<String> = ErrorCode::ALL.iter().map(|c| c.as_str().to_string()).collect();
     assert_eq!(

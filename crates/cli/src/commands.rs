@@ -3,15 +3,16 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use switchboard_client::wire::{CreateStream, Event};
 use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct Conn {
-    /// Server URL.
+    /// Server URL (`http://` is assumed when no scheme is given).
     #[arg(
         long,
         env = "SWITCHBOARD_URL",
@@ -32,6 +33,44 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// The URL with a scheme: `host:port` means `http://host:port`.
+    fn url(&self) -> String {
+        let u = self.url.trim().trim_end_matches('/');
+        if u.contains("://") {
+            u.to_string()
+        } else {
+            format!("http://{u}")
+        }
+    }
+
+    /// Adds to a failed command what to check, when the server could not
+    /// be reached or did not speak plain HTTP.
+    pub fn explain(&self, r: Result<()>) -> Result<()> {
+        let Err(e) = r else { return Ok(()) };
+        let Some(client_err) = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<switchboard_client::Error>())
+        else {
+            return Err(e);
+        };
+        let url = self.url();
+        if client_err.is_connect() {
+            return Err(e.context(format!(
+                "cannot reach {url}: is `switchboard serve` running there? (set --url or SWITCHBOARD_URL)"
+            )));
+        }
+        if client_err.is_transport() {
+            if let Some(rest) = url.strip_prefix("http://") {
+                if speaks_tls(rest) {
+                    return Err(e.context(format!(
+                        "{url} answers with TLS, not plain HTTP: use https://{rest} (and --ca-cert for a self-signed certificate)"
+                    )));
+                }
+            }
+        }
+        Err(e)
+    }
+
     fn client(&self) -> Result<Client> {
         let token = match &self.token {
             Some(t) => t.clone(),
@@ -56,8 +95,39 @@ impl Conn {
             ca_cert_pem,
             ..Default::default()
         };
-        Ok(Client::with_options(&self.url, &token, opts)?)
+        Ok(Client::with_options(&self.url(), &token, opts)?)
     }
+}
+
+/// Whether the server at `authority` (`host:port/...`) answers a plain
+/// HTTP request with a TLS record: an alert (21) or a handshake (22)
+/// record, TLS 1.0 to 1.3.
+fn speaks_tls(authority: &str) -> bool {
+    use std::io::Read;
+    use std::net::ToSocketAddrs;
+    let host = authority.split('/').next().unwrap_or(authority);
+    let with_port = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let Some(addr) = with_port.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let timeout = std::time::Duration::from_secs(2);
+    let Ok(mut tcp) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(timeout));
+    let _ = tcp.set_write_timeout(Some(timeout));
+    if tcp.write_all(b"GET / HTTP/1.1\r\nHost: probe\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 2];
+    matches!(tcp.read_exact(&mut head), Ok(())) && matches!(head, [21 | 22, 3])
 }
 
 /// `switchboard stream ...`.
@@ -171,9 +241,9 @@ pub struct PublishArgs {
     /// Header of the --value event, `name=value` (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
-    /// Events per block.
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
+    /// Events per block (1 to 10000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    batch: u32,
     /// Producer id: exactly-once across retries and restarts.
     #[arg(long)]
     producer: Option<String>,
@@ -182,9 +252,6 @@ pub struct PublishArgs {
 /// Runs `publish`.
 pub fn publish(conn: &Conn, a: PublishArgs) -> Result<()> {
     let client = conn.client()?;
-    if a.batch == 0 || a.batch > 10_000 {
-        bail!("--batch must be 1 to 10000");
-    }
     runtime()?.block_on(async move {
         if let Some(v) = &a.value {
             let mut e = match Event::raw_json(v.clone()) {
@@ -206,6 +273,12 @@ pub fn publish(conn: &Conn, a: PublishArgs) -> Result<()> {
             producer: a.producer.clone(),
             ..WriterOptions::default()
         };
+        if std::io::stdin().is_terminal() {
+            eprintln!(
+                "reading events from stdin as NDJSON, one {{\"key\"?, \"headers\"?, \"value\" | \"value_b64\"}} per line; \
+                 end with Ctrl-D (or pass --value to publish one event)"
+            );
+        }
         let mut w = Writer::open(client, &a.stream, opts).await?;
         let progress = std::io::stderr().is_terminal().then(|| {
             let p = indicatif::ProgressBar::new_spinner();
@@ -216,17 +289,21 @@ pub fn publish(conn: &Conn, a: PublishArgs) -> Result<()> {
             p
         });
         let stdin = std::io::stdin().lock();
-        let mut block: Vec<Event> = Vec::with_capacity(a.batch);
+        let mut block: Vec<Event> = Vec::with_capacity(a.batch as usize);
         let mut total = 0u64;
         for (i, line) in stdin.lines().enumerate() {
             let line = line.context("reading stdin")?;
             if line.trim().is_empty() {
                 continue;
             }
-            let e: Event =
-                serde_json::from_str(&line).with_context(|| format!("stdin line {}: not an event", i + 1))?;
+            let e: Event = serde_json::from_str(&line).with_context(|| {
+                format!(
+                    "stdin line {}: not an event: each line is one {{\"key\"?, \"headers\"?, \"value\" | \"value_b64\"}} object",
+                    i + 1
+                )
+            })?;
             block.push(e);
-            if block.len() == a.batch {
+            if block.len() == a.batch as usize {
                 w.send(&block).await?;
                 total += block.len() as u64;
                 block.clear();
@@ -264,10 +341,10 @@ pub struct TailArgs {
     #[arg(long)]
     cursor_file: Option<PathBuf>,
     /// Only these partitions (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(..1024), num_args = 1..)]
     partitions: Option<Vec<u32>>,
-    /// Stop after this many events.
-    #[arg(long)]
+    /// Stop after this many events (at least 1).
+    #[arg(long, value_parser = at_least_one)]
     max_events: Option<u64>,
 }
 
@@ -290,11 +367,23 @@ pub fn tail(conn: &Conn, a: TailArgs) -> Result<()> {
         let mut r = Reader::open(client, &a.stream, &from, opts).await?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut seen = 0u64;
+        // Ctrl-C ends the tail cleanly: the session is disposed and the
+        // place to resume from is printed (events printed but not yet
+        // acked come again on a resume)
+        let interrupt = tokio::signal::ctrl_c();
+        tokio::pin!(interrupt);
+        let mut interrupted = false;
         loop {
             if let Some(m) = a.max_events {
                 r.set_max_events(Some((m - seen).min(10_000) as u32));
             }
-            let batch = r.next().await?;
+            let batch = tokio::select! {
+                b = r.next() => b?,
+                _ = &mut interrupt => {
+                    interrupted = true;
+                    break;
+                }
+            };
             if batch.events.is_empty() {
                 if a.follow {
                     continue;
@@ -321,9 +410,38 @@ pub fn tail(conn: &Conn, a: TailArgs) -> Result<()> {
                 break;
             }
         }
-        r.close().await?;
+        let cursor = r.close().await?;
+        if seen == 0 && !a.follow && !interrupted {
+            eprintln!("no events in {} {}", a.stream, describe_start(&from));
+        }
+        if interrupted || a.follow {
+            match &a.cursor_file {
+                Some(f) => eprintln!(
+                    "stopped after {seen} event(s); the cursor is saved in {}",
+                    f.display()
+                ),
+                None => eprintln!("stopped after {seen} event(s); resume with --from {cursor}"),
+            }
+        }
         Ok(())
     })
+}
+
+fn at_least_one(s: &str) -> std::result::Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
+/// Where a tail started, for a person.
+fn describe_start(from: &str) -> &str {
+    match from {
+        "earliest" => "from its start",
+        "latest" => "after its current end (--from earliest shows older ones)",
+        _ => "after the cursor given",
+    }
 }
 
 fn save_cursor(path: &std::path::Path, cursor: &str) -> Result<()> {

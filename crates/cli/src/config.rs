@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchboard_log::Durability;
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -21,7 +21,7 @@ pub enum LogFormat {
 }
 
 /// The configuration file's keys (all optional).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address of the HTTP listener.
@@ -136,6 +136,33 @@ impl Default for Config {
             tls_client_ca: None,
             client_certs: Vec::new(),
         }
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl Config {
+    /// The configuration as JSON with every secret replaced: static tokens
+    /// keep only their scopes, the introspection client secret and the
+    /// master key command (which may carry a key) are hidden. Paths stay:
+    /// they name where secrets are, not what they are.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut c = self.clone();
+        c.tokens = c
+            .tokens
+            .iter()
+            .map(|t| match t.split_once(':') {
+                Some((_, scopes)) => format!("{REDACTED}:{scopes}"),
+                None => REDACTED.to_string(),
+            })
+            .collect();
+        if c.auth_client_secret.is_some() {
+            c.auth_client_secret = Some(REDACTED.into());
+        }
+        if c.master_key_command.is_some() {
+            c.master_key_command = Some(REDACTED.into());
+        }
+        serde_json::to_value(&c).unwrap_or(serde_json::Value::Null)
     }
 }
 

@@ -23,24 +23,24 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Create, list, describe and delete streams.
     Stream {
-        #[command(flatten)]
-        conn: commands::Conn,
         #[command(subcommand)]
         cmd: commands::StreamCmd,
+        #[command(flatten)]
+        conn: commands::Conn,
     },
     /// Publish events: one with --value, or NDJSON from stdin.
     Publish {
         #[command(flatten)]
-        conn: commands::Conn,
-        #[command(flatten)]
         args: commands::PublishArgs,
+        #[command(flatten)]
+        conn: commands::Conn,
     },
     /// Print a stream's events as NDJSON.
     Tail {
         #[command(flatten)]
-        conn: commands::Conn,
-        #[command(flatten)]
         args: commands::TailArgs,
+        #[command(flatten)]
+        conn: commands::Conn,
     },
     /// Encryption keys.
     #[command(subcommand)]
@@ -97,20 +97,45 @@ fn init_cli_logging() {
         .init();
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         other => {
             init_cli_logging();
             match other {
-                Command::Stream { conn, cmd } => commands::stream(&conn, cmd),
-                Command::Publish { conn, args } => commands::publish(&conn, args),
-                Command::Tail { conn, args } => commands::tail(&conn, args),
+                Command::Stream { conn, cmd } => conn.explain(commands::stream(&conn, cmd)),
+                Command::Publish { conn, args } => conn.explain(commands::publish(&conn, args)),
+                Command::Tail { conn, args } => conn.explain(commands::tail(&conn, args)),
                 Command::Keys(k) => keys(k),
                 Command::Bench(b) => bench::run(b),
                 Command::Serve(_) => unreachable!(),
             }
         }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error for a person: the message, then each cause on its own
+/// line. Never a backtrace, whatever `RUST_BACKTRACE` says: these are
+/// answers to what the user did, not crashes.
+fn report(e: &anyhow::Error) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {e}");
+    let mut last = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        // wrappers often repeat their source's text
+        if !last.contains(&text) {
+            let _ = writeln!(err, "  caused by: {text}");
+        }
+        last = text;
     }
 }

@@ -174,6 +174,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
 async fn serve(s: Settings) -> Result<()> {
     // first, so that what the layers below record at start is kept
     let metrics = switchboard_api::metrics_export::install();
+    // before anything is created in the data directory: a taken port
+    // leaves no trace
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("listening on {} (is another server running there?)", s.listen))?;
     let dir = &s.config.data_dir;
     // the files of the data directory are read off the runtime
     let (keys, tokens) = {
@@ -226,15 +231,14 @@ async fn serve(s: Settings) -> Result<()> {
     )
     .await
     .context("starting the session host")?;
-    let listener = tokio::net::TcpListener::bind(s.listen)
-        .await
-        .with_context(|| format!("listening on {}", s.listen))?;
     let addr = listener.local_addr()?;
     let router = Arc::new(LocalRouter::new(host.clone(), addr.to_string()));
     let auth = authenticators(&s, &tokens).await?;
     let state = ApiState::new(router, auth, keys, metrics)
         .with_client_certs(&s.config.client_certs)
-        .map_err(|e| anyhow::anyhow!("config key `client_certs`: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("config key `client_certs`: {e}"))?
+        .with_config(&s.config.redacted())
+        .map_err(|e| anyhow::anyhow!("serving the configuration: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
         let _ = stop_rx.await;

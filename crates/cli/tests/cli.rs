@@ -186,3 +186,179 @@ fn bad_config_names_the_key() {
         "env overrides the file, then validation"
     );
 }
+
+/// Runs the binary with `env` and no server-derived settings.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .env_remove("SWITCHBOARD_URL")
+        .env_remove("SWITCHBOARD_TOKEN")
+        .env("RUST_BACKTRACE", "1")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Errors a person can act on: one message and its causes, no backtrace
+/// (even with RUST_BACKTRACE=1), and a hint where the server is missing or
+/// speaks TLS.
+#[test]
+fn errors_guide_the_user() {
+    let port = free_port().to_string();
+    let url = format!("127.0.0.1:{port}");
+    let (st, _, err) = run(&["stream", "list", "--url", &url, "--token", TOKEN], &[]);
+    assert!(!st.success());
+    assert!(
+        err.starts_with(&format!(
+            "error: cannot reach http://127.0.0.1:{port}: is `switchboard serve` running there?"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("caused by:"), "{err}");
+    assert!(!err.contains("backtrace") && !err.contains("Stack"), "{err}");
+
+    // bad values are refused before any call: no connection is tried
+    for args in [
+        &["tail", "s", "--max-events", "0"][..],
+        &["tail", "s", "--partitions", "1024"][..],
+        &["publish", "s", "--batch", "0"][..],
+        &["publish", "s", "--batch", "10001"][..],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--url", &url, "--token", TOKEN]);
+        let (st, _, err) = run(&all, &[]);
+        assert_eq!(st.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("cannot reach"), "{args:?} tried the server: {err}");
+    }
+
+    // plain http against a TLS server
+    let d = tempfile::tempdir().unwrap();
+    let s = Server::start(&d.path().join("data"), &["--tls-self-signed"]);
+    let http = format!("http://{}", s.addr);
+    let (st, _, err) = run(&["stream", "list", "--url", &http, "--token", TOKEN], &[]);
+    assert!(!st.success());
+    assert!(
+        err.starts_with(&format!(
+            "error: {http} answers with TLS, not plain HTTP: use https://{}",
+            s.addr
+        )),
+        "{err}"
+    );
+    let ca = d.path().join("data/tls/self-signed.crt");
+    let (st, out, err) = run(
+        &[
+            "stream",
+            "list",
+            "--url",
+            &s.url,
+            "--token",
+            TOKEN,
+            "--ca-cert",
+            ca.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(st.success(), "{err}");
+    assert!(out.starts_with("NAME"), "{out}");
+}
+
+#[test]
+fn serve_on_a_taken_port_creates_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let (st, _, err) = run(
+        &["serve", "--listen", &addr, "--data-dir", data.to_str().unwrap()],
+        &[],
+    );
+    assert!(!st.success());
+    assert!(err.contains(&format!("error: listening on {addr}")), "{err}");
+    assert!(!data.exists(), "serve created {} before failing", data.display());
+}
+
+#[test]
+fn tail_says_what_it_did() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Server::start(&d.path().join("data"), &[]);
+    let host_port = s.addr.clone();
+    let (ok, _, err) = cli(&s, &["stream", "create", "quiet"], None);
+    assert!(ok, "{err}");
+    // an empty stream is said on stderr; stdout stays clean NDJSON; a URL
+    // without a scheme is http
+    let (st, out, err) = run(&["tail", "quiet", "--url", &host_port, "--token", TOKEN], &[]);
+    assert!(st.success(), "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("no events in quiet from its start"), "{err}");
+    let (ok, _, err) = cli(&s, &["publish", "quiet", "--value", "1"], None);
+    assert!(ok, "{err}");
+
+    // Ctrl-C on --follow disposes the session and prints where to resume
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["tail", "quiet", "--follow", "--url", &s.url, "--token", TOKEN])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let raw = s.raw();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let open = |raw: &common::Raw| {
+        rt.block_on(async {
+            let m = raw.send(reqwest::Method::GET, "/metrics", None, &[], None).await;
+            let text = String::from_utf8(m.bytes.to_vec()).unwrap();
+            text.lines()
+                .find(|l| l.starts_with("switchboard_sessions_open{mode=\"read\"}"))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open(&raw) != "1" {
+        assert!(std::time::Instant::now() < deadline, "tail never allocated");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id() as i32;
+    // SIGINT, as Ctrl-C sends it
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let cursor = stderr
+        .split("resume with --from ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no cursor in {stderr:?}"));
+    assert!(stderr.contains("stopped after 1 event(s)"), "{stderr}");
+    assert_eq!(open(&raw), "0", "the session was not disposed");
+    // the printed cursor resumes after the event already shown
+    let (st, out, err) = run(
+        &[
+            "tail", "quiet", "--from", cursor, "--url", &s.url, "--token", TOKEN,
+        ],
+        &[],
+    );
+    assert!(st.success(), "{err}");
+    assert_eq!(out, "");
+}

@@ -1,4 +1,4 @@
-//! PROTOCOL.md end to end: the real binary over real HTTP. Every error
+//! docs/PROTOCOL.md end to end: the real binary over real HTTP. Every error
 //! code the embedded service can produce is provoked, and each failed call
 //! is shown to change nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1243,6 +1243,26 @@ async fn contract_edges() {
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].value.as_ref().map(|v| v.get()), Some("null"));
     assert_eq!(got[1].value_b64.as_deref(), Some("0w=="));
+
+    // the most common mistake gets a message that shows the shape
+    let a = raw
+        .send(
+            Method::POST,
+            "/v1/streams/nums/events",
+            Some(br#"[{"value": 1}]"#.to_vec()),
+            &[],
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (400, "bad_request"));
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"expected an object {"events": [...]}"#),
+        "{}",
+        a.body
+    );
 
     // byte bounds are payload_too_large, and store nothing
     let before = ends(&raw, "nums").await;

@@ -66,6 +66,26 @@ impl Error {
         }
     }
 
+    /// No connection could be made (refused, unreachable, DNS): the server
+    /// is not there, as opposed to one that answered or broke off.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            Error::Transport(e) => e.is_connect(),
+            Error::GaveUp { last, .. } => last.is_connect(),
+            _ => false,
+        }
+    }
+
+    /// The call got no usable answer at the HTTP level (connection refused,
+    /// reset, timeout, or bytes that are not HTTP).
+    pub fn is_transport(&self) -> bool {
+        match self {
+            Error::Transport(_) => true,
+            Error::GaveUp { last, .. } => last.is_transport(),
+            _ => false,
+        }
+    }
+
     /// The session is gone: allocate a new one.
     pub fn is_session_gone(&self) -> bool {
         self.code() == Some(ErrorCode::SessionGone)

@@ -1,6 +1,6 @@
 //! Rust SDK for Switchboard.
 //!
-//! - [`Client`]: one typed method per endpoint of PROTOCOL.md; session
+//! - [`Client`]: one typed method per endpoint of docs/PROTOCOL.md; session
 //!   calls are signed with the session's secret.
 //! - [`Reader`]: the client half of `read -> ack`: retries with backoff,
 //!   re-allocates from the last acked cursor when the session is gone, and

@@ -1,4 +1,4 @@
-//! The error codes of PROTOCOL.md and the one place that maps them to HTTP
+//! The error codes of docs/PROTOCOL.md and the one place that maps them to HTTP
 //! statuses and to the JSON error body.
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, in the order of PROTOCOL.md.
+    /// Every code, in the order of docs/PROTOCOL.md.
     pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::BadCursor,

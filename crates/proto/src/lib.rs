@@ -1,4 +1,4 @@
-//! The wire contract of Switchboard (PROTOCOL.md) as pure code: no I/O, no
+//! The wire contract of Switchboard (docs/PROTOCOL.md) as pure code: no I/O, no
 //! async, so that servers, clients and tests share one implementation and
 //! check it against the shared test vectors.
 //!

@@ -1,4 +1,4 @@
-//! Signing of session calls (PROTOCOL.md, "Authentication and signing").
+//! Signing of session calls (docs/PROTOCOL.md, "Authentication and signing").
 //!
 //! `X-Switchboard-Signature: t=<unix ms>,v1=<hex HMAC-SHA256(secret, string to sign)>`
 //! where the string to sign is `t "\n" METHOD "\n" path "\n" hex(SHA-256(body))`:

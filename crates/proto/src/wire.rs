@@ -1,4 +1,4 @@
-//! Request and answer bodies of PROTOCOL.md, as serde types shared by the
+//! Request and answer bodies of docs/PROTOCOL.md, as serde types shared by the
 //! server and the clients. Requests refuse unknown fields; answers accept
 //! them, so that a newer server can add fields without breaking old clients.
 
@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::int;
 
-/// Bounds and defaults of PROTOCOL.md.
+/// Bounds and defaults of docs/PROTOCOL.md.
 pub mod limits {
     /// Default `max_events` of a read.
     pub const MAX_EVENTS_DEFAULT: u32 = 500;

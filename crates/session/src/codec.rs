@@ -29,6 +29,21 @@ pub const MAX_HEADER_NAME_BYTES: usize = 256;
 pub const MAX_EVENTS_PER_BLOCK: usize = 10_000;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Parses a request body of `what` (a publish, a write) whose JSON shape is
+/// `shape`. A bare array, the most common mistake, gets a message that
+/// shows the expected object.
+pub fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8], what: &str, shape: &str) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            SessionError::bad(format!(
+                "invalid {what} body: expected an object {shape}, got a JSON array"
+            ))
+        } else {
+            SessionError::bad(format!("invalid {what} body: {e}"))
+        }
+    })
+}
+
 /// Decoding takes what common encoders write, padding and all, including
 /// final symbols with stray low bits (`"00=="`), as most decoders do.
 const B64_IN: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(

@@ -368,8 +368,7 @@ impl SessionHost {
             }
             None => None,
         };
-        let req: PublishIn<'_> = serde_json::from_slice(&body)
-            .map_err(|e| SessionError::bad(format!("invalid publish body: {e}")))?;
+        let req: PublishIn<'_> = crate::codec::parse_body(&body, "publish", r#"{"events": [...]}"#)?;
         let unkeyed = rand::random::<u32>() % settings.partitions;
         let sealer = self.sealer(&stream).await?;
         let seal = sealer.as_deref().map(|s| (s, stream.as_str()));
@@ -679,7 +678,7 @@ impl SessionHost {
     }
 }
 
-/// Checks a read's limits against PROTOCOL.md's bounds: out of range is
+/// Checks a read's limits against docs/PROTOCOL.md's bounds: out of range is
 /// an error, never clamped.
 pub fn read_limits(r: &Read) -> Result<ReadLimits> {
     let max_events = r.max_events.unwrap_or(limits::MAX_EVENTS_DEFAULT);

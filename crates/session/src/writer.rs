@@ -149,8 +149,7 @@ impl Writer {
     /// With `sealer`, the events are encrypted as they are staged.
     pub fn write(&mut self, body: &Bytes, now_ms: i64, sealer: Option<&Sealer>) -> Result<WriteAnswer> {
         self.check_failed()?;
-        let req: WriteIn<'_> = serde_json::from_slice(body)
-            .map_err(|e| SessionError::bad(format!("invalid write body: {e}")))?;
+        let req: WriteIn<'_> = crate::codec::parse_body(body, "write", r#"{"block": n, "events": [...]}"#)?;
         let block = req.block;
         let hash = xxhash_rust::xxh3::xxh3_128(body);
         if let Some(&(_, h, events)) = self.written.iter().find(|w| w.0 == block) {
