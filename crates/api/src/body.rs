@@ -92,12 +92,20 @@ fn inflate(kind: Kind, raw: &[u8]) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(out))
 }
 
-/// Parses a JSON body; an empty body parses as `{}` when `empty_ok`.
+/// Parses a JSON object body; an empty body parses as `{}` when
+/// `empty_ok`. Only an object is a request: serde would also fill a
+/// struct from an array of its fields in order, which no client means.
 pub fn json<T: serde::de::DeserializeOwned>(body: &[u8], empty_ok: bool) -> Result<T, ApiError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) && empty_ok {
-        b"{}".as_slice()
-    } else {
-        body
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let body = match first {
+        None if empty_ok => b"{}".as_slice(),
+        Some(b'{') => body,
+        Some(b'[') => {
+            return Err(ApiError::bad(
+                "invalid request body: expected a JSON object, got an array",
+            ))
+        }
+        _ => body,
     };
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
 }

@@ -137,14 +137,14 @@ pub enum StreamCmd {
     Create {
         /// Stream name.
         name: String,
-        /// Partition count (1..=1024).
-        #[arg(long, default_value_t = 1)]
+        /// Partition count (1 to 1024).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
         partitions: u32,
-        /// Delete data older than this many ms.
-        #[arg(long)]
+        /// Delete data older than this many ms (at least 1).
+        #[arg(long, value_parser = at_least_one)]
         retention_ms: Option<u64>,
-        /// Keep each partition under about this many bytes.
-        #[arg(long)]
+        /// Keep each partition under about this many bytes (at least 1).
+        #[arg(long, value_parser = at_least_one)]
         retention_bytes: Option<u64>,
     },
     /// List streams.

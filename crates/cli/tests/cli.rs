@@ -237,6 +237,8 @@ fn errors_guide_the_user() {
         &["tail", "s", "--partitions", "1024"][..],
         &["publish", "s", "--batch", "0"][..],
         &["publish", "s", "--batch", "10001"][..],
+        &["stream", "create", "s", "--partitions", "0"][..],
+        &["stream", "create", "s", "--retention-ms", "0"][..],
     ] {
         let mut all = args.to_vec();
         all.extend(["--url", &url, "--token", TOKEN]);

@@ -1264,6 +1264,28 @@ async fn contract_edges() {
         a.body
     );
 
+    // serde would read a struct from an array of its fields: refused
+    let a = raw
+        .send(
+            Method::POST,
+            "/v1/streams/nums/events",
+            Some(br#"[[{"value": 1}]]"#.to_vec()),
+            &[],
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (400, "bad_request"));
+    let a = raw
+        .send(
+            Method::POST,
+            "/v1/streams",
+            Some(br#"["arr", 1]"#.to_vec()),
+            &[],
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (400, "bad_request"));
+
     // byte bounds are payload_too_large, and store nothing
     let before = ends(&raw, "nums").await;
     let long_key = "k".repeat(16 * 1024 + 1);
@@ -1304,6 +1326,8 @@ async fn contract_edges() {
         )
         .await;
     assert_eq!((a.status, a.code()), (401, "bad_signature"));
+    let a = raw.post_signed(&path, &secret, b"[]").await;
+    assert_eq!((a.status, a.code()), (400, "bad_request"), "{}", a.body);
     let a = raw
         .signed(Method::GET, &format!("/v1/sessions/{id}"), &secret, None)
         .await;

@@ -33,15 +33,13 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// `shape`. A bare array, the most common mistake, gets a message that
 /// shows the expected object.
 pub fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8], what: &str, shape: &str) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| {
-        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            SessionError::bad(format!(
-                "invalid {what} body: expected an object {shape}, got a JSON array"
-            ))
-        } else {
-            SessionError::bad(format!("invalid {what} body: {e}"))
-        }
-    })
+    // serde would fill a struct from an array of its fields in order
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(SessionError::bad(format!(
+            "invalid {what} body: expected an object {shape}, got a JSON array"
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| SessionError::bad(format!("invalid {what} body: {e}")))
 }
 
 /// Decoding takes what common encoders write, padding and all, including
