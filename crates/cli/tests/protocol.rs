@@ -1368,3 +1368,44 @@ async fn contract_edges() {
         .await;
     assert_eq!((a.status, a.code()), (404, "stream_not_found"), "{}", a.body);
 }
+
+/// `GET /v1/config` shows the effective configuration to node admins only,
+/// with every secret redacted.
+#[tokio::test]
+async fn configuration_is_redacted_and_for_node_admins() {
+    let d = dir();
+    let scoped = "scoped-admin-token-0123456789";
+    let s = Server::start(
+        &d.path().join("data"),
+        &[
+            "--token",
+            &format!("{scoped}:switchboard:admin:orders-*"),
+            "--auth-client-secret",
+            "very-secret-client-secret",
+        ],
+    );
+    let raw = s.raw();
+    let a = raw.get("/v1/config").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let text = String::from_utf8(a.bytes.to_vec()).unwrap();
+    for secret in [TOKEN, scoped, "very-secret-client-secret"] {
+        assert!(!text.contains(secret), "the configuration shows {secret}: {text}");
+    }
+    assert_eq!(a.body["auth_client_secret"], "<redacted>");
+    let tokens: Vec<&str> = a.body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tokens.contains(&"<redacted>:switchboard:admin:orders-*"),
+        "{tokens:?}"
+    );
+    assert_eq!(a.body["fsync"], "always");
+    // admin on a pattern is not admin of the node
+    let a = raw.send(Method::GET, "/v1/config", None, &[], Some(scoped)).await;
+    assert_eq!((a.status, a.code()), (403, "forbidden"));
+    let a = raw.send(Method::GET, "/v1/config", None, &[], None).await;
+    assert_eq!((a.status, a.code()), (401, "unauthorized"));
+}
