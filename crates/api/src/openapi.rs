@@ -312,7 +312,7 @@ fn schemas() -> Value {
             "key": { "type": ["string", "null"], "maxLength": 16384 },
             "headers": { "type": ["object", "null"], "additionalProperties": { "type": "string" }, "maxProperties": 64,
                 "propertyNames": { "maxLength": 256 } },
-            "value": { "description": "any JSON value, null included" },
+            "value": { "description": "any JSON value, null included, nested at most 64 levels deep, without lone surrogate escapes in strings" },
             "value_b64": base64 } },
         "ReadEvent": { "type": "object", "required": ["partition", "offset", "timestamp"], "properties": {
             "partition": u32_, "offset": u64_, "timestamp": { "type": "string", "format": "date-time" },

@@ -1286,6 +1286,42 @@ async fn contract_edges() {
         .await;
     assert_eq!((a.status, a.code()), (400, "bad_request"));
 
+    // values every reader can parse: bounded nesting, no lone surrogates
+    let before = ends(&raw, "nums").await;
+    let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+    for bad in [
+        format!(r#"{{"events": [{{"value": 1}}, {{"value": {deep}}}]}}"#),
+        r#"{"events": [{"value": 1}, {"value": {"s": "\ud800"}}]}"#.to_string(),
+        r#"{"events": [{"value": 1}, {"key": "\udc00", "value": 1}]}"#.to_string(),
+    ] {
+        let a = raw
+            .send(
+                Method::POST,
+                "/v1/streams/nums/events",
+                Some(bad.into_bytes()),
+                &[],
+                Some(TOKEN),
+            )
+            .await;
+        assert_eq!((a.status, a.code()), (400, "bad_request"), "{}", a.body);
+    }
+    assert_eq!(ends(&raw, "nums").await, before);
+    let ok = format!(
+        r#"{{"events": [{{"value": {}{}}}]}}"#,
+        "[".repeat(64),
+        "]".repeat(64)
+    );
+    let a = raw
+        .send(
+            Method::POST,
+            "/v1/streams/nums/events",
+            Some(ok.into_bytes()),
+            &[],
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
     // byte bounds are payload_too_large, and store nothing
     let before = ends(&raw, "nums").await;
     let long_key = "k".repeat(16 * 1024 + 1);

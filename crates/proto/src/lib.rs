@@ -9,12 +9,14 @@
 //!   so that other Kafka clients agree).
 //! - [`signing`]: the `X-Switchboard-Signature` header of session calls.
 //! - [`time`]: RFC 3339 millisecond timestamps.
+//! - [`value`]: bounds on event values (nesting, lone surrogates).
 
 pub mod error;
 pub mod int;
 pub mod partition;
 pub mod signing;
 pub mod time;
+pub mod value;
 pub mod wire;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

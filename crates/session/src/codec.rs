@@ -119,7 +119,12 @@ pub fn encode_events(
             )));
         }
         let (tag, value): (u8, &[u8]) = match (&e.value, &e.value_b64) {
-            (Some(v), None) => (TAG_JSON, v.get().as_bytes()),
+            (Some(v), None) => {
+                let v = v.get().as_bytes();
+                switchboard_proto::value::check(v)
+                    .map_err(|err| SessionError::bad(format!("events[{i}].value: {err}")))?;
+                (TAG_JSON, v)
+            }
             (None, Some(b)) => {
                 scratch.clear();
                 B64_IN

@@ -355,7 +355,10 @@ impl SessionHost {
         let now = now_ms();
         let guard = match &key {
             Some(k) => {
-                if k.is_empty() || k.len() > 255 || !k.bytes().all(|c| c.is_ascii_graphic()) {
+                if k.is_empty()
+                    || k.len() > limits::MAX_IDEMPOTENCY_KEY
+                    || !k.bytes().all(|c| c.is_ascii_graphic())
+                {
                     return Err(SessionError::bad(
                         "Idempotency-Key: must be 1 to 255 printable ASCII characters",
                     ));
