@@ -50,44 +50,62 @@ pub fn check(json: &[u8]) -> Result<(), ValueError> {
                 if depth > MAX_DEPTH {
                     return Err(ValueError::TooDeep);
                 }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            b'"' => {
                 i += 1;
-                while i < json.len() && json[i] != b'"' {
-                    if json[i] == b'\\' {
-                        if json.get(i + 1) == Some(&b'u') {
-                            let Some(u) = hex4(&json[i + 2..]) else {
-                                i += 2;
-                                continue;
-                            };
-                            i += 6;
-                            match u {
-                                0xD800..=0xDBFF => {
-                                    let low = (json.get(i) == Some(&b'\\') && json.get(i + 1) == Some(&b'u'))
-                                        .then(|| hex4(&json[i + 2..]))
-                                        .flatten();
-                                    match low {
-                                        Some(0xDC00..=0xDFFF) => i += 6,
-                                        _ => return Err(ValueError::LoneSurrogate(u)),
-                                    }
-                                }
-                                0xDC00..=0xDFFF => return Err(ValueError::LoneSurrogate(u)),
-                                _ => {}
-                            }
-                            continue;
-                        }
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                }
             }
-            _ => {}
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'"' => i = skip_string(json, i + 1)?,
+            _ => i += 1,
         }
-        i += 1;
     }
     Ok(())
+}
+
+/// Skips a string's contents from `i` (just after its opening quote) and
+/// returns the position after its closing quote, checking `\u` escapes on
+/// the way. Most of a value's bytes are usually string contents: they are
+/// skipped with memchr, not byte by byte.
+fn skip_string(json: &[u8], mut i: usize) -> Result<usize, ValueError> {
+    loop {
+        let Some(k) = memchr::memchr2(b'"', b'\\', &json[i..]) else {
+            return Ok(json.len());
+        };
+        i += k;
+        if json[i] == b'"' {
+            return Ok(i + 1);
+        }
+        // a backslash: an escape of two bytes, or six for \uXXXX
+        if json.get(i + 1) != Some(&b'u') {
+            i += 2;
+            if i >= json.len() {
+                return Ok(json.len());
+            }
+            continue;
+        }
+        let Some(u) = hex4(&json[i + 2..]) else {
+            i += 2;
+            continue;
+        };
+        i += 6;
+        match u {
+            0xD800..=0xDBFF => {
+                let low = (json.get(i) == Some(&b'\\') && json.get(i + 1) == Some(&b'u'))
+                    .then(|| hex4(&json[i + 2..]))
+                    .flatten();
+                match low {
+                    Some(0xDC00..=0xDFFF) => i += 6,
+                    _ => return Err(ValueError::LoneSurrogate(u)),
+                }
+            }
+            0xDC00..=0xDFFF => return Err(ValueError::LoneSurrogate(u)),
+            _ => {}
+        }
+        if i >= json.len() {
+            return Ok(json.len());
+        }
+    }
 }
 
 #[cfg(test)]
