@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Path, Request as HttpRequest, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -168,6 +168,7 @@ impl ApiState {
     /// Authenticates and checks `action` on `stream`.
     async fn allowed(&self, headers: &HeaderMap, action: Action, stream: &str) -> Result<Identity, ApiError> {
         let id = self.identity(headers).await?;
+        check_stream_name(stream)?;
         require(&id, action, stream)?;
         Ok(id)
     }
@@ -501,12 +502,42 @@ async fn list_streams(State(s): State<ApiState>, headers: HeaderMap) -> Result<R
     }
 }
 
+/// The `{name}` of a stream path. A name that does not decode (`%FF`) is a
+/// `bad_request` with the JSON error body; whether it is a valid name is
+/// checked by [`ApiState::allowed`] after authentication, so that a caller
+/// without a token learns nothing from the answer.
+struct StreamPath(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StreamPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad(format!("stream name in the path: {}", e.body_text())))?;
+        Ok(StreamPath(name))
+    }
+}
+
+/// A stream name from a path: malformed is a `bad_request`, not a stream
+/// that was not found.
+fn check_stream_name(name: &str) -> Result<(), ApiError> {
+    if switchboard_proto::wire::is_valid_name(name, switchboard_proto::wire::limits::MAX_STREAM_NAME) {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "stream name {name:?}: must be 1 to 200 characters of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
 async fn describe_stream(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    StreamPath(name): StreamPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = s.identity(&headers).await?;
+    check_stream_name(&name)?;
     if !id.sees(&name) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -518,7 +549,7 @@ async fn describe_stream(
 
 async fn delete_stream(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    StreamPath(name): StreamPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     s.allowed(&headers, Action::Admin, &name).await?;
@@ -527,7 +558,7 @@ async fn delete_stream(
 
 async fn publish(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    StreamPath(name): StreamPath,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -555,6 +586,7 @@ async fn allocate(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> 
     let id = s.identity(&headers).await?;
     let b = read_body(&headers, body).await?;
     let req: Allocate = body::json(&b, false)?;
+    check_stream_name(&req.stream)?;
     let action = match req.mode {
         switchboard_proto::wire::Mode::Read => Action::Read,
         switchboard_proto::wire::Mode::Write => Action::Write,
@@ -646,7 +678,6 @@ impl axum::extract::FromRequest<ApiState> for SessionReq {
     type Rejection = ApiError;
 
     async fn from_request(req: HttpRequest, state: &ApiState) -> Result<Self, ApiError> {
-        use axum::extract::FromRequestParts;
         let (mut parts, body) = req.into_parts();
         let Path(id) = Path::<String>::from_request_parts(&mut parts, state)
             .await

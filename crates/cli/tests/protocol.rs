@@ -1189,6 +1189,44 @@ async fn contract_edges() {
             "{method} {path}: no Allow header"
         );
     }
+    // malformed stream names in paths: bad_request, always a JSON body
+    for (method, path) in [
+        (Method::GET, "/v1/streams/%FF"),
+        (Method::GET, "/v1/streams/a%20b"),
+        (Method::DELETE, "/v1/streams/a%20b"),
+        (Method::POST, "/v1/streams/%FF/events"),
+    ] {
+        let a = raw
+            .send(
+                method.clone(),
+                path,
+                Some(br#"{"events": [{"value": 1}]}"#.to_vec()),
+                &[],
+                Some(TOKEN),
+            )
+            .await;
+        assert_eq!(
+            (a.status, a.code()),
+            (400, "bad_request"),
+            "{method} {path}: {:?}",
+            a.bytes
+        );
+    }
+    let a = raw.send(Method::GET, "/v1/streams/a%20b", None, &[], None).await;
+    assert_eq!(
+        (a.status, a.code()),
+        (401, "unauthorized"),
+        "no token: nothing about the name"
+    );
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"stream": "a b", "mode": "read"}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (400, "bad_request"));
+
     let a = raw.send(Method::GET, "/v1/openapi.json", None, &[], None).await;
     assert_eq!(a.status, 200, "the document needs no token");
     assert_eq!(a.body["openapi"], "3.1.0");
