@@ -1410,8 +1410,24 @@ async fn contract_edges() {
         "the refused read made a batch"
     );
 
-    // a writer whose stream is deleted answers stream_not_found, for good
-    setup_stream(&raw, "gone", 1, 0).await;
+    // sessions of a deleted stream answer stream_not_found, then
+    // session_gone: a reader does not serve what it had buffered, a writer
+    // stores nothing more
+    setup_stream(&raw, "gone", 1, 5).await;
+    let (rid, rsecret, _) = allocate(
+        &raw,
+        json!({"stream": "gone", "mode": "read", "cursor": "earliest"}),
+    )
+    .await;
+    let read = format!("/v1/sessions/{rid}/read");
+    let a = raw
+        .post_signed(&read, &rsecret, br#"{"max_events": 1, "wait_ms": 1000}"#)
+        .await;
+    assert_eq!(a.body["events"].as_array().unwrap().len(), 1, "{}", a.body);
+    let a = raw
+        .post_signed(&format!("/v1/sessions/{rid}/ack"), &rsecret, br#"{"batch": 1}"#)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
     let (id, secret, _) = allocate(&raw, json!({"stream": "gone", "mode": "write"})).await;
     let w = raw
         .post_signed(
@@ -1425,11 +1441,15 @@ async fn contract_edges() {
         .send(Method::DELETE, "/v1/streams/gone", None, &[], Some(TOKEN))
         .await;
     assert_eq!(a.status, 204);
+    let a = raw.post_signed(&read, &rsecret, b"{}").await;
+    assert_eq!((a.status, a.code()), (404, "stream_not_found"), "{}", a.body);
+    let a = raw.post_signed(&read, &rsecret, b"{}").await;
+    assert_eq!((a.status, a.code()), (410, "session_gone"), "{}", a.body);
     let a = raw
         .post_signed(
             &format!("/v1/sessions/{id}/commit"),
             &secret,
-            br#"{"block": 1, "durable": true}"#,
+            br#"{"block": 1, "durable": false}"#,
         )
         .await;
     assert_eq!((a.status, a.code()), (404, "stream_not_found"), "{}", a.body);
@@ -1440,7 +1460,10 @@ async fn contract_edges() {
             br#"{"block": 2, "events": [{"value": 2}]}"#,
         )
         .await;
-    assert_eq!((a.status, a.code()), (404, "stream_not_found"), "{}", a.body);
+    assert_eq!((a.status, a.code()), (410, "session_gone"), "{}", a.body);
+    // a new stream of the same name holds nothing of the old writer's
+    setup_stream(&raw, "gone", 1, 0).await;
+    assert_eq!(ends(&raw, "gone").await, json!([0]));
 }
 
 /// `GET /v1/config` shows the effective configuration to node admins only,

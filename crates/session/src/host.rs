@@ -67,6 +67,9 @@ struct Slot {
     stream: String,
     producer_key: Option<(String, String)>,
     last_used_ms: AtomicI64,
+    /// The stream was deleted: every later call answers `stream_not_found`
+    /// and ends the session, instead of serving what was buffered.
+    deleted: AtomicBool,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -309,6 +312,11 @@ impl SessionHost {
             Request::DeleteStream(name) => {
                 visible_stream(&name)?;
                 self.inner.store.delete_stream(&name).await?;
+                for slot in self.inner.sessions.lock().values() {
+                    if slot.stream == name {
+                        slot.deleted.store(true, Ordering::Release);
+                    }
+                }
                 Ok(Response::StreamDeleted)
             }
             Request::Publish {
@@ -472,6 +480,7 @@ impl SessionHost {
             stream: a.stream.clone(),
             producer_key: producer_key.clone(),
             last_used_ms: AtomicI64::new(now_ms()),
+            deleted: AtomicBool::new(false),
             state: tokio::sync::Mutex::new(state),
         });
         self.inner.sessions.lock().insert(id.clone(), slot);
@@ -592,6 +601,10 @@ impl SessionHost {
                 "this session belongs to another identity".into(),
             ));
         }
+        if slot.deleted.load(Ordering::Acquire) {
+            self.remove(id, &slot);
+            return Err(SessionError::StreamNotFound(slot.stream.clone()));
+        }
         let lease = self.inner.cfg.lease_ms as i64;
         if now_ms() - slot.last_used_ms.load(Ordering::Acquire) > lease {
             if self.inner.sessions.lock().remove(id).is_some() {
@@ -608,6 +621,11 @@ impl SessionHost {
         // disposed while this call waited for the lock
         if !self.inner.sessions.lock().contains_key(id) {
             return Err(SessionError::SessionGone);
+        }
+        if slot.deleted.load(Ordering::Acquire) {
+            drop(st);
+            self.remove(id, &slot);
+            return Err(SessionError::StreamNotFound(slot.stream.clone()));
         }
         let result = match (call, &mut *st) {
             (Call::Get, State::Reader(r)) => Ok(Response::Info(SessionInfo {
