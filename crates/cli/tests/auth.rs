@@ -314,10 +314,7 @@ async fn oauth_tokens_and_the_rejection_matrix() {
     let id = a.body["session"].as_str().unwrap();
     let secret = a.body["secret"].as_str().unwrap();
     let path = format!("/v1/sessions/{id}");
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let ms = common::now_ms();
     let sig = switchboard_proto::signing::sign(secret.as_bytes(), ms, "GET", &path, b"");
     let other = token(&ec, claims("mallory", "switchboard:admin"));
     let a = raw

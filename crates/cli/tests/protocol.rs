@@ -315,10 +315,7 @@ async fn reader_protocol() {
         .await;
     assert_eq!((a.status, a.code()), (401, "bad_signature"));
     // signed over another body
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = common::now_ms();
     let other =
         switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path("/ack"), b"{\"batch\":2}");
     let a = raw
@@ -689,10 +686,7 @@ async fn backpressure_limits_and_compression() {
     let body = serde_json::to_vec(&json!({"block": 1, "events": events})).unwrap();
     let z = zstd::bulk::compress(&body, 3).unwrap();
     let path = format!("/v1/sessions/{id}/write");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = common::now_ms();
     let sig = switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path, &z);
     let a = raw
         .send(
@@ -727,10 +721,7 @@ async fn backpressure_limits_and_compression() {
         let (rid, rsecret, _) =
             allocate(&raw, json!({"stream": "c", "mode": "read", "cursor": "earliest"})).await;
         let p = format!("/v1/sessions/{rid}/read");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now = common::now_ms();
         let sig = switchboard_proto::signing::sign(rsecret.as_bytes(), now, "POST", &p, b"{}");
         let a = raw
             .send(
@@ -1057,10 +1048,7 @@ async fn scopes_forbid_and_sessions_belong_to_their_identity() {
     );
     let path = format!("/v1/sessions/{id}/read");
     let signed_as = |token: &'static str| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now = common::now_ms();
         let sig = switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path, b"{}");
         let raw = raw.clone_ref();
         let path = path.clone();
@@ -1094,10 +1082,7 @@ async fn captured_requests_replayed_later_are_harmless_or_rejected() {
     let (id, secret, _) = allocate(&raw, json!({"stream": "replay", "mode": "write"})).await;
     let (id2, _, _) = allocate(&raw, json!({"stream": "replay", "mode": "write"})).await;
     // capture a signed write and commit exactly as sent
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = common::now_ms();
     let capture = |path: String, body: Vec<u8>| {
         let sig = switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path, &body);
         (path, body, sig)
@@ -1382,10 +1367,7 @@ async fn contract_edges() {
     )
     .await;
     let path = format!("/v1/sessions/{id}/read");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = common::now_ms();
     let good = switchboard_proto::signing::sign(secret.as_bytes(), now, "POST", &path, b"{}");
     let a = raw
         .send(

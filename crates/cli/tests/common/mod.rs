@@ -238,10 +238,7 @@ impl Raw {
     /// A signed session call.
     pub async fn signed(&self, method: Method, path: &str, secret: &str, body: Option<Vec<u8>>) -> Answer {
         let b = body.clone().unwrap_or_default();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now = now_ms();
         let sig = switchboard_proto::signing::sign(secret.as_bytes(), now, method.as_str(), path, &b);
         self.send(
             method,
@@ -252,6 +249,13 @@ impl Raw {
         )
         .await
     }
+}
+
+/// Milliseconds since the Unix epoch, as signatures carry them.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
