@@ -410,7 +410,7 @@ async fn metrics_text(State(s): State<ApiState>) -> Response {
 /// The document describes the API and holds no data: it needs no token,
 /// so that tools can fetch it.
 async fn openapi_doc() -> Response {
-    json_bytes(StatusCode::OK, Bytes::from(openapi::document_bytes()))
+    json_bytes(StatusCode::OK, openapi::document_bytes())
 }
 
 async fn cluster(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -367,9 +367,9 @@ fn schemas() -> Value {
     })
 }
 
-/// The document, serialized once.
-pub fn document_bytes() -> Vec<u8> {
-    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default())
+/// The document, serialized once (a clone shares the bytes).
+pub fn document_bytes() -> bytes::Bytes {
+    static DOC: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&document()).unwrap_or_default()))
         .clone()
 }

@@ -279,6 +279,10 @@ pub fn publish(conn: &Conn, a: PublishArgs) -> Result<()> {
                  end with Ctrl-D (or pass --value to publish one event)"
             );
         }
+        // one plain call first: a server that is not there, or a stream
+        // that does not exist, is said at once instead of after the
+        // session's retries
+        client.describe_stream(&a.stream).await?;
         let mut w = Writer::open(client, &a.stream, opts).await?;
         let progress = std::io::stderr().is_terminal().then(|| {
             let p = indicatif::ProgressBar::new_spinner();
@@ -364,6 +368,7 @@ pub fn tail(conn: &Conn, a: TailArgs) -> Result<()> {
             partitions: a.partitions.clone(),
             ..ReaderOptions::default()
         };
+        client.describe_stream(&a.stream).await?;
         let mut r = Reader::open(client, &a.stream, &from, opts).await?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut seen = 0u64;

@@ -230,6 +230,18 @@ fn errors_guide_the_user() {
     );
     assert!(err.contains("caused by:"), "{err}");
     assert!(!err.contains("backtrace") && !err.contains("Stack"), "{err}");
+    // tail and publish say so at once, not after their sessions' retries
+    for cmd in ["tail", "publish"] {
+        let started = std::time::Instant::now();
+        let (st, _, err) = run(&[cmd, "s", "--url", &url, "--token", TOKEN], &[]);
+        assert!(!st.success());
+        assert!(err.starts_with("error: cannot reach"), "{cmd}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{cmd} took {:?}",
+            started.elapsed()
+        );
+    }
 
     // bad values are refused before any call: no connection is tried
     for args in [
