@@ -205,7 +205,7 @@ pub struct ServeArgs {
     /// Graceful shutdown bound in ms [default: 30000].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
-    /// Delay in ms between failing /readyz and closing the listener on shutdown [default: 0].
+    /// Delay in ms between failing /readyz and closing the listener on shutdown; part of shutdown_timeout_ms, so below it [default: 0].
     #[arg(long, env = "SWITCHBOARD_DRAIN_DELAY_MS")]
     pub drain_delay_ms: Option<u64>,
     /// Session lease in ms [default: 30000].
@@ -429,6 +429,13 @@ fn validate(c: Config) -> Result<Settings> {
         if !(lo..=hi).contains(&v) {
             bail!("config key `{key}`: {v} is outside {lo}..={hi}");
         }
+    }
+    if c.drain_delay_ms >= c.shutdown_timeout_ms {
+        bail!(
+            "config key `drain_delay_ms`: {} must be below `shutdown_timeout_ms` ({}), which it is part of",
+            c.drain_delay_ms,
+            c.shutdown_timeout_ms
+        );
     }
     if tracing_subscriber::EnvFilter::try_new(&c.log_level).is_err() {
         bail!("config key `log_level`: {:?} is not a valid filter", c.log_level);

@@ -274,7 +274,11 @@ async fn serve(s: Settings) -> Result<()> {
         // before the listener goes away
         tokio::time::sleep(Duration::from_millis(s.config.drain_delay_ms)).await;
     }
-    let unfinished = host.drain(bound).await;
+    // the delay is part of the bound, not added to it: the process is gone
+    // within shutdown_timeout_ms of the signal, as orchestrators expect
+    let unfinished = host
+        .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     if unfinished > 0 {
         tracing::error!(
             writers = unfinished,

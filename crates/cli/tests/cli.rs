@@ -376,3 +376,45 @@ fn tail_says_what_it_did() {
     assert!(st.success(), "{err}");
     assert_eq!(out, "");
 }
+
+/// The drain delay is part of the shutdown bound: the process is gone
+/// within shutdown_timeout_ms of SIGTERM, and a delay as long as the bound
+/// is refused at start.
+#[test]
+fn drain_delay_is_part_of_the_shutdown_bound() {
+    let d = tempfile::tempdir().unwrap();
+    let mut s = Server::start(
+        &d.path().join("data"),
+        &["--drain-delay-ms", "1200", "--shutdown-timeout-ms", "1500"],
+    );
+    let started = std::time::Instant::now();
+    let st = s.terminate();
+    let took = started.elapsed();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(1200),
+        "the delay was skipped: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(2500),
+        "the delay was added to the bound: {took:?}"
+    );
+
+    let data = d.path().join("data2");
+    let (st, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--drain-delay-ms",
+            "2000",
+            "--shutdown-timeout-ms",
+            "2000",
+        ],
+        &[],
+    );
+    assert!(!st.success());
+    assert!(err.contains("config key `drain_delay_ms`"), "{err}");
+}
