@@ -51,15 +51,14 @@ impl Error {
         }
     }
 
-    /// Worth retrying the same call: transport failures, `unavailable`,
-    /// `backpressure`, `internal`.
+    /// Worth retrying the same call: transport failures, and answers the
+    /// server marks `retryable` (`unavailable`, `backpressure`). Not
+    /// `internal`: a bug, or data that cannot be opened, does not heal by
+    /// sending the same call again, and a loop of retries would hide it.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Api { code, .. } => {
-                matches!(
-                    code,
-                    ErrorCode::Unavailable | ErrorCode::Backpressure | ErrorCode::Internal
-                )
+            Error::Api { code, retryable, .. } => {
+                *retryable || matches!(code, ErrorCode::Unavailable | ErrorCode::Backpressure)
             }
             Error::Transport(_) => true,
             _ => false,
@@ -89,5 +88,37 @@ impl Error {
     /// The session is gone: allocate a new one.
     pub fn is_session_gone(&self) -> bool {
         self.code() == Some(ErrorCode::SessionGone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: ErrorCode) -> Error {
+        Error::Api {
+            status: code.status(),
+            code,
+            message: String::new(),
+            retryable: code.retryable(),
+            retry_after_ms: None,
+        }
+    }
+
+    #[test]
+    fn retries_only_what_can_heal() {
+        assert!(api(ErrorCode::Unavailable).is_retryable());
+        assert!(api(ErrorCode::Backpressure).is_retryable());
+        for code in ErrorCode::ALL {
+            if !code.retryable() {
+                assert!(!api(code).is_retryable(), "{code} would be retried");
+            }
+        }
+        let gave_up = Error::GaveUp {
+            attempts: 3,
+            last: Box::new(api(ErrorCode::Unavailable)),
+        };
+        assert!(!gave_up.is_retryable());
+        assert_eq!(gave_up.code(), Some(ErrorCode::Unavailable));
     }
 }
