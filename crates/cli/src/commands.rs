@@ -368,15 +368,15 @@ pub fn tail(conn: &Conn, a: TailArgs) -> Result<()> {
             partitions: a.partitions.clone(),
             ..ReaderOptions::default()
         };
+        // Ctrl-C (from here on) ends the tail cleanly: the session is disposed and the
+        // place to resume from is printed (events printed but not yet
+        // acked come again on a resume)
+        let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing the Ctrl-C handler")?;
         client.describe_stream(&a.stream).await?;
         let mut r = Reader::open(client, &a.stream, &from, opts).await?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut seen = 0u64;
-        // Ctrl-C ends the tail cleanly: the session is disposed and the
-        // place to resume from is printed (events printed but not yet
-        // acked come again on a resume)
-        let interrupt = tokio::signal::ctrl_c();
-        tokio::pin!(interrupt);
         let mut interrupted = false;
         loop {
             if let Some(m) = a.max_events {
@@ -384,7 +384,7 @@ pub fn tail(conn: &Conn, a: TailArgs) -> Result<()> {
             }
             let batch = tokio::select! {
                 b = r.next() => b?,
-                _ = &mut interrupt => {
+                _ = interrupt.recv() => {
                     interrupted = true;
                     break;
                 }

@@ -258,13 +258,14 @@ async fn serve(s: Settings) -> Result<()> {
     // the first stdout line is the address: harnesses that start on port 0 read it
     // (a closed stdout must not stop the server: write errors are ignored)
     let mut out = std::io::stdout();
+    let stop_signal = shutdown_signal();
     let _ = writeln!(out, "switchboard listening on {scheme}://{addr}");
     if let Some((_, Some(fp))) = &tls {
         let _ = writeln!(out, "self-signed TLS certificate, SHA-256 fingerprint {fp}");
         tracing::warn!(fingerprint = %fp, "serving a self-signed certificate: for trials only");
     }
 
-    shutdown_signal().await;
+    stop_signal.await;
     let bound = Duration::from_millis(s.config.shutdown_timeout_ms);
     let deadline = tokio::time::Instant::now() + bound;
     tracing::info!(bound_ms = s.config.shutdown_timeout_ms, "shutting down: draining");
@@ -296,16 +297,21 @@ async fn serve(s: Settings) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when it is first polled: a signal that arrives between the start
+/// message and the wait still drains instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        // without signal handlers, run until killed
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // without signal handlers, run until killed
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
