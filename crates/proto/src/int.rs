@@ -154,6 +154,10 @@ mod tests {
         assert_eq!(t.a, u32::MAX);
         let t = parse(r#"{"a": 1, "b": 18446744073709551615}"#).expect("parses");
         assert_eq!(t.b, Some(u64::MAX));
+        // parsed exactly (serde_json's float_roundtrip): a whole float below
+        // 2^53 is not read as its neighbour
+        let t = parse(r#"{"a": 1, "b": 4383934112098946.0}"#).expect("parses");
+        assert_eq!(t.b, Some(4_383_934_112_098_946));
     }
 
     #[test]
