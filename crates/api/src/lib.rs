@@ -630,7 +630,7 @@ async fn signed(
         .map_or(uri.path(), |p| p.as_str())
         .to_string();
     let secret = s.inner.keys.session_secret(id);
-    let now = switchboard_session::host::now_ms().max(0) as u64;
+    let now = u64::try_from(switchboard_proto::time::now_ms()).unwrap_or(0);
     let (sig, method) = (sig.to_string(), method.clone());
     let check = move |raw: &[u8]| {
         signing::verify(

@@ -147,6 +147,16 @@ impl Config {
     /// master key command (which may carry a key) are hidden. Paths stay:
     /// they name where secrets are, not what they are.
     pub fn redacted(&self) -> serde_json::Value {
+        serde_json::to_value(self.redact()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The configuration as a TOML file, secrets redacted; settings left
+    /// unset (no value, no default) are left out.
+    pub fn redacted_toml(&self) -> Result<String> {
+        toml::to_string(&self.redact()).context("rendering the configuration as TOML")
+    }
+
+    fn redact(&self) -> Config {
         let mut c = self.clone();
         c.tokens = c
             .tokens
@@ -162,7 +172,7 @@ impl Config {
         if c.master_key_command.is_some() {
             c.master_key_command = Some(REDACTED.into());
         }
-        serde_json::to_value(&c).unwrap_or(serde_json::Value::Null)
+        c
     }
 }
 
@@ -177,6 +187,10 @@ pub struct ServeArgs {
     /// master_key_file, master_key_command, data_key_rotate_ms).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Print the effective configuration (file, then environment, then
+    /// flags, validated) as TOML with secrets redacted, and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Address to listen on [default: 127.0.0.1:7700].
     #[arg(long, env = "SWITCHBOARD_LISTEN")]
     pub listen: Option<String>,

@@ -162,6 +162,10 @@ fn tls_setup(s: &Settings) -> Result<Tls> {
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: ServeArgs) -> Result<()> {
     let s = args.load()?;
+    if args.print_config {
+        print!("{}", s.config.redacted_toml()?);
+        return Ok(());
+    }
     init_logging(&s);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -418,3 +418,43 @@ fn drain_delay_is_part_of_the_shutdown_bound() {
     assert!(!st.success());
     assert!(err.contains("config key `drain_delay_ms`"), "{err}");
 }
+
+/// `serve --print-config` shows the effective configuration (file, then
+/// environment, then flags) with secrets redacted, and starts nothing.
+#[test]
+fn print_config_shows_the_effective_settings_redacted() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("sb.toml");
+    std::fs::write(&file, "lease_ms = 45000\nmax_sessions = 7\n").unwrap();
+    let data = d.path().join("data");
+    let secret_token = "print-config-token-0123456789";
+    let (st, out, err) = run(
+        &[
+            "serve",
+            "--print-config",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--max-sessions",
+            "9",
+            "--token",
+            &format!("{secret_token}:switchboard:read"),
+        ],
+        &[("SWITCHBOARD_LEASE_MS", "50000")],
+    );
+    assert!(st.success(), "{err}");
+    assert!(
+        out.contains("lease_ms = 50000"),
+        "the environment wins over the file: {out}"
+    );
+    assert!(out.contains("max_sessions = 9"), "flags win over the file: {out}");
+    assert!(
+        out.contains(r#"tokens = ["<redacted>:switchboard:read"]"#),
+        "{out}"
+    );
+    assert!(!out.contains(secret_token), "{out}");
+    assert!(!data.exists(), "--print-config created the data directory");
+    let parsed: toml::Value = toml::from_str(&out).unwrap();
+    assert_eq!(parsed["fsync"].as_str(), Some("always"));
+}

@@ -111,9 +111,7 @@ impl Session {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    u64::try_from(switchboard_proto::time::now_ms()).unwrap_or(0)
 }
 
 impl Client {

@@ -115,6 +115,15 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Milliseconds since the Unix epoch by the system clock (0 before it):
+/// the one clock every layer above the log uses for timestamps, leases and
+/// signatures. The log keeps its own, as it depends on nothing above it.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,23 +278,11 @@ impl KeyringLock {
             .mode(0o600)
             .open(dir.join("keyring.lock"))
             .map_err(|e| CryptoError::Keys(format!("opening keyring lock: {e}")))?;
-        flock(&f)?;
+        // an exclusive advisory lock (flock), released when the file closes
+        f.lock()
+            .map_err(|e| CryptoError::Keys(format!("locking keyring: {e}")))?;
         Ok(KeyringLock { _file: f })
     }
-}
-
-#[allow(unsafe_code)]
-fn flock(f: &std::fs::File) -> Result<(), CryptoError> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock(2) on a descriptor we own; released when it closes.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-    if r != 0 {
-        return Err(CryptoError::Keys(format!(
-            "locking keyring: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
 }
 
 fn wrap_aad(id: u32, stream: &str) -> Vec<u8> {

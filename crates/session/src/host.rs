@@ -91,12 +91,7 @@ pub struct SessionHost {
     inner: Arc<Inner>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use switchboard_proto::time::now_ms;
 
 /// Names that clients cannot use: internal streams start with `__`.
 fn check_user_stream(name: &str) -> Result<()> {

@@ -253,9 +253,7 @@ impl Raw {
 
 /// Milliseconds since the Unix epoch, as signatures carry them.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    u64::try_from(switchboard_proto::time::now_ms()).unwrap_or(0)
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
