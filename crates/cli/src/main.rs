@@ -2,7 +2,6 @@
 //! its benchmarks.
 
 mod bench;
-mod bench_e2e;
 mod commands;
 mod config;
 mod serve;

@@ -502,7 +502,7 @@ impl Crypto {
         ring.keys.push(DataKeyEntry {
             id,
             stream: stream.to_string(),
-            created_ms: crate::host::now_ms(),
+            created_ms: switchboard_proto::time::now_ms(),
             wrapped,
         });
         write_keyring(&self.cfg.keys_dir, &ring)?;

@@ -1,5 +1,5 @@
-//! `switchboard bench ...`: benchmarks that print one JSON object as their
-//! last line, so runs can be compared and recorded in docs/BENCHMARKS.md.
+//! `switchboard bench log`: the embedded log's append and read rates, next
+//! to plain sequential writes of the same bytes.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -7,20 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 use switchboard_log::{AppendOutcome, BatchBuilder, Durability, Log, LogConfig, StreamSettings};
-
-/// Benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum Bench {
-    /// Embedded log: append then read back N records, and write the same
-    /// bytes with plain sequential writes plus fdatasync for comparison.
-    Log(LogBench),
-    /// The whole service over HTTP: writers and readers against a server,
-    /// beside the log's append rate measured in the same run.
-    E2e(crate::bench_e2e::E2eBench),
-}
 
 /// When the log benchmark syncs.
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
@@ -79,11 +68,9 @@ struct LogReport {
     on_disk_bytes: u64,
 }
 
-pub fn run(bench: Bench) -> Result<()> {
-    match bench {
-        Bench::Log(b) => log_bench(&b),
-        Bench::E2e(b) => crate::bench_e2e::run(b),
-    }
+/// Runs `bench log`.
+pub fn run(b: &LogBench) -> Result<()> {
+    log_bench(b)
 }
 
 impl LogBench {

@@ -326,13 +326,9 @@ fn log_rate(b: &E2eBench) -> Result<Option<f64>> {
     if b.log_records == 0 {
         return Ok(None);
     }
-    let lb = crate::bench::LogBench::for_comparison(
-        b.log_records,
-        b.event_size,
-        b.batch as u64,
-        b.data_dir.clone(),
-    );
-    crate::bench::append_rate(&lb).map(Some)
+    let lb =
+        super::log::LogBench::for_comparison(b.log_records, b.event_size, b.batch as u64, b.data_dir.clone());
+    super::log::append_rate(&lb).map(Some)
 }
 
 async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
