@@ -69,15 +69,7 @@ async fn stream_admin_and_publish() {
         let a = raw.json(Method::POST, "/v1/streams", bad.clone()).await;
         assert_eq!((a.status, a.code()), (400, "bad_request"), "{bad}");
     }
-    let a = raw
-        .send(
-            Method::POST,
-            "/v1/streams",
-            Some(b"{not json".to_vec()),
-            &[],
-            Some(TOKEN),
-        )
-        .await;
+    let a = raw.post_bytes("/v1/streams", b"{not json").await;
     assert_eq!((a.status, a.code()), (400, "bad_request"));
     let list = raw.get("/v1/streams").await.body;
     assert_eq!(
@@ -1269,13 +1261,7 @@ async fn contract_edges() {
 
     // the most common mistake gets a message that shows the shape
     let a = raw
-        .send(
-            Method::POST,
-            "/v1/streams/nums/events",
-            Some(br#"[{"value": 1}]"#.to_vec()),
-            &[],
-            Some(TOKEN),
-        )
+        .post_bytes("/v1/streams/nums/events", br#"[{"value": 1}]"#)
         .await;
     assert_eq!((a.status, a.code()), (400, "bad_request"));
     assert!(
@@ -1289,24 +1275,10 @@ async fn contract_edges() {
 
     // serde would read a struct from an array of its fields: refused
     let a = raw
-        .send(
-            Method::POST,
-            "/v1/streams/nums/events",
-            Some(br#"[[{"value": 1}]]"#.to_vec()),
-            &[],
-            Some(TOKEN),
-        )
+        .post_bytes("/v1/streams/nums/events", br#"[[{"value": 1}]]"#)
         .await;
     assert_eq!((a.status, a.code()), (400, "bad_request"));
-    let a = raw
-        .send(
-            Method::POST,
-            "/v1/streams",
-            Some(br#"["arr", 1]"#.to_vec()),
-            &[],
-            Some(TOKEN),
-        )
-        .await;
+    let a = raw.post_bytes("/v1/streams", br#"["arr", 1]"#).await;
     assert_eq!((a.status, a.code()), (400, "bad_request"));
 
     // values every reader can parse: bounded nesting, no lone surrogates
@@ -1317,15 +1289,7 @@ async fn contract_edges() {
         r#"{"events": [{"value": 1}, {"value": {"s": "\ud800"}}]}"#.to_string(),
         r#"{"events": [{"value": 1}, {"key": "\udc00", "value": 1}]}"#.to_string(),
     ] {
-        let a = raw
-            .send(
-                Method::POST,
-                "/v1/streams/nums/events",
-                Some(bad.into_bytes()),
-                &[],
-                Some(TOKEN),
-            )
-            .await;
+        let a = raw.post_bytes("/v1/streams/nums/events", bad.as_bytes()).await;
         assert_eq!((a.status, a.code()), (400, "bad_request"), "{}", a.body);
     }
     assert_eq!(ends(&raw, "nums").await, before);
@@ -1334,15 +1298,7 @@ async fn contract_edges() {
         "[".repeat(64),
         "]".repeat(64)
     );
-    let a = raw
-        .send(
-            Method::POST,
-            "/v1/streams/nums/events",
-            Some(ok.into_bytes()),
-            &[],
-            Some(TOKEN),
-        )
-        .await;
+    let a = raw.post_bytes("/v1/streams/nums/events", ok.as_bytes()).await;
     assert_eq!(a.status, 200, "{}", a.body);
 
     // byte bounds are payload_too_large, and store nothing

@@ -226,6 +226,12 @@ impl Raw {
         .await
     }
 
+    /// An authenticated `POST` of raw bytes (not necessarily JSON).
+    pub async fn post_bytes(&self, path: &str, body: &[u8]) -> Answer {
+        self.send(Method::POST, path, Some(body.to_vec()), &[], Some(TOKEN))
+            .await
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.send(Method::GET, path, None, &[], Some(TOKEN)).await
     }
