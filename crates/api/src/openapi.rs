@@ -114,7 +114,7 @@ pub fn document() -> Value {
     );
     publish["parameters"] = json!([{ "name": "Idempotency-Key", "in": "header", "required": false,
         "description": "1 to 255 printable ASCII characters; the same key on the same stream returns the first answer for at least 24 h",
-        "schema": { "type": "string", "pattern": "^[!-~]{1,255}$" } }]);
+        "schema": { "type": "string", "pattern": format!("^[!-~]{{1,{}}}$", limits::MAX_IDEMPOTENCY_KEY) } }]);
     let mut read_op = op(
         "readBatch",
         "Read the pending batch, or the next one",
@@ -312,7 +312,7 @@ fn schemas() -> Value {
             "key": { "type": ["string", "null"], "maxLength": 16384 },
             "headers": { "type": ["object", "null"], "additionalProperties": { "type": "string" }, "maxProperties": 64,
                 "propertyNames": { "maxLength": 256 } },
-            "value": { "description": "any JSON value, null included, nested at most 64 levels deep, without lone surrogate escapes in strings" },
+            "value": { "description": format!("any JSON value, null included, nested at most {} levels deep, without lone surrogate escapes in strings", switchboard_proto::value::MAX_DEPTH) },
             "value_b64": base64 } },
         "ReadEvent": { "type": "object", "required": ["partition", "offset", "timestamp"], "properties": {
             "partition": u32_, "offset": u64_, "timestamp": { "type": "string", "format": "date-time" },
