@@ -5,7 +5,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use switchboard_proto::{ErrorBody, ErrorCode};
-use switchboard_session::SessionError;
+use switchboard_rpc::RpcError;
 
 /// A wire error.
 #[derive(Debug, Clone)]
@@ -34,17 +34,12 @@ impl ApiError {
     }
 }
 
-impl From<SessionError> for ApiError {
-    fn from(e: SessionError) -> Self {
-        let retry_after_ms = match &e {
-            SessionError::Backpressure { retry_after_ms, .. } => Some(*retry_after_ms),
-            SessionError::Unavailable(_) => Some(1000),
-            _ => None,
-        };
+impl From<RpcError> for ApiError {
+    fn from(e: RpcError) -> Self {
         ApiError {
-            code: e.code(),
-            message: e.to_string(),
-            retry_after_ms,
+            code: e.code,
+            message: e.message,
+            retry_after_ms: e.retry_after_ms,
         }
     }
 }

@@ -27,8 +27,8 @@ use switchboard_proto::signing;
 use switchboard_proto::wire::{Allocate, CreateStream, Read};
 use switchboard_proto::ErrorCode;
 use switchboard_router::Router;
-use switchboard_session::keys::Keys;
-use switchboard_session::rpc::{Call, Request, Response as Reply};
+use switchboard_rpc::keys::SessionSecrets;
+use switchboard_rpc::{Call, Context, Request, Response as Reply};
 
 pub mod auth;
 mod body;
@@ -41,6 +41,10 @@ mod ui;
 
 pub use auth::{Action, AuthError, Authenticator, Identity, StaticTokens};
 pub use error::ApiError;
+
+/// How long a routed request stays worth starting: longer than the
+/// longest read wait and durable commit.
+const ROUTE_DEADLINE_MS: u64 = 120_000;
 
 /// Header that carries the request id, in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -55,7 +59,8 @@ struct Inner {
     router: Arc<dyn Router>,
     auth: Vec<Arc<dyn Authenticator>>,
     mtls: std::collections::HashMap<String, Identity>,
-    keys: Keys,
+    secrets: SessionSecrets,
+    next_request: std::sync::atomic::AtomicU64,
     draining: AtomicBool,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The node's effective configuration, secrets redacted.
@@ -64,11 +69,11 @@ struct Inner {
 
 impl ApiState {
     /// State over `router`, authenticating callers with `auth` (tried in
-    /// order), checking signatures with secrets derived from `keys`.
+    /// order), checking signatures with `secrets`.
     pub fn new(
         router: Arc<dyn Router>,
         auth: Vec<Arc<dyn Authenticator>>,
-        keys: Keys,
+        secrets: SessionSecrets,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> ApiState {
         ApiState {
@@ -76,7 +81,8 @@ impl ApiState {
                 router,
                 auth,
                 mtls: std::collections::HashMap::new(),
-                keys,
+                secrets,
+                next_request: std::sync::atomic::AtomicU64::new(1),
                 draining: AtomicBool::new(false),
                 metrics,
                 config: Bytes::from_static(b"{}"),
@@ -190,8 +196,16 @@ fn require(id: &Identity, action: Action, stream: &str) -> Result<(), ApiError> 
 }
 
 impl ApiState {
-    async fn route(&self, req: Request) -> Result<Reply, ApiError> {
-        Ok(self.inner.router.route(req).await?)
+    /// Routes `req` on behalf of `caller`. The deadline leaves room for
+    /// the longest call (a read's wait, a durable commit) and tells a node
+    /// that receives a request late not to start it.
+    async fn route(&self, caller: &str, req: Request) -> Result<Reply, ApiError> {
+        let ctx = Context {
+            request_id: self.inner.next_request.fetch_add(1, Ordering::Relaxed),
+            deadline_ms: u64::try_from(switchboard_proto::time::now_ms()).unwrap_or(0) + ROUTE_DEADLINE_MS,
+            caller: caller.to_string(),
+        };
+        Ok(self.inner.router.route(ctx, req).await?)
     }
 }
 
@@ -487,12 +501,12 @@ async fn create_stream(
     let b = read_body(&headers, body).await?;
     let req: CreateStream = body::json(&b, false)?;
     require(&id, Action::Admin, &req.name)?;
-    Ok(reply(s.route(Request::CreateStream(req)).await?))
+    Ok(reply(s.route(&id.subject, Request::CreateStream(req)).await?))
 }
 
 async fn list_streams(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = s.identity(&headers).await?;
-    match s.route(Request::ListStreams).await? {
+    match s.route(&id.subject, Request::ListStreams).await? {
         Reply::Streams(mut l) => {
             // a caller sees the streams it has some scope on
             l.streams.retain(|st| id.sees(&st.name));
@@ -544,7 +558,7 @@ async fn describe_stream(
             format!("{} has no scope on stream {name:?}", id.subject),
         ));
     }
-    Ok(reply(s.route(Request::DescribeStream(name)).await?))
+    Ok(reply(s.route(&id.subject, Request::DescribeStream(name)).await?))
 }
 
 async fn delete_stream(
@@ -552,8 +566,8 @@ async fn delete_stream(
     StreamPath(name): StreamPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    s.allowed(&headers, Action::Admin, &name).await?;
-    Ok(reply(s.route(Request::DeleteStream(name)).await?))
+    let id = s.allowed(&headers, Action::Admin, &name).await?;
+    Ok(reply(s.route(&id.subject, Request::DeleteStream(name)).await?))
 }
 
 async fn publish(
@@ -562,7 +576,7 @@ async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    s.allowed(&headers, Action::Write, &name).await?;
+    let id = s.allowed(&headers, Action::Write, &name).await?;
     let b = read_body(&headers, body).await?;
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
@@ -573,11 +587,14 @@ async fn publish(
         None => None,
     };
     Ok(reply(
-        s.route(Request::Publish {
-            stream: name,
-            idempotency_key: key,
-            body: b,
-        })
+        s.route(
+            &id.subject,
+            Request::Publish {
+                stream: name,
+                idempotency_key: key,
+                body: b,
+            },
+        )
         .await?,
     ))
 }
@@ -592,13 +609,7 @@ async fn allocate(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> 
         switchboard_proto::wire::Mode::Write => Action::Write,
     };
     require(&id, action, &req.stream)?;
-    Ok(reply(
-        s.route(Request::Allocate {
-            req,
-            owner: id.subject,
-        })
-        .await?,
-    ))
+    Ok(reply(s.route(&id.subject, Request::Allocate(req)).await?))
 }
 
 /// Checks token and signature of a session call; returns the caller's
@@ -629,7 +640,14 @@ async fn signed(
         .path_and_query()
         .map_or(uri.path(), |p| p.as_str())
         .to_string();
-    let secret = s.inner.keys.session_secret(id);
+    // an id this cluster did not make, or minted under a retired key, names
+    // no session anywhere
+    let secret = s.inner.secrets.secret(id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SessionGone,
+            "no such session (unknown id, or minted under a retired server key): allocate a new one",
+        )
+    })?;
     let now = u64::try_from(switchboard_proto::time::now_ms()).unwrap_or(0);
     let (sig, method) = (sig.to_string(), method.clone());
     let check = move |raw: &[u8]| {
@@ -659,7 +677,7 @@ async fn signed(
 }
 
 async fn session_call(s: &ApiState, id: String, caller: String, call: Call) -> Result<Response, ApiError> {
-    Ok(reply(s.route(Request::Session { id, caller, call }).await?))
+    Ok(reply(s.route(&caller, Request::Session { id, call }).await?))
 }
 
 /// The parts of a session call, taken from the request: every session

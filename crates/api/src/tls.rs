@@ -118,7 +118,7 @@ pub fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf, String), String> {
         let c = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
             .map_err(|e| format!("generating a certificate: {e}"))?;
         std::fs::write(&cert, c.cert.pem()).map_err(|e| format!("writing {}: {e}", cert.display()))?;
-        switchboard_session::keys::write_secret_file(&key, c.key_pair.serialize_pem().as_bytes())
+        switchboard_rpc::keys::write_secret_file(&key, c.key_pair.serialize_pem().as_bytes())
             .map_err(|e| format!("writing {}: {e}", key.display()))?;
     }
     let der = CertificateDer::from_pem_file(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;

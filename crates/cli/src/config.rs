@@ -31,8 +31,12 @@ pub struct Config {
     /// Static bearer tokens. Empty: a generated admin token in
     /// `<data_dir>/admin.token`.
     pub tokens: Vec<String>,
-    /// Node id reported to clients.
+    /// Node id, reported to clients and inside session ids.
     pub node_id: String,
+    /// Server key file (cursor and session-secret keys, `<id> <hex>` lines,
+    /// newest last). Nodes of one cluster share it. Default
+    /// `<data_dir>/server.key`, created on first start.
+    pub server_key_file: Option<PathBuf>,
     /// `always`, `interval[:MS]` or `never`.
     pub fsync: String,
     /// `text` or `json`.
@@ -105,6 +109,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             tokens: Vec::new(),
             node_id: "local".into(),
+            server_key_file: None,
             fsync: "always".into(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -204,9 +209,13 @@ pub struct ServeArgs {
     /// into <data-dir>/admin.token.
     #[arg(long = "token", env = "SWITCHBOARD_TOKENS", value_delimiter = ';')]
     pub tokens: Vec<String>,
-    /// Node id [default: local].
+    /// Node id, 1 to 64 of A-Z a-z 0-9 . _ - [default: local].
     #[arg(long, env = "SWITCHBOARD_NODE_ID")]
     pub node_id: Option<String>,
+    /// Server key file shared by the nodes of a cluster (cursors and
+    /// session signatures) [default: <data-dir>/server.key, created].
+    #[arg(long, env = "SWITCHBOARD_SERVER_KEY_FILE")]
+    pub server_key_file: Option<PathBuf>,
     /// When appends reach the disk: always, interval[:MS] or never [default: always].
     #[arg(long, env = "SWITCHBOARD_FSYNC")]
     pub fsync: Option<String>,
@@ -386,6 +395,9 @@ impl ServeArgs {
             c.auth_ca_cert = self.auth_ca_cert.clone();
         }
 
+        if self.server_key_file.is_some() {
+            c.server_key_file = self.server_key_file.clone();
+        }
         if self.master_key_file.is_some() {
             c.master_key_file = self.master_key_file.clone();
         }
@@ -463,8 +475,11 @@ fn validate(c: Config) -> Result<Settings> {
     if c.auth_introspect.is_some() && (c.auth_client_id.is_none() || c.auth_client_secret.is_none()) {
         bail!("config key `auth_introspect`: needs `auth_client_id` and `auth_client_secret` too");
     }
-    if c.node_id.is_empty() || c.node_id.len() > 128 {
-        bail!("config key `node_id`: must be 1 to 128 characters");
+    if !switchboard_rpc::id::is_valid_node_id(&c.node_id) {
+        bail!(
+            "config key `node_id`: {:?} must be 1 to 64 of A-Z a-z 0-9 . _ -",
+            c.node_id
+        );
     }
     Ok(Settings {
         config: c,

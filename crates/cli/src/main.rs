@@ -49,11 +49,32 @@ enum Command {
     Bench(bench::Bench),
 }
 
+/// Where the server key file is: `--server-key-file`, else the data
+/// directory's.
+#[derive(Debug, clap::Args)]
+struct ServerKeyFile {
+    /// Server key file, if the server uses another than <data-dir>/server.key.
+    #[arg(long, env = "SWITCHBOARD_SERVER_KEY_FILE")]
+    server_key_file: Option<std::path::PathBuf>,
+    /// Data directory of the server.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./data")]
+    data_dir: std::path::PathBuf,
+}
+
+impl ServerKeyFile {
+    fn path(&self) -> std::path::PathBuf {
+        self.server_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server.key"))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum KeysCmd {
     /// Add a new master key and wrap every data key under it too. No data
     /// is rewritten; old data stays readable. Works while the server runs
     /// (it picks the new key up for new data keys) or stopped.
+    #[command(alias = "rotate-master")]
     Rotate {
         /// Data directory of the server.
         #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./data")]
@@ -62,6 +83,26 @@ enum KeysCmd {
         /// <data-dir>/keys/master.keys.
         #[arg(long, env = "SWITCHBOARD_MASTER_KEY_FILE")]
         master_key_file: Option<std::path::PathBuf>,
+    },
+    /// Create a server key file with one random key (mode 0600), to share
+    /// between the nodes of a cluster with `--server-key-file`.
+    InitServer {
+        /// Where to write it; refused if it exists.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Add a new server key: new cursors and sessions use it, those minted
+    /// under older keys keep working until those are retired. Running
+    /// nodes pick the change up within a second.
+    RotateServer(ServerKeyFile),
+    /// Remove a server key: cursors and sessions minted under it stop
+    /// working. The newest key cannot be retired.
+    RetireServer {
+        #[command(flatten)]
+        file: ServerKeyFile,
+        /// Id of the key to retire.
+        #[arg(long)]
+        id: u32,
     },
 }
 
@@ -83,7 +124,40 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        KeysCmd::InitServer { file } => {
+            if file.exists() {
+                anyhow::bail!("{} exists: refusing to replace server keys", file.display());
+            }
+            switchboard_rpc::keys::ServerKeys::load_or_create(&file)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()))?;
+            println!("server key 1 in {}", file.display());
+            Ok(())
+        }
+        KeysCmd::RotateServer(f) => {
+            let path = f.path();
+            let id = switchboard_rpc::keys::rotate(&path)
+                .map_err(|e| anyhow::anyhow!("rotating {}: {e}", path.display()))?;
+            println!(
+                "new server key {id} in {}; keys {:?} still open older cursors and sessions",
+                path.display(),
+                key_ids(&path)?.iter().filter(|&&k| k != id).collect::<Vec<_>>()
+            );
+            Ok(())
+        }
+        KeysCmd::RetireServer { file, id } => {
+            let path = file.path();
+            switchboard_rpc::keys::retire(&path, id)
+                .map_err(|e| anyhow::anyhow!("retiring key {id} of {}: {e}", path.display()))?;
+            println!("server key {id} retired; keys in use: {:?}", key_ids(&path)?);
+            Ok(())
+        }
     }
+}
+
+fn key_ids(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
+    Ok(switchboard_rpc::keys::ServerKeys::from_file(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+        .ids())
 }
 
 fn init_cli_logging() {

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use switchboard_api::{ApiState, Authenticator, StaticTokens};
 use switchboard_log::LogConfig;
 use switchboard_router::LocalRouter;
+use switchboard_rpc::keys::{write_secret_file, ServerKeys};
 use switchboard_session::crypto::{Crypto, CryptoConfig, MasterSource};
-use switchboard_session::keys::{write_secret_file, Keys};
 use switchboard_session::{HostConfig, SessionHost};
 use switchboard_store::embedded::EmbeddedStore;
 use switchboard_store::Store;
@@ -94,6 +94,25 @@ fn tokens(s: &Settings) -> Result<Vec<String>> {
                 .with_context(|| format!("writing {}", path.display()))?;
             tracing::warn!(path = %path.display(), "no token configured: generated an admin token (mode 0600)");
             Ok(vec![token])
+        }
+    }
+}
+
+/// The server keys: a configured file must exist (a cluster shares it, and
+/// a fresh key on one node would split it); the default one in the data
+/// directory is created on first start.
+fn server_keys(s: &Settings) -> Result<ServerKeys> {
+    match &s.config.server_key_file {
+        Some(path) => ServerKeys::from_file(path).with_context(|| {
+            format!(
+                "config key `server_key_file`: loading {} (create it with `switchboard keys init-server --file {}`)",
+                path.display(),
+                path.display()
+            )
+        }),
+        None => {
+            let path = s.config.data_dir.join("server.key");
+            ServerKeys::load_or_create(&path).with_context(|| format!("loading {}", path.display()))
         }
     }
 }
@@ -187,12 +206,11 @@ async fn serve(s: Settings) -> Result<()> {
     // the files of the data directory are read off the runtime
     let (keys, tokens) = {
         let s = s.clone();
-        tokio::task::spawn_blocking(move || -> Result<(Keys, Vec<String>)> {
+        tokio::task::spawn_blocking(move || -> Result<(ServerKeys, Vec<String>)> {
             let dir = &s.config.data_dir;
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
-            let keys =
-                Keys::load_or_create(dir).with_context(|| format!("loading {}/server.key", dir.display()))?;
+            let keys = server_keys(&s)?;
             Ok((keys, tokens(&s)?))
         })
         .await??
@@ -224,6 +242,8 @@ async fn serve(s: Settings) -> Result<()> {
         keys.clone(),
         HostConfig {
             node_id: s.config.node_id.clone(),
+            // one shard until the phone switch routes between nodes
+            shard: 0,
             lease_ms: s.config.lease_ms,
             max_sessions: s.config.max_sessions,
             readahead_bytes: s.config.readahead_bytes,
@@ -236,9 +256,9 @@ async fn serve(s: Settings) -> Result<()> {
     .await
     .context("starting the session host")?;
     let addr = listener.local_addr()?;
-    let router = Arc::new(LocalRouter::new(host.clone(), addr.to_string()));
+    let router = Arc::new(LocalRouter::new(Arc::new(host.clone()), addr.to_string()));
     let auth = authenticators(&s, &tokens).await?;
-    let state = ApiState::new(router, auth, keys, metrics)
+    let state = ApiState::new(router, auth, keys.session_secrets(), metrics)
         .with_client_certs(&s.config.client_certs)
         .map_err(|e| anyhow::anyhow!("config key `client_certs`: {e}"))?
         .with_config(&s.config.redacted())

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_store::Record;
 use zeroize::Zeroizing;
 
-use crate::keys::write_secret_file;
+use switchboard_rpc::keys::write_secret_file;
 
 /// First byte of a sealed record's value.
 pub const SEALED: u8 = 0xE5;

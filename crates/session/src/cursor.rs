@@ -3,17 +3,26 @@
 //! server's cursor key: clients cannot read offsets from it, and any change
 //! fails authentication. Pure code, no I/O.
 //!
-//! Layout before base64url (no padding): version byte `1`, 12-byte random
-//! nonce, then the sealed plaintext and its 16-byte tag. The plaintext is
+//! Layout before base64url (no padding): version byte `2`, the LEB128 id
+//! of the server key it is sealed under, 12-byte random nonce, then the
+//! sealed plaintext and its 16-byte tag (version `1`, written before keys
+//! had ids, has no key id and opens under key 1). The key id is also part
+//! of the additional data. After a rotation, new cursors use the newest
+//! key and old ones open until their key is retired. The plaintext is
 //! u16 stream-name length, the name, u16 entry count, then per entry a
 //! LEB128 partition and a LEB128 offset, partitions strictly increasing.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
+use parking_lot::Mutex;
 use rand::RngCore;
+use switchboard_rpc::keys::ServerKeys;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_NO_KEY_ID: u8 = 1;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Longest cursor text accepted (1024 partitions of large offsets fit).
@@ -38,23 +47,51 @@ pub enum CursorError {
     /// Authentication failed: forged, altered, or sealed with another key.
     #[error("cursor is not authentic")]
     NotAuthentic,
+    /// Sealed under a server key this node does not have (retired, or
+    /// from another cluster).
+    #[error("cursor is sealed under server key {0}, which this node does not have (retired?)")]
+    UnknownKey(u32),
 }
 
-/// Seals and opens cursors with one key.
+type KeyedCipher = (u32, Arc<Aes256Gcm>);
+
+/// Seals and opens cursors under the server keys.
 #[derive(Clone)]
 pub struct CursorCodec {
-    cipher: std::sync::Arc<Aes256Gcm>,
+    keys: ServerKeys,
+    /// Ciphers by key id (a handful: the keys not yet retired).
+    ciphers: Arc<Mutex<Vec<KeyedCipher>>>,
 }
 
 impl CursorCodec {
-    /// A codec with a 32-byte key.
-    pub fn new(key: &[u8; 32]) -> CursorCodec {
+    /// A codec over the node's server keys.
+    pub fn new(keys: ServerKeys) -> CursorCodec {
         CursorCodec {
-            cipher: std::sync::Arc::new(Aes256Gcm::new(key.into())),
+            keys,
+            ciphers: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// Seals a cursor.
+    fn cipher(&self, id: u32) -> Option<Arc<Aes256Gcm>> {
+        // a retired key stops opening cursors even if its cipher is cached
+        if !self.keys.has(id) {
+            return None;
+        }
+        if let Some((_, c)) = self.ciphers.lock().iter().find(|(i, _)| *i == id) {
+            return Some(c.clone());
+        }
+        let key = self.keys.cursor_key(id)?;
+        let c = Arc::new(Aes256Gcm::new((&*key).into()));
+        let mut cache = self.ciphers.lock();
+        cache.retain(|(i, _)| *i != id);
+        if cache.len() >= 8 {
+            cache.remove(0);
+        }
+        cache.push((id, c.clone()));
+        Some(c)
+    }
+
+    /// Seals a cursor under the newest key.
     pub fn seal(&self, c: &Cursor) -> String {
         debug_assert!(c.positions.windows(2).all(|w| w[0].0 < w[1].0));
         let mut plain = Vec::with_capacity(4 + c.stream.len() + c.positions.len() * 8);
@@ -65,16 +102,30 @@ impl CursorCodec {
             put_varint(&mut plain, p as u64);
             put_varint(&mut plain, o);
         }
+        let id = self.keys.current_id();
+        let mut out = Vec::with_capacity(6 + NONCE_LEN + plain.len() + TAG_LEN);
+        out.push(VERSION);
+        put_varint(&mut out, u64::from(id));
+        let head = out.len();
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
-        // encrypting a few hundred bytes in memory cannot fail
-        let sealed = self
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        out.push(VERSION);
         out.extend_from_slice(&nonce);
+        // the current key is always known, and sealing a few hundred bytes
+        // in memory cannot fail
+        let sealed = self
+            .cipher(id)
+            .and_then(|cipher| {
+                cipher
+                    .encrypt(
+                        Nonce::from_slice(&nonce),
+                        Payload {
+                            msg: &plain,
+                            aad: &out[..head],
+                        },
+                    )
+                    .ok()
+            })
+            .unwrap_or_default();
         out.extend_from_slice(&sealed);
         B64.encode(out)
     }
@@ -85,12 +136,30 @@ impl CursorCodec {
             return Err(CursorError::Malformed);
         }
         let raw = B64.decode(text).map_err(|_| CursorError::Malformed)?;
-        if raw.len() < 1 + NONCE_LEN + TAG_LEN || raw[0] != VERSION {
+        let (id, head) = match raw.first() {
+            Some(&VERSION) => {
+                let mut p = 1;
+                let id = get_varint(&raw, &mut p)
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or(CursorError::Malformed)?;
+                (id, p)
+            }
+            Some(&VERSION_NO_KEY_ID) => (1, 1),
+            _ => return Err(CursorError::Malformed),
+        };
+        if raw.len() < head + NONCE_LEN + TAG_LEN {
             return Err(CursorError::Malformed);
         }
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(&raw[1..1 + NONCE_LEN]), &raw[1 + NONCE_LEN..])
+        let cipher = self.cipher(id).ok_or(CursorError::UnknownKey(id))?;
+        let aad = if raw[0] == VERSION { &raw[..head] } else { &[][..] };
+        let plain = cipher
+            .decrypt(
+                Nonce::from_slice(&raw[head..head + NONCE_LEN]),
+                Payload {
+                    msg: &raw[head + NONCE_LEN..],
+                    aad,
+                },
+            )
             .map_err(|_| CursorError::NotAuthentic)?;
         decode_plain(&plain).ok_or(CursorError::Malformed)
     }
@@ -141,7 +210,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn codec() -> CursorCodec {
-        CursorCodec::new(&[7u8; 32])
+        CursorCodec::new(ServerKeys::from_master(&[7u8; 32]))
     }
 
     #[test]
@@ -158,11 +227,32 @@ mod tests {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         // another key refuses it
         assert_eq!(
-            CursorCodec::new(&[8u8; 32]).open(&t),
+            CursorCodec::new(ServerKeys::from_master(&[8u8; 32])).open(&t),
             Err(CursorError::NotAuthentic)
         );
         assert_eq!(codec().open("earliest!"), Err(CursorError::Malformed));
         assert_eq!(codec().open(""), Err(CursorError::Malformed));
+    }
+
+    #[test]
+    fn cursors_from_before_key_ids_open_under_key_one() {
+        let keys = ServerKeys::from_master(&[7u8; 32]);
+        let key = keys.cursor_key(1).unwrap();
+        let mut plain = Vec::new();
+        plain.extend_from_slice(&1u16.to_le_bytes());
+        plain.push(b's');
+        plain.extend_from_slice(&1u16.to_le_bytes());
+        put_varint(&mut plain, 0);
+        put_varint(&mut plain, 42);
+        let nonce = [5u8; NONCE_LEN];
+        let sealed = Aes256Gcm::new((&*key).into())
+            .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
+            .unwrap();
+        let mut raw = vec![VERSION_NO_KEY_ID];
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&sealed);
+        let c = CursorCodec::new(keys).open(&B64.encode(raw)).unwrap();
+        assert_eq!(c.positions, vec![(0, 42)]);
     }
 
     proptest! {

@@ -68,6 +68,19 @@ impl SessionError {
     }
 }
 
+impl From<SessionError> for switchboard_rpc::RpcError {
+    fn from(e: SessionError) -> Self {
+        let retry_after_ms = match &e {
+            SessionError::Backpressure { retry_after_ms, .. } => Some(*retry_after_ms),
+            SessionError::Unavailable(_) => Some(1000),
+            _ => None,
+        };
+        let mut r = switchboard_rpc::RpcError::new(e.code(), e.to_string());
+        r.retry_after_ms = retry_after_ms;
+        r
+    }
+}
+
 impl From<crate::crypto::CryptoError> for SessionError {
     fn from(e: crate::crypto::CryptoError) -> Self {
         match e {

@@ -18,16 +18,20 @@ use crate::crypto::{Crypto, Sealer};
 use crate::cursor::CursorCodec;
 use crate::error::{Result, SessionError};
 use crate::idempotency::{Begin, Idempotency};
-use crate::keys::{random_id, Keys};
 use crate::reader::{ReadLimits, Reader};
-use crate::rpc::{Call, Request, Response};
 use crate::writer::{publish_block, CommitPlan, Writer};
+use switchboard_rpc::id::SessionId;
+use switchboard_rpc::keys::ServerKeys;
+use switchboard_rpc::{Backend, Call, Context, NodeStatus, Request, Response, RpcError};
 
 /// Settings of a session host.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// This node's id, reported in allocations.
+    /// This node's id, reported in allocations and inside session ids
+    /// (1 to 64 of `A-Z a-z 0-9 . _ -`).
     pub node_id: String,
+    /// The phone-switch shard this node listens on, inside session ids.
+    pub shard: u16,
     /// Session lease.
     pub lease_ms: u64,
     /// Most open sessions on this node.
@@ -46,6 +50,7 @@ impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
             node_id: "local".into(),
+            shard: 0,
             lease_ms: limits::LEASE_MS_DEFAULT,
             max_sessions: 10_000,
             readahead_bytes: 4 << 20,
@@ -76,7 +81,7 @@ struct Slot {
 struct Inner {
     store: Arc<dyn Store>,
     cfg: HostConfig,
-    keys: Keys,
+    keys: ServerKeys,
     codec: CursorCodec,
     sessions: Mutex<HashMap<String, Arc<Slot>>>,
     producers: Mutex<HashMap<(String, String), String>>,
@@ -91,7 +96,7 @@ pub struct SessionHost {
     inner: Arc<Inner>,
 }
 
-pub use switchboard_proto::time::now_ms;
+use switchboard_proto::time::now_ms;
 
 /// Names that clients cannot use: internal streams start with `__`.
 fn check_user_stream(name: &str) -> Result<()> {
@@ -160,13 +165,19 @@ impl SessionHost {
     /// store.
     pub async fn start(
         store: Arc<dyn Store>,
-        keys: Keys,
+        keys: ServerKeys,
         cfg: HostConfig,
         crypto: Option<Arc<Crypto>>,
     ) -> Result<SessionHost> {
+        if !switchboard_rpc::id::is_valid_node_id(&cfg.node_id) {
+            return Err(SessionError::bad(format!(
+                "node id {:?}: must be 1 to 64 of A-Z a-z 0-9 . _ -",
+                cfg.node_id
+            )));
+        }
         let idem = Arc::new(Idempotency::load(store.clone(), cfg.idempotency_ttl_ms, now_ms()).await?);
         let inner = Arc::new(Inner {
-            codec: CursorCodec::new(keys.cursor_key()),
+            codec: CursorCodec::new(keys.clone()),
             store,
             cfg,
             keys,
@@ -192,7 +203,7 @@ impl SessionHost {
     }
 
     /// The server keys (the API tier derives session secrets from them).
-    pub fn keys(&self) -> &Keys {
+    pub fn keys(&self) -> &ServerKeys {
         &self.inner.keys
     }
 
@@ -276,11 +287,16 @@ impl SessionHost {
         unfinished
     }
 
-    /// Handles one request.
-    pub async fn handle(&self, req: Request) -> Result<Response> {
+    /// Handles one request of `ctx.caller`.
+    pub async fn handle(&self, ctx: Context, req: Request) -> Result<Response> {
         if self.is_draining() {
             return Err(SessionError::Unavailable(
                 "node is draining: retry on another node".into(),
+            ));
+        }
+        if ctx.expired(now_ms()) {
+            return Err(SessionError::Unavailable(
+                "the request's deadline passed before it reached its node".into(),
             ));
         }
         match req {
@@ -319,8 +335,8 @@ impl SessionHost {
                 idempotency_key,
                 body,
             } => self.publish(stream, idempotency_key, body).await,
-            Request::Allocate { req, owner } => self.allocate(req, owner).await,
-            Request::Session { id, caller, call } => self.call(&id, &caller, call).await,
+            Request::Allocate(req) => self.allocate(req, ctx.caller).await,
+            Request::Session { id, call } => self.call(&id, &ctx.caller, call).await,
         }
     }
 
@@ -421,7 +437,12 @@ impl SessionHost {
                 retry_after_ms: 1000,
             });
         }
-        let id = random_id();
+        let id = SessionId::generate(
+            self.inner.keys.current_id(),
+            &self.inner.cfg.node_id,
+            self.inner.cfg.shard,
+        )
+        .to_text();
         let (state, cursor, last_block, producer_key) = match a.mode {
             Mode::Read => {
                 if a.producer.is_some() {
@@ -488,7 +509,12 @@ impl SessionHost {
         };
         metrics::gauge!("switchboard_sessions_open", "mode" => mode).increment(1.0);
         Ok(Response::Allocated(Allocated {
-            secret: self.inner.keys.session_secret(&id),
+            secret: self
+                .inner
+                .keys
+                .session_secrets()
+                .secret(&id)
+                .ok_or_else(|| SessionError::Internal("no secret for a new session id".into()))?,
             session: id,
             mode: a.mode,
             stream: a.stream,
@@ -690,6 +716,21 @@ impl SessionHost {
     fn remove(&self, id: &str, slot: &Slot) {
         if self.inner.sessions.lock().remove(id).is_some() {
             self.forget(id, slot);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for SessionHost {
+    async fn handle(&self, ctx: Context, req: Request) -> std::result::Result<Response, RpcError> {
+        SessionHost::handle(self, ctx, req).await.map_err(RpcError::from)
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node: self.inner.cfg.node_id.clone(),
+            draining: self.is_draining(),
+            sessions: self.session_count() as u64,
         }
     }
 }

@@ -7,12 +7,11 @@
 //! - `writer`: the write/commit state machine with its ordered publisher.
 //! - [`codec`]: events between JSON and stored records (pure).
 //! - [`cursor`]: opaque authenticated cursors (pure).
-//! - [`keys`]: the server key file and what is derived from it.
-//! - [`rpc`]: the requests and answers a router carries to this tier.
 //!
-//! This crate never sees HTTP: the API tier turns requests into
-//! [`rpc::Request`]s and [`SessionError`]s into wire errors. It reaches
-//! storage only through [`switchboard_store::Store`].
+//! This crate never sees HTTP: it answers `switchboard_rpc` requests as a
+//! [`switchboard_rpc::Backend`], and maps its [`SessionError`]s to
+//! [`switchboard_rpc::RpcError`] in one place. It reaches storage only
+//! through [`switchboard_store::Store`].
 
 pub mod codec;
 pub mod crypto;
@@ -20,9 +19,7 @@ pub mod cursor;
 mod error;
 pub mod host;
 mod idempotency;
-pub mod keys;
 mod reader;
-pub mod rpc;
 mod writer;
 
 pub use error::{Result, SessionError};

@@ -119,7 +119,7 @@ impl Store for GatedStore {
 #[tokio::test]
 async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() {
     use switchboard_proto::wire::{Allocate, BlockStatus, Commit, Mode};
-    use switchboard_session::rpc::{Call, Request, Response};
+    use switchboard_rpc::{Call, Request, Response};
     use switchboard_session::{HostConfig, SessionError, SessionHost};
 
     let dir = tempfile::tempdir().unwrap();
@@ -132,38 +132,43 @@ async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() 
         max_blocks_in_flight: 2,
         ..HostConfig::default()
     };
-    let keys = switchboard_session::keys::Keys::from_master(&[1; 32]);
+    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
     let host = SessionHost::start(store, keys, cfg, None).await.unwrap();
-    host.handle(Request::CreateStream(switchboard_proto::wire::CreateStream {
-        name: "bp".into(),
-        partitions: Some(1),
-        retention_ms: None,
-        retention_bytes: None,
-    }))
+    host.handle(
+        ctx(),
+        Request::CreateStream(switchboard_proto::wire::CreateStream {
+            name: "bp".into(),
+            partitions: Some(1),
+            retention_ms: None,
+            retention_bytes: None,
+        }),
+    )
     .await
     .unwrap();
     let Response::Allocated(a) = host
-        .handle(Request::Allocate {
-            owner: "test".into(),
-            req: Allocate {
+        .handle(
+            ctx(),
+            Request::Allocate(Allocate {
                 stream: "bp".into(),
                 mode: Mode::Write,
                 cursor: None,
                 partitions: None,
                 producer: None,
-            },
-        })
+            }),
+        )
         .await
         .unwrap()
     else {
         panic!("not allocated")
     };
     let call = |call: Call| {
-        host.handle(Request::Session {
-            id: a.session.clone(),
-            caller: "test".into(),
-            call,
-        })
+        host.handle(
+            ctx(),
+            Request::Session {
+                id: a.session.clone(),
+                call,
+            },
+        )
     };
     let commit = |block| {
         Call::Commit(Commit {
@@ -212,8 +217,8 @@ async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() 
 #[tokio::test]
 async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
     use switchboard_proto::wire::{Allocate, Mode, Read};
+    use switchboard_rpc::{Call, Request, Response};
     use switchboard_session::crypto::{Crypto, CryptoConfig, MasterSource};
-    use switchboard_session::rpc::{Call, Request, Response};
     use switchboard_session::{HostConfig, SessionError, SessionHost};
 
     let dir = tempfile::tempdir().unwrap();
@@ -229,7 +234,7 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
             .unwrap(),
         )
     };
-    let keys = switchboard_session::keys::Keys::from_master(&[1; 32]);
+    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
     let master = MasterSource::Command(format!("echo m1 {}", "ab".repeat(32)));
     {
         let store: Arc<dyn Store> =
@@ -242,19 +247,25 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
         )
         .await
         .unwrap();
-        host.handle(Request::CreateStream(switchboard_proto::wire::CreateStream {
-            name: "k".into(),
-            partitions: Some(1),
-            retention_ms: None,
-            retention_bytes: None,
-        }))
+        host.handle(
+            ctx(),
+            Request::CreateStream(switchboard_proto::wire::CreateStream {
+                name: "k".into(),
+                partitions: Some(1),
+                retention_ms: None,
+                retention_bytes: None,
+            }),
+        )
         .await
         .unwrap();
-        host.handle(Request::Publish {
-            stream: "k".into(),
-            idempotency_key: None,
-            body: r#"{"events":[{"value":"secret"}]}"#.into(),
-        })
+        host.handle(
+            ctx(),
+            Request::Publish {
+                stream: "k".into(),
+                idempotency_key: None,
+                body: r#"{"events":[{"value":"secret"}]}"#.into(),
+            },
+        )
         .await
         .unwrap();
         store.close().await.unwrap();
@@ -267,16 +278,16 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
         .await
         .unwrap();
     let Response::Allocated(a) = host
-        .handle(Request::Allocate {
-            owner: "t".into(),
-            req: Allocate {
+        .handle(
+            ctx(),
+            Request::Allocate(Allocate {
                 stream: "k".into(),
                 mode: Mode::Read,
                 cursor: Some("earliest".into()),
                 partitions: None,
                 producer: None,
-            },
-        })
+            }),
+        )
         .await
         .unwrap()
     else {
@@ -288,14 +299,23 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
         wait_ms: Some(3000),
     });
     let r = host
-        .handle(Request::Session {
-            id: a.session,
-            caller: "t".into(),
-            call: read,
-        })
+        .handle(
+            ctx(),
+            Request::Session {
+                id: a.session,
+                call: read,
+            },
+        )
         .await;
     match r {
         Err(SessionError::Unavailable(m)) => assert!(m.contains("data key 1"), "{m}"),
         other => panic!("expected an error naming the key, got {other:?}"),
+    }
+}
+
+fn ctx() -> switchboard_rpc::Context {
+    switchboard_rpc::Context {
+        caller: "test".into(),
+        ..Default::default()
     }
 }

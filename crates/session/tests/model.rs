@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use switchboard_proto::wire::{Ack, Allocate, Commit, CreateStream, Mode, Read, ReadAnswer};
-use switchboard_session::keys::Keys;
-use switchboard_session::rpc::{Call, Request, Response};
+use switchboard_rpc::keys::ServerKeys as Keys;
+use switchboard_rpc::{Call, Request, Response};
 use switchboard_session::{HostConfig, SessionError, SessionHost};
 use switchboard_store::embedded::EmbeddedStore;
 
@@ -91,12 +91,15 @@ async fn setup() -> (tempfile::TempDir, SessionHost) {
     )
     .await
     .unwrap();
-    host.handle(Request::CreateStream(CreateStream {
-        name: "m".into(),
-        partitions: Some(3),
-        retention_ms: None,
-        retention_bytes: None,
-    }))
+    host.handle(
+        ctx(),
+        Request::CreateStream(CreateStream {
+            name: "m".into(),
+            partitions: Some(3),
+            retention_ms: None,
+            retention_bytes: None,
+        }),
+    )
     .await
     .unwrap();
     (dir, host)
@@ -104,16 +107,16 @@ async fn setup() -> (tempfile::TempDir, SessionHost) {
 
 async fn alloc(host: &SessionHost, mode: Mode, cursor: Option<&str>) -> String {
     let r = host
-        .handle(Request::Allocate {
-            owner: "test".into(),
-            req: Allocate {
+        .handle(
+            ctx(),
+            Request::Allocate(Allocate {
                 stream: "m".into(),
                 mode,
                 cursor: cursor.map(str::to_string),
                 partitions: None,
                 producer: None,
-            },
-        })
+            }),
+        )
         .await
         .unwrap();
     match r {
@@ -125,11 +128,13 @@ async fn alloc(host: &SessionHost, mode: Mode, cursor: Option<&str>) -> String {
 async fn run_case(wops: Vec<W>, rops: Vec<R>) {
     let (_dir, host) = setup().await;
     let call = |id: &str, c: Call| {
-        host.handle(Request::Session {
-            id: id.to_string(),
-            caller: "test".into(),
-            call: c,
-        })
+        host.handle(
+            ctx(),
+            Request::Session {
+                id: id.to_string(),
+                call: c,
+            },
+        )
     };
 
     // writer: the model is (next block to write, staged block, committed blocks)
@@ -311,5 +316,12 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(run_case(wops, rops));
+    }
+}
+
+fn ctx() -> switchboard_rpc::Context {
+    switchboard_rpc::Context {
+        caller: "test".into(),
+        ..Default::default()
     }
 }

@@ -425,7 +425,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
                     reads.push(ms(took));
                 }
                 waiting = false;
-                let now = switchboard_session::host::now_ms();
+                let now = switchboard_proto::time::now_ms();
                 for ts in &batch.timestamps {
                     e2e.push((now - ts) as f64);
                 }

@@ -1,6 +1,6 @@
-//! What the API tier asks of the backend tier, and what it answers: the
-//! messages a router carries. In process they are passed as they are; a
-//! network router serializes them.
+//! What the API tier asks of the backend tier, and what it answers. In
+//! process they are passed as they are; between processes they travel as
+//! [`crate::frame`]s. Who asks travels beside them, in [`crate::Context`].
 
 use bytes::Bytes;
 use switchboard_proto::wire::{
@@ -9,7 +9,7 @@ use switchboard_proto::wire::{
 };
 
 /// A request to the backend tier.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// `POST /v1/streams`.
     CreateStream(CreateStream),
@@ -28,19 +28,12 @@ pub enum Request {
         /// Body.
         body: Bytes,
     },
-    /// `POST /v1/sessions`.
-    Allocate {
-        /// The allocation.
-        req: Allocate,
-        /// Identity of the caller; the session is bound to it.
-        owner: String,
-    },
-    /// A call on one session.
+    /// `POST /v1/sessions`: the session is bound to the caller.
+    Allocate(Allocate),
+    /// A call on one session; the caller must be the session's owner.
     Session {
         /// Session id.
         id: String,
-        /// Identity of the caller: must be the session's owner.
-        caller: String,
         /// The call.
         call: Call,
     },
@@ -57,7 +50,7 @@ impl Request {
 }
 
 /// A call on a session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Call {
     /// `GET /v1/sessions/{id}`.
     Get,
@@ -74,7 +67,7 @@ pub enum Call {
 }
 
 /// An answer of the backend tier.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Response {
     /// A stream was created (`true`) or existed with the same settings.
     StreamCreated(StreamInfo, bool),

@@ -1,0 +1,65 @@
+//! What Switchboard's two tiers say to each other, and what they share.
+//!
+//! - [`Request`], [`Call`], [`Response`]: the messages a router carries
+//!   from the API tier to the backend tier, with a [`Context`] (request
+//!   id, deadline, caller identity).
+//! - [`RpcError`]: the one error that crosses tiers (code, message,
+//!   retryable, retry-after).
+//! - [`frame`]: a compact, versioned binary frame for all of them, for
+//!   routers that cross a network.
+//! - [`id`]: session ids, which name the node and shard holding a session.
+//! - [`keys`]: the server keys a cluster shares (cursors, session secrets).
+//! - [`Backend`]: what a backend node offers a router.
+//!
+//! Both tiers depend on this crate; neither depends on the other.
+
+use async_trait::async_trait;
+
+mod codec;
+mod error;
+pub mod frame;
+pub mod id;
+pub mod keys;
+mod message;
+
+pub use error::RpcError;
+pub use message::{Call, Request, Response};
+
+/// Who asks, and until when the answer is useful.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Context {
+    /// Unique per request on its sender (matches answers to requests).
+    pub request_id: u64,
+    /// Unix ms after which the caller no longer waits (0: no deadline).
+    pub deadline_ms: u64,
+    /// The authenticated identity: sessions are bound to it.
+    pub caller: String,
+}
+
+impl Context {
+    /// Whether the deadline has passed at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.deadline_ms != 0 && i64::try_from(self.deadline_ms).is_ok_and(|d| now_ms > d)
+    }
+}
+
+/// A backend node's state, for `GET /v1/cluster` and health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id (also inside its session ids).
+    pub node: String,
+    /// Draining: new calls are refused.
+    pub draining: bool,
+    /// Open sessions.
+    pub sessions: u64,
+}
+
+/// What a backend node offers a router.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Handles one request.
+    async fn handle(&self, ctx: Context, req: Request) -> Result<Response, RpcError>;
+
+    /// The node's current state.
+    fn status(&self) -> NodeStatus;
+}
