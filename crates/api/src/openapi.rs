@@ -306,12 +306,12 @@ fn schemas() -> Value {
             "name": { "type": "string" }, "partitions": u32_, "retention_ms": opt_u64, "retention_bytes": opt_u64,
             "start_offsets": { "type": "array", "items": u64_ }, "end_offsets": { "type": "array", "items": u64_ } } },
         "Event": { "type": "object", "additionalProperties": false,
-            "description": "exactly one of value and value_b64; a key of at most 16 KiB of UTF-8 and header names of at most 256 bytes (larger is payload_too_large)",
+            "description": "exactly one of value and value_b64; a key of at most 16 KiB of UTF-8 and header names of at most 256 bytes (larger is payload_too_large); header names starting with `sb.` are reserved",
             "oneOf": [{ "required": ["value"] }, { "required": ["value_b64"] }],
             "properties": {
-            "key": { "type": ["string", "null"], "maxLength": 16384 },
-            "headers": { "type": ["object", "null"], "additionalProperties": { "type": "string" }, "maxProperties": 64,
-                "propertyNames": { "maxLength": 256 } },
+            "key": { "type": ["string", "null"], "maxLength": limits::MAX_KEY_BYTES },
+            "headers": { "type": ["object", "null"], "additionalProperties": { "type": "string" }, "maxProperties": limits::MAX_HEADERS,
+                "propertyNames": { "maxLength": limits::MAX_HEADER_NAME_BYTES, "not": { "pattern": "^sb\\." } } },
             "value": { "description": format!("any JSON value, null included, nested at most {} levels deep, without lone surrogate escapes in strings", switchboard_proto::value::MAX_DEPTH) },
             "value_b64": base64 } },
         "ReadEvent": { "type": "object", "required": ["partition", "offset", "timestamp"], "properties": {
@@ -319,7 +319,7 @@ fn schemas() -> Value {
             "key": { "type": "string" }, "headers": { "type": "object", "additionalProperties": { "type": "string" } },
             "value": {}, "value_b64": { "type": "string", "contentEncoding": "base64" } } },
         "Publish": { "type": "object", "additionalProperties": false, "required": ["events"], "properties": {
-            "events": { "type": "array", "items": r("Event"), "minItems": 1, "maxItems": 10000 } } },
+            "events": { "type": "array", "items": r("Event"), "minItems": 1, "maxItems": limits::MAX_EVENTS_PER_BLOCK } } },
         "PublishAnswer": { "type": "object", "required": ["offsets"], "properties": { "offsets": { "type": "array", "items": {
             "type": "object", "required": ["partition", "offset"], "properties": { "partition": u32_, "offset": u64_ } } } } },
         "Allocate": { "oneOf": [r("AllocateReader"), r("AllocateWriter")] },
@@ -350,7 +350,7 @@ fn schemas() -> Value {
         "Ack": { "type": "object", "additionalProperties": false, "required": ["batch"], "properties": { "batch": req_u64 } },
         "AckAnswer": { "type": "object", "required": ["batch", "cursor"], "properties": { "batch": u64_, "cursor": { "type": "string" } } },
         "Write": { "type": "object", "additionalProperties": false, "required": ["block", "events"], "properties": {
-            "block": block.clone(), "events": { "type": "array", "items": r("Event"), "minItems": 1, "maxItems": 10000 } } },
+            "block": block.clone(), "events": { "type": "array", "items": r("Event"), "minItems": 1, "maxItems": limits::MAX_EVENTS_PER_BLOCK } } },
         "WriteAnswer": { "type": "object", "required": ["block", "events"], "properties": { "block": u64_, "events": u64_ } },
         "Commit": { "type": "object", "additionalProperties": false, "required": ["block"], "properties": {
             "block": block, "durable": { "type": ["boolean", "null"], "default": false } } },

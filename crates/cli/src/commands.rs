@@ -146,6 +146,10 @@ pub enum StreamCmd {
         /// Keep each partition under about this many bytes (at least 1).
         #[arg(long, value_parser = at_least_one)]
         retention_bytes: Option<u64>,
+        /// Keep event keys in the clear at rest (values and headers stay
+        /// encrypted), for compaction and tooling that read keys.
+        #[arg(long)]
+        keys_in_clear: bool,
     },
     /// List streams.
     List,
@@ -179,6 +183,7 @@ pub fn stream(conn: &Conn, cmd: StreamCmd) -> Result<()> {
                 partitions,
                 retention_ms,
                 retention_bytes,
+                keys_in_clear,
             } => {
                 let (s, created) = client
                     .create_stream(&CreateStream {
@@ -186,6 +191,7 @@ pub fn stream(conn: &Conn, cmd: StreamCmd) -> Result<()> {
                         partitions: Some(partitions),
                         retention_ms,
                         retention_bytes,
+                        encrypt_keys: keys_in_clear.then_some(false),
                     })
                     .await?;
                 writeln!(out, "{}", serde_json::to_string(&s)?)?;

@@ -28,6 +28,10 @@ pub struct Config {
     pub listen: String,
     /// Directory of the embedded log, keys and token file.
     pub data_dir: PathBuf,
+    /// The storage core: `file://DIR` (the embedded log) or `memory://`
+    /// (nothing kept after the process ends). Default
+    /// `file://<data_dir>/log`.
+    pub store: Option<String>,
     /// Static bearer tokens. Empty: a generated admin token in
     /// `<data_dir>/admin.token`.
     pub tokens: Vec<String>,
@@ -107,6 +111,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:7700".into(),
             data_dir: PathBuf::from("./data"),
+            store: None,
             tokens: Vec::new(),
             node_id: "local".into(),
             server_key_file: None,
@@ -202,6 +207,10 @@ pub struct ServeArgs {
     /// Data directory [default: ./data].
     #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Storage core: file://DIR (the embedded log) or memory:// (for tests
+    /// and demos: nothing survives the process) [default: file://<data-dir>/log].
+    #[arg(long, env = "SWITCHBOARD_STORE")]
+    pub store: Option<String>,
     /// A static bearer token, `TOKEN[:SCOPES]` (repeatable; the env variable
     /// takes a list separated by `;`). SCOPES is a comma-separated list like
     /// `switchboard:read:orders.*,switchboard:write:billing`; none means
@@ -395,6 +404,9 @@ impl ServeArgs {
             c.auth_ca_cert = self.auth_ca_cert.clone();
         }
 
+        if self.store.is_some() {
+            c.store = self.store.clone();
+        }
         if self.server_key_file.is_some() {
             c.server_key_file = self.server_key_file.clone();
         }
@@ -474,6 +486,12 @@ fn validate(c: Config) -> Result<Settings> {
     }
     if c.auth_introspect.is_some() && (c.auth_client_id.is_none() || c.auth_client_secret.is_none()) {
         bail!("config key `auth_introspect`: needs `auth_client_id` and `auth_client_secret` too");
+    }
+    if let Some(url) = &c.store {
+        let file = url.strip_prefix("file://").is_some_and(|d| !d.is_empty());
+        if !file && url != "memory://" {
+            bail!("config key `store`: {url:?} is not file://DIR or memory://");
+        }
     }
     if !switchboard_rpc::id::is_valid_node_id(&c.node_id) {
         bail!(

@@ -13,8 +13,6 @@ use switchboard_router::LocalRouter;
 use switchboard_rpc::keys::{write_secret_file, ServerKeys};
 use switchboard_session::crypto::{Crypto, CryptoConfig, MasterSource};
 use switchboard_session::{HostConfig, SessionHost};
-use switchboard_store::embedded::EmbeddedStore;
-use switchboard_store::Store;
 
 use crate::config::{LogFormat, ServeArgs, Settings};
 
@@ -96,6 +94,15 @@ fn tokens(s: &Settings) -> Result<Vec<String>> {
             Ok(vec![token])
         }
     }
+}
+
+/// The store's URL: configured, else the embedded log in the data
+/// directory.
+pub fn store_url(s: &Settings) -> String {
+    s.config
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("file://{}", s.config.data_dir.join("log").display()))
 }
 
 /// The server keys: a configured file must exist (a cluster shares it, and
@@ -220,11 +227,16 @@ async fn serve(s: Settings) -> Result<()> {
         segment_bytes: s.config.segment_bytes,
         ..LogConfig::default()
     };
-    let log_dir = dir.join("log");
-    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(log_dir, log_cfg))
-        .await?
-        .context("opening the embedded log")?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let url = store_url(&s);
+    let store = {
+        let u = url.clone();
+        tokio::task::spawn_blocking(move || switchboard_store::open(&u, log_cfg))
+            .await?
+            .with_context(|| format!("opening the store {url}"))?
+    };
+    if url == "memory://" {
+        tracing::warn!("store is memory://: events live in this process only and are gone when it stops");
+    }
     let crypto = match crypto_config(&s) {
         Some(cfg) => {
             let c = tokio::task::spawn_blocking(move || Crypto::open(cfg))
@@ -250,6 +262,8 @@ async fn serve(s: Settings) -> Result<()> {
             max_blocks_in_flight: s.config.max_blocks_in_flight,
             dispose_timeout: Duration::from_secs(10),
             idempotency_ttl_ms: s.config.idempotency_ttl_ms,
+            // only the embedded log can hold records an older version wrote
+            legacy_records: url.starts_with("file://"),
         },
         crypto,
     )

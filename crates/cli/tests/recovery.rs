@@ -28,6 +28,7 @@ async fn create(c: &Client, name: &str, partitions: u32) {
         partitions: Some(partitions),
         retention_ms: None,
         retention_bytes: None,
+        encrypt_keys: None,
     })
     .await
     .unwrap();

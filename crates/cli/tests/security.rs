@@ -16,6 +16,7 @@ async fn create(c: &Client, name: &str) {
         partitions: Some(2),
         retention_ms: None,
         retention_bytes: None,
+        encrypt_keys: None,
     })
     .await
     .unwrap();

@@ -114,6 +114,10 @@ pub struct StreamSettings {
     /// Oldest sealed segments are deleted while the partition stays at least
     /// this large without them.
     pub retention_bytes: Option<u64>,
+    /// Whether the layers above encrypt event keys. The log stores bytes as
+    /// given; it only keeps this with the stream (and compares it when a
+    /// stream is created again).
+    pub encrypt_keys: bool,
 }
 
 impl Default for StreamSettings {
@@ -122,6 +126,7 @@ impl Default for StreamSettings {
             partitions: 1,
             retention_ms: None,
             retention_bytes: None,
+            encrypt_keys: true,
         }
     }
 }

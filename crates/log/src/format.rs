@@ -189,6 +189,18 @@ impl BatchBuilder {
     /// appending to the buffer it is given (the batch's own buffer: the
     /// value is built in place, with no copy). `fill` must only append.
     pub fn push_appending(&mut self, timestamp_ms: i64, key: Option<&[u8]>, fill: impl FnOnce(&mut Vec<u8>)) {
+        self.push_with(timestamp_ms, key, [], fill)
+    }
+
+    /// Adds a record with `headers` whose value `fill` builds in place (see
+    /// [`BatchBuilder::push_appending`]).
+    pub fn push_with<'h>(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) {
         let start = self.begin_record(timestamp_ms, key);
         let value_at = self.buf.len();
         self.buf.extend_from_slice(&[0u8; 4]); // value length, filled below
@@ -196,8 +208,36 @@ impl BatchBuilder {
         debug_assert!(self.buf.len() >= value_at + 4);
         let value_len = (self.buf.len() - value_at - 4) as u32;
         self.buf[value_at..value_at + 4].copy_from_slice(&value_len.to_le_bytes());
-        self.buf.extend_from_slice(&0u32.to_le_bytes()); // no headers
+        let headers_at = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; 4]);
+        for (name, val) in headers {
+            self.buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(name);
+            self.buf.extend_from_slice(&(val.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(val);
+        }
+        let headers_len = (self.buf.len() - headers_at - 4) as u32;
+        self.buf[headers_at..headers_at + 4].copy_from_slice(&headers_len.to_le_bytes());
         self.finish_record(start, timestamp_ms);
+    }
+
+    /// The whole encoded batch (header included), as it would be written.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The encoded batch's buffer (for stores that keep it and slice the
+    /// records out of it; see [`BatchBuilder::records`]).
+    pub fn into_vec(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// The records pushed so far, as written (for stores that take records
+    /// one by one rather than as an encoded batch).
+    pub fn records(&self) -> PushedRecords<'_> {
+        PushedRecords {
+            rest: &self.buf[self.body_start..],
+        }
     }
 
     /// Number of records pushed.
@@ -393,6 +433,53 @@ impl BatchHeader {
     }
 }
 
+/// A record of a [`BatchBuilder`], borrowed from its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushedRecord<'a> {
+    /// Timestamp, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Key, if any.
+    pub key: Option<&'a [u8]>,
+    /// Value.
+    pub value: &'a [u8],
+    /// Headers in their encoded form (see [`Headers`]).
+    pub headers: &'a [u8],
+}
+
+/// Iterator over the records of a [`BatchBuilder`].
+#[derive(Debug)]
+pub struct PushedRecords<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for PushedRecords<'a> {
+    type Item = PushedRecord<'a>;
+
+    fn next(&mut self) -> Option<PushedRecord<'a>> {
+        // the builder wrote these bytes itself: they are well formed
+        let len = u32_at(self.rest.get(..4)?, 0) as usize;
+        let rec = self.rest.get(4..4 + len)?;
+        self.rest = &self.rest[4 + len..];
+        let timestamp_ms = i64::from_le_bytes(rec.get(..8)?.try_into().ok()?);
+        let mut b = &rec[8..];
+        let klen = u32_at(b.get(..4)?, 0);
+        let key = if klen == u32::MAX {
+            b = &b[4..];
+            None
+        } else {
+            Some(take_prefixed(&mut b)?)
+        };
+        let value = take_prefixed(&mut b)?;
+        let headers = take_prefixed(&mut b)?;
+        Some(PushedRecord {
+            timestamp_ms,
+            key,
+            value,
+            headers,
+        })
+    }
+}
+
 /// One record as read back. Payloads are slices of the read buffer: no copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -430,6 +517,11 @@ impl Headers {
     /// The encoded form.
     pub fn encoded(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The encoded form, as the shared buffer slice it is.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
     }
 
     /// Iterates (name, value) pairs in the order they were written.

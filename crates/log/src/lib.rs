@@ -144,7 +144,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{is_valid_stream_name, Durability, LogConfig, StreamSettings, MAX_PARTITIONS};
 pub use error::{Error, Result};
 pub use event_listener::EventListener;
-pub use format::{BatchBuilder, HeaderIter, Headers, Record};
+pub use format::{BatchBuilder, HeaderIter, Headers, PushedRecord, PushedRecords, Record};
 pub use partition::{AppendOutcome, Appended, Partition, ReadBatch};
 pub use producer::ProducerState;
 
@@ -187,6 +187,13 @@ struct StreamFile {
     partitions: u32,
     retention_ms: Option<u64>,
     retention_bytes: Option<u64>,
+    /// Absent in files written before it existed: keys were encrypted.
+    #[serde(default = "yes")]
+    encrypt_keys: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A stream: a name, its settings and its partitions.
@@ -345,6 +352,7 @@ impl Log {
             partitions: settings.partitions,
             retention_ms: settings.retention_ms,
             retention_bytes: settings.retention_bytes,
+            encrypt_keys: settings.encrypt_keys,
         };
         let meta_path = staging.join("stream.json");
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::invalid("stream", e.to_string()))?;
@@ -539,6 +547,7 @@ fn open_stream(dir: &Path, cfg: &Arc<LogConfig>) -> Result<Stream> {
         partitions: meta.partitions,
         retention_ms: meta.retention_ms,
         retention_bytes: meta.retention_bytes,
+        encrypt_keys: meta.encrypt_keys,
     };
     let valid = meta.format == STREAM_FORMAT
         && is_valid_stream_name(&meta.name)

@@ -277,6 +277,7 @@ fn retention_by_size_and_age() {
         partitions: 1,
         retention_ms: None,
         retention_bytes: Some(20 * 1024),
+        encrypt_keys: true,
     };
     let (s, _) = log.create_stream("sized", by_size).unwrap();
     let p = s.partition(0).unwrap().clone();
@@ -311,6 +312,7 @@ fn retention_by_size_and_age() {
         partitions: 1,
         retention_ms: Some(1000),
         retention_bytes: None,
+        encrypt_keys: true,
     };
     let (s, _) = log.create_stream("aged", by_age).unwrap();
     let q = s.partition(0).unwrap().clone();

@@ -120,6 +120,7 @@ fn run(ops: Vec<Op>) {
         partitions: PARTITIONS,
         retention_ms: None,
         retention_bytes: Some(RETENTION_BYTES),
+        encrypt_keys: true,
     };
     let mut log = Some(Log::open(dir.path(), config()).unwrap());
     log.as_ref().unwrap().create_stream("m", settings).unwrap();

@@ -38,6 +38,17 @@ pub mod limits {
     pub const MAX_RETENTION_MS: u64 = i64::MAX as u64;
     /// Longest `Idempotency-Key`.
     pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+    /// Longest event key, bytes.
+    pub const MAX_KEY_BYTES: usize = 16 * 1024;
+    /// Most headers on one event.
+    pub const MAX_HEADERS: usize = 64;
+    /// Longest header name, bytes.
+    pub const MAX_HEADER_NAME_BYTES: usize = 256;
+    /// Most events in one write or publish.
+    pub const MAX_EVENTS_PER_BLOCK: usize = 10_000;
+    /// Header names starting with this are Switchboard's own (stored beside
+    /// the event's headers): clients cannot use them.
+    pub const RESERVED_HEADER_PREFIX: &str = "sb.";
 }
 
 /// Whether `name` matches `^[A-Za-z0-9._-]{1,max}$`.
@@ -97,6 +108,10 @@ pub struct CreateStream {
         deserialize_with = "int::opt"
     )]
     pub retention_bytes: Option<u64>,
+    /// Encrypt event keys at rest (default true); `false` keeps keys in the
+    /// clear for the store (compaction, Kafka tooling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt_keys: Option<bool>,
 }
 
 /// A stream's settings.
@@ -110,6 +125,13 @@ pub struct StreamInfo {
     pub retention_ms: Option<u64>,
     /// Retention by size per partition, if any.
     pub retention_bytes: Option<u64>,
+    /// Whether event keys are encrypted at rest.
+    #[serde(default = "yes")]
+    pub encrypt_keys: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `GET /v1/streams`.

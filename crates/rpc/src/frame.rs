@@ -168,6 +168,9 @@ fn request(e: &mut Enc<'_>, req: &Request) {
             m.opt_uint(2, c.partitions.map(u64::from));
             m.opt_uint(3, c.retention_ms);
             m.opt_uint(4, c.retention_bytes);
+            if let Some(e) = c.encrypt_keys {
+                m.bool(5, e);
+            }
         }),
         Request::ListStreams => e.msg(11, |_| {}),
         Request::DescribeStream(n) => e.msg(12, |m| m.str(1, n)),
@@ -251,6 +254,7 @@ fn decode_request(body: Bytes) -> Result<Request, FrameError> {
                 partitions: None,
                 retention_ms: None,
                 retention_bytes: None,
+                encrypt_keys: None,
             };
             let mut name = None;
             fields(b, |f, v| {
@@ -259,6 +263,7 @@ fn decode_request(body: Bytes) -> Result<Request, FrameError> {
                     2 => c.partitions = Some(v.u32("partitions")?),
                     3 => c.retention_ms = Some(v.int("retention_ms")?),
                     4 => c.retention_bytes = Some(v.int("retention_bytes")?),
+                    5 => c.encrypt_keys = Some(v.bool("encrypt_keys")?),
                     _ => {}
                 }
                 Ok(())
@@ -426,22 +431,25 @@ fn stream_info(e: &mut Enc<'_>, s: &StreamInfo) {
     e.uint(2, u64::from(s.partitions));
     e.opt_uint(3, s.retention_ms);
     e.opt_uint(4, s.retention_bytes);
+    e.bool(5, s.encrypt_keys);
 }
 
 fn decode_stream_info(b: Bytes) -> Result<StreamInfo, FrameError> {
     let (mut name, mut partitions) = (None, None);
-    let (mut retention_ms, mut retention_bytes) = (None, None);
+    let (mut retention_ms, mut retention_bytes, mut encrypt_keys) = (None, None, true);
     fields(b, |f, v| {
         match f {
             1 => name = Some(v.string("name")?),
             2 => partitions = Some(v.u32("partitions")?),
             3 => retention_ms = Some(v.int("retention_ms")?),
             4 => retention_bytes = Some(v.int("retention_bytes")?),
+            5 => encrypt_keys = v.bool("encrypt_keys")?,
             _ => {}
         }
         Ok(())
     })?;
     Ok(StreamInfo {
+        encrypt_keys,
         name: need(name, "stream name")?,
         partitions: need(partitions, "partitions")?,
         retention_ms,

@@ -24,14 +24,20 @@ fn mode() -> impl Strategy<Value = Mode> {
 }
 
 fn info() -> impl Strategy<Value = StreamInfo> {
-    (text(), any::<u32>(), any::<Option<u64>>(), any::<Option<u64>>()).prop_map(
-        |(name, partitions, ms, b)| StreamInfo {
+    (
+        text(),
+        any::<u32>(),
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+        any::<bool>(),
+    )
+        .prop_map(|(name, partitions, ms, b, encrypt_keys)| StreamInfo {
             name,
             partitions,
             retention_ms: ms,
             retention_bytes: b,
-        },
-    )
+            encrypt_keys,
+        })
 }
 
 fn call() -> impl Strategy<Value = Call> {
@@ -58,14 +64,16 @@ fn request() -> impl Strategy<Value = Request> {
             text(),
             any::<Option<u32>>(),
             any::<Option<u64>>(),
-            any::<Option<u64>>()
+            any::<Option<u64>>(),
+            any::<Option<bool>>()
         )
-            .prop_map(|(name, p, ms, b)| {
+            .prop_map(|(name, p, ms, b, e)| {
                 Request::CreateStream(CreateStream {
                     name,
                     partitions: p,
                     retention_ms: ms,
                     retention_bytes: b,
+                    encrypt_keys: e,
                 })
             }),
         Just(Request::ListStreams),

@@ -1,32 +1,64 @@
 //! Events between their JSON form and stored records. Pure code.
 //!
-//! A stored record keeps the event's key as the record key, its headers as
-//! record headers, and its value behind one tag byte: [`TAG_JSON`] then the
-//! JSON text exactly as the client sent it, or [`TAG_BYTES`] then the raw
-//! bytes. A read renders records straight into the answer's buffer: no
-//! intermediate values, no re-parsing of stored JSON.
+//! A stored record keeps the event's key as the record key and its headers
+//! as record headers; its value is the JSON text exactly as the client
+//! sent it, or the raw bytes. Switchboard's own fields travel as record
+//! headers whose names start with `sb.` (which clients cannot use):
+//! `sb.f` says which form the value is in (`j` JSON, `b` bytes; a
+//! record without it, written by another tool, is bytes). Sealed records
+//! (see [`crate::crypto`]) add the data key id and nonce, and carry the
+//! headers (and the key, unless the stream keeps keys in the clear) inside
+//! the sealed value. A read renders records straight into the answer's
+//! buffer: no intermediate values, no re-parsing of stored JSON.
 
 use base64::Engine;
 use switchboard_proto::partition::partition_for_key;
 use switchboard_proto::time::write_rfc3339_ms;
+use switchboard_proto::wire::limits::{
+    MAX_EVENTS_PER_BLOCK, MAX_HEADERS, MAX_HEADER_NAME_BYTES, MAX_KEY_BYTES, RESERVED_HEADER_PREFIX,
+};
 use switchboard_proto::wire::EventIn;
-use switchboard_store::{Record, RecordBatch};
+use switchboard_store::{Block, BlockProducer, Headers, Record};
 
 use crate::crypto::Sealer;
 use crate::error::{Result, SessionError};
 
-/// Value tag: JSON text follows.
-pub const TAG_JSON: u8 = 1;
-/// Value tag: raw bytes follow.
-pub const TAG_BYTES: u8 = 2;
-/// Longest event key, bytes.
-pub const MAX_KEY_BYTES: usize = 16 * 1024;
-/// Most headers on one event.
-pub const MAX_HEADERS: usize = 64;
-/// Longest header name, bytes.
-pub const MAX_HEADER_NAME_BYTES: usize = 256;
-/// Most events in one write or publish.
-pub const MAX_EVENTS_PER_BLOCK: usize = 10_000;
+/// Header naming the value's form.
+pub const FORM_HEADER: &[u8] = b"sb.f";
+
+/// The form of an event's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// JSON text.
+    Json,
+    /// Raw bytes (`value_b64` on the wire).
+    Bytes,
+}
+
+impl Form {
+    /// The `sb.f` header value.
+    pub fn tag(self) -> &'static [u8] {
+        match self {
+            Form::Json => b"j",
+            Form::Bytes => b"b",
+        }
+    }
+
+    /// The form a `sb.f` value names.
+    pub fn of_tag(tag: &[u8]) -> Option<Form> {
+        match tag {
+            b"j" => Some(Form::Json),
+            b"b" => Some(Form::Bytes),
+            _ => None,
+        }
+    }
+}
+
+/// Value tag of records written before `sb.f` (the embedded log's
+/// older format): JSON text follows.
+pub const LEGACY_TAG_JSON: u8 = 1;
+/// Value tag of older records: raw bytes follow.
+pub const LEGACY_TAG_BYTES: u8 = 2;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 /// Parses a request body of `what` (a publish, a write) whose JSON shape is
@@ -49,34 +81,41 @@ const B64_IN: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::n
     base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
 );
 
-/// A block of events encoded for the store: one batch per partition it
-/// touches, by partition.
+/// A block of events encoded for the store.
 #[derive(Debug)]
 pub struct EncodedBlock {
-    /// (partition, batch), partitions increasing.
-    pub parts: Vec<(u32, RecordBatch)>,
+    /// The block, by partition.
+    pub block: Block,
     /// Number of events.
     pub events: u64,
     /// Payload bytes (keys, values, headers).
     pub bytes: u64,
-    /// Per event, in request order: (partition, index within its batch).
+    /// Per event, in request order: (partition, index within its part).
     pub placement: Vec<(u32, u32)>,
+}
+
+/// How events are sealed: the data key, the stream (bound into each
+/// record) and whether keys are sealed too.
+pub struct Seal<'a> {
+    /// The stream's current data key.
+    pub sealer: &'a Sealer,
+    /// Stream name.
+    pub stream: &'a str,
+    /// Seal keys too (else they stay in the clear).
+    pub encrypt_keys: bool,
 }
 
 /// Validates and encodes `events` for a stream of `partitions` partitions.
 /// Events without a key all go to `unkeyed`, so that a block stays one
-/// batch per partition. With a producer, every batch carries its id, the
-/// block and the number of partitions the block spans.
-///
-/// With `seal` (a data key and the stream's name), every event is sealed
-/// before it enters the batch (see [`crate::crypto`]).
+/// part per partition. With `seal`, every event is sealed as it is
+/// encoded (see [`crate::crypto`]).
 pub fn encode_events(
     events: &[EventIn<'_>],
     partitions: u32,
     unkeyed: u32,
     now_ms: i64,
-    producer: Option<(&str, u64)>,
-    seal: Option<(&Sealer, &str)>,
+    producer: Option<BlockProducer>,
+    seal: Option<&Seal<'_>>,
 ) -> Result<EncodedBlock> {
     if events.is_empty() {
         return Err(SessionError::bad("events: at least one event is needed"));
@@ -87,8 +126,7 @@ pub fn encode_events(
             events.len()
         )));
     }
-    let mut slots: Vec<Option<RecordBatch>> = Vec::new();
-    slots.resize_with(partitions as usize, || None);
+    let mut block = Block::new(producer).map_err(|e| SessionError::bad(e.to_string()))?;
     let mut placement = Vec::with_capacity(events.len());
     let mut scratch = Vec::new();
     let mut aad = Vec::new();
@@ -107,30 +145,32 @@ pub fn encode_events(
                 "events[{i}].headers: more than {MAX_HEADERS} headers"
             )));
         }
-        if let Some(n) = headers
-            .into_iter()
-            .flatten()
-            .map(|(n, _)| n)
-            .find(|n| n.len() > MAX_HEADER_NAME_BYTES)
-        {
-            return Err(SessionError::PayloadTooLarge(format!(
-                "events[{i}].headers: name {:?}... is longer than {MAX_HEADER_NAME_BYTES} bytes",
-                n.chars().take(32).collect::<String>()
-            )));
+        for (n, _) in headers.into_iter().flatten() {
+            if n.len() > MAX_HEADER_NAME_BYTES {
+                return Err(SessionError::PayloadTooLarge(format!(
+                    "events[{i}].headers: name {:?}... is longer than {MAX_HEADER_NAME_BYTES} bytes",
+                    n.chars().take(32).collect::<String>()
+                )));
+            }
+            if n.starts_with(RESERVED_HEADER_PREFIX) {
+                return Err(SessionError::bad(format!(
+                    "events[{i}].headers: {n:?}: names starting with {RESERVED_HEADER_PREFIX:?} are reserved"
+                )));
+            }
         }
-        let (tag, value): (u8, &[u8]) = match (&e.value, &e.value_b64) {
+        let (form, value): (Form, &[u8]) = match (&e.value, &e.value_b64) {
             (Some(v), None) => {
                 let v = v.get().as_bytes();
                 switchboard_proto::value::check(v)
                     .map_err(|err| SessionError::bad(format!("events[{i}].value: {err}")))?;
-                (TAG_JSON, v)
+                (Form::Json, v)
             }
             (None, Some(b)) => {
                 scratch.clear();
                 B64_IN
                     .decode_vec(b.as_bytes(), &mut scratch)
                     .map_err(|err| SessionError::bad(format!("events[{i}].value_b64: {err}")))?;
-                (TAG_BYTES, &scratch)
+                (Form::Bytes, &scratch)
             }
             _ => {
                 return Err(SessionError::bad(format!(
@@ -142,20 +182,11 @@ pub fn encode_events(
             Some(k) => partition_for_key(k.as_bytes(), partitions),
             None => unkeyed,
         };
-        let slot = &mut slots[p as usize];
-        let batch = match slot {
-            Some(b) => b,
-            None => {
-                let mut b = RecordBatch::with_capacity(64 * 1024);
-                b.reset(producer)
-                    .map_err(|err| SessionError::bad(err.to_string()))?;
-                slot.insert(b)
-            }
-        };
-        placement.push((p, batch.record_count()));
+        let records = block.records(p);
+        placement.push((p, records.len()));
         bytes += (value.len() + key.map_or(0, str::len)) as u64;
         match seal {
-            Some((sealer, stream)) => {
+            Some(seal) => {
                 hdr_buf.clear();
                 for (n, v) in headers.into_iter().flatten() {
                     bytes += (n.len() + v.len()) as u64;
@@ -165,36 +196,64 @@ pub fn encode_events(
                     hdr_buf.extend_from_slice(v.as_bytes());
                 }
                 let key = key.map(str::as_bytes);
-                sealer.push(batch, &mut aad, stream, p, now_ms, key, &hdr_buf, [&[tag], value]);
+                seal.sealer.push(
+                    records,
+                    &mut aad,
+                    seal.stream,
+                    p,
+                    now_ms,
+                    key,
+                    seal.encrypt_keys,
+                    &hdr_buf,
+                    form,
+                    value,
+                );
             }
             None => {
-                let hdrs = headers.into_iter().flatten().map(|(n, v)| {
+                let user = headers.into_iter().flatten().map(|(n, v)| {
                     bytes += (n.len() + v.len()) as u64;
                     (n.as_bytes(), v.as_bytes())
                 });
-                batch.push_parts(now_ms, key.map(str::as_bytes), &[&[tag], value], hdrs);
+                let hdrs = std::iter::once((FORM_HEADER, form.tag())).chain(user);
+                records.push(now_ms, key.map(str::as_bytes), &[value], hdrs);
             }
         }
     }
-    let mut parts: Vec<(u32, RecordBatch)> = slots
-        .into_iter()
-        .enumerate()
-        .filter_map(|(p, b)| b.map(|b| (p as u32, b)))
-        .collect();
-    let n = parts.len() as u32;
-    for (_, b) in &mut parts {
-        b.set_block_parts(n);
-    }
     Ok(EncodedBlock {
-        parts,
+        block,
         events: events.len() as u64,
         bytes,
         placement,
     })
 }
 
-/// Appends one read event as JSON to `out`.
-pub fn render_event(out: &mut Vec<u8>, partition: u32, r: &Record) {
+/// The form of a record that is not sealed, and its value without any
+/// legacy tag byte. With `legacy`, a record without `sb.f` whose value
+/// starts with an older version's tag byte is read as that version wrote
+/// it (only stores that can hold such records set it).
+pub fn plain_form(r: &mut Record, legacy: bool) -> Form {
+    if let Some(f) = r.headers.get(FORM_HEADER).and_then(Form::of_tag) {
+        return f;
+    }
+    if legacy {
+        match r.value.first() {
+            Some(&LEGACY_TAG_JSON) => {
+                r.value = r.value.slice(1..);
+                return Form::Json;
+            }
+            Some(&LEGACY_TAG_BYTES) => {
+                r.value = r.value.slice(1..);
+                return Form::Bytes;
+            }
+            _ => {}
+        }
+    }
+    Form::Bytes
+}
+
+/// Appends one read event as JSON to `out`. Headers of Switchboard's own
+/// (`sb.`) are not shown.
+pub fn render_event(out: &mut Vec<u8>, partition: u32, form: Form, r: &Record) {
     use std::io::Write;
     let _ = write!(
         out,
@@ -207,33 +266,39 @@ pub fn render_event(out: &mut Vec<u8>, partition: u32, r: &Record) {
         out.extend_from_slice(b",\"key\":");
         write_json_str(out, k);
     }
-    if !r.headers.is_empty() {
-        out.extend_from_slice(b",\"headers\":{");
-        for (i, (n, v)) in r.headers.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_json_str(out, n);
-            out.push(b':');
-            write_json_str(out, v);
-        }
+    let mut first = true;
+    for (n, v) in r
+        .headers
+        .iter()
+        .filter(|(n, _)| !n.starts_with(RESERVED_HEADER_PREFIX.as_bytes()))
+    {
+        out.extend_from_slice(if first { b",\"headers\":{" } else { b"," });
+        first = false;
+        write_json_str(out, n);
+        out.push(b':');
+        write_json_str(out, v);
+    }
+    if !first {
         out.push(b'}');
     }
-    match r.value.split_first() {
-        Some((&TAG_JSON, json)) => {
+    match form {
+        Form::Json => {
             out.extend_from_slice(b",\"value\":");
-            out.extend_from_slice(json);
+            out.extend_from_slice(&r.value);
         }
-        Some((&TAG_BYTES, raw)) => write_b64(out, raw),
-        // not written by Switchboard: hand it out as bytes
-        _ => write_b64(out, &r.value),
+        Form::Bytes => write_b64(out, &r.value),
     }
     out.push(b'}');
 }
 
 /// Size of a record as rendered, roughly (for read limits).
 pub fn rendered_len(r: &Record) -> usize {
-    r.encoded_len() + 96
+    r.payload_len() + 120
+}
+
+/// Headers from their encoded form inside a sealed payload.
+pub fn headers_from(b: bytes::Bytes) -> Option<Headers> {
+    Headers::from_encoded(b)
 }
 
 fn write_b64(out: &mut Vec<u8>, raw: &[u8]) {
@@ -261,44 +326,55 @@ mod tests {
     use super::*;
     use switchboard_proto::wire::{PublishIn, ReadEvent};
 
-    #[test]
-    fn encode_then_render_gives_back_the_events() {
+    #[tokio::test]
+    async fn encode_then_render_gives_back_the_events() {
+        use switchboard_store::Store;
         let body = br#"{"events":[
             {"key":"user-1","headers":{"h":"v \"q\""},"value":{"a": [1, 2]}},
             {"value_b64":"AAEC/w=="},
             {"value":"text"}
         ]}"#;
         let p: PublishIn = serde_json::from_slice(body).unwrap();
-        let enc = encode_events(&p.events, 4, 2, 1_700_000_000_000, Some(("prod", 3)), None).unwrap();
+        let producer = BlockProducer {
+            id: "prod".into(),
+            epoch: 0,
+            block: 3,
+        };
+        let enc = encode_events(&p.events, 4, 2, 1_700_000_000_000, Some(producer), None).unwrap();
         assert_eq!(enc.events, 3);
         let keyed = partition_for_key(b"user-1", 4);
         assert_eq!(enc.placement[1], (2, if keyed == 2 { 1 } else { 0 }));
-        let dir = tempfile::tempdir().unwrap();
-        let log = switchboard_log::Log::open(dir.path(), Default::default()).unwrap();
-        let (s, _) = log
+        let store = switchboard_store::memory::MemoryStore::new();
+        store
             .create_stream(
                 "s",
-                switchboard_log::StreamSettings {
+                switchboard_store::StreamSettings {
                     partitions: 4,
                     ..Default::default()
                 },
             )
+            .await
+            .unwrap();
+        store.append("s", enc.block).await.unwrap();
+        let positions: Vec<_> = (0..4).map(|p| (p, 0)).collect();
+        let mut reader = store.open_reader("s", &positions).await.unwrap();
+        let fetched = reader
+            .fetch(100, 1 << 20, std::time::Duration::ZERO)
+            .await
             .unwrap();
         let mut rendered = Vec::new();
-        for (part, mut b) in enc.parts {
-            assert_eq!(b.producer(), Some(("prod", 3)));
-            s.partition(part).unwrap().append(&mut b).unwrap();
-            for r in s.partition(part).unwrap().read(0, 10, 1 << 20).unwrap().records {
-                let mut out = Vec::new();
-                render_event(&mut out, part, &r);
-                rendered.push(serde_json::from_slice::<ReadEvent>(&out).unwrap());
-            }
+        for (part, mut r) in fetched.records {
+            let form = plain_form(&mut r, false);
+            let mut out = Vec::new();
+            render_event(&mut out, part, form, &r);
+            rendered.push(serde_json::from_slice::<ReadEvent>(&out).unwrap());
         }
         let one = rendered
             .iter()
             .find(|e| e.key.as_deref() == Some("user-1"))
             .unwrap();
         assert_eq!(one.value.as_ref().unwrap().get(), r#"{"a": [1, 2]}"#);
+        assert_eq!(one.headers.len(), 1, "sb. headers are not shown");
         assert_eq!(one.headers["h"], "v \"q\"");
         assert_eq!(one.timestamp, "2023-11-14T22:13:20.000Z");
         assert!(rendered
@@ -307,8 +383,22 @@ mod tests {
         assert!(rendered
             .iter()
             .any(|e| e.value.as_ref().map(|v| v.get()) == Some("\"text\"")));
-        drop(log);
-        dir.close().unwrap();
+    }
+
+    #[test]
+    fn legacy_tagged_values_are_read_only_where_asked() {
+        let mut r = Record {
+            offset: 0,
+            timestamp_ms: 0,
+            key: None,
+            value: bytes::Bytes::from_static(b"\x01{}"),
+            headers: Headers::default(),
+        };
+        let mut foreign = r.clone();
+        assert_eq!(plain_form(&mut foreign, false), Form::Bytes);
+        assert_eq!(&foreign.value[..], b"\x01{}");
+        assert_eq!(plain_form(&mut r, true), Form::Json);
+        assert_eq!(&r.value[..], b"{}");
     }
 
     #[test]
@@ -318,6 +408,7 @@ mod tests {
             r#"{"events":[{"key":"k"}]}"#,
             r#"{"events":[{"value":1,"value_b64":"AA=="}]}"#,
             r#"{"events":[{"value_b64":"***"}]}"#,
+            r#"{"events":[{"value":1,"headers":{"sb.form":"b"}}]}"#,
         ] {
             let p: PublishIn = serde_json::from_str(body).unwrap();
             assert!(

@@ -15,13 +15,18 @@
 //! 96-bit big-endian counter starting at 0, so no nonce repeats under a key
 //! (and the record limit keeps well inside GCM's bounds).
 //!
-//! **Records.** A sealed record has no key and no headers in the clear; its
-//! value is `0xE5`, the u32 key id, the 12-byte nonce, then the sealed
-//! plaintext (u32 key length or `u32::MAX`, key, u32 headers length,
-//! headers, value) and the 16-byte tag. The additional data binds the
-//! stream name, the partition and the key id, so a record copied elsewhere
-//! fails authentication. A missing or wrong key is an error naming the key
-//! id, never garbage bytes. Key bytes held here are zeroized when dropped
+//! **Records.** A sealed record's value is the sealed plaintext (u32 key
+//! length or `u32::MAX`, key, u32 headers length, headers, value) and the
+//! 16-byte tag. Its record headers are `sb.f` (the value's form),
+//! `sb.k` (the data key id, u64 LE) and `sb.n` (12 bytes). Its record
+//! key is empty, unless the stream was created with `encrypt_keys: false`:
+//! then the key stays in the clear (for compaction and tooling) and is
+//! bound into the additional data instead. The additional data binds the
+//! stream name, the partition, the key id, the form and any clear key, so
+//! a record copied elsewhere or altered fails authentication. A missing or
+//! wrong key is an error naming the key id, never garbage bytes. Records
+//! of the previous format (value `0xE5`, u32 key id, nonce, sealed
+//! plaintext with a tag byte before the value) are still opened. Key bytes held here are zeroized when dropped
 //! (`Zeroizing`); records are sealed with ring's AES-256-GCM, whose
 //! expanded key schedule ring does not wipe.
 
@@ -38,14 +43,20 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use switchboard_store::Record;
+use switchboard_store::{Headers, Record, Records};
 use zeroize::Zeroizing;
+
+use crate::codec::{plain_form, Form, FORM_HEADER};
 
 use switchboard_rpc::keys::write_secret_file;
 
-/// First byte of a sealed record's value.
-pub const SEALED: u8 = 0xE5;
-const HEAD_LEN: usize = 1 + 4 + 12;
+/// Header carrying a sealed record's data key id (u64 LE).
+pub const KEY_ID_HEADER: &[u8] = b"sb.k";
+/// Header carrying a sealed record's nonce.
+pub const NONCE_HEADER: &[u8] = b"sb.n";
+/// First byte of a sealed record's value in the previous format.
+pub const LEGACY_SEALED: u8 = 0xE5;
+const LEGACY_HEAD_LEN: usize = 1 + 4 + 12;
 const TAG_LEN: usize = 16;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -57,7 +68,7 @@ pub enum CryptoError {
     #[error("data key {id}: {reason}")]
     DataKey {
         /// Key id.
-        id: u32,
+        id: u64,
         /// Why it is unavailable.
         reason: String,
     },
@@ -67,7 +78,7 @@ pub enum CryptoError {
     )]
     Corrupt {
         /// Key id.
-        id: u32,
+        id: u64,
         /// Record offset.
         offset: u64,
     },
@@ -315,7 +326,7 @@ fn unwrap_any(dk: &DataKeyEntry, masters: &[(String, Key32)]) -> Result<Key32, C
             continue;
         };
         let raw = B64.decode(wrapped).map_err(|_| CryptoError::DataKey {
-            id: dk.id,
+            id: u64::from(dk.id),
             reason: format!("wrapping under master key {mid} is not base64"),
         })?;
         if raw.len() != 12 + 32 + TAG_LEN {
@@ -337,12 +348,12 @@ fn unwrap_any(dk: &DataKeyEntry, masters: &[(String, Key32)]) -> Result<Key32, C
             return Ok(k);
         }
         return Err(CryptoError::DataKey {
-            id: dk.id,
+            id: u64::from(dk.id),
             reason: format!("master key {mid} does not unwrap it (wrong master key?)"),
         });
     }
     Err(CryptoError::DataKey {
-        id: dk.id,
+        id: u64::from(dk.id),
         reason: format!("wrapped only under master keys {tried:?}, none of which is configured"),
     })
 }
@@ -372,30 +383,37 @@ impl Sealer {
         self.id
     }
 
-    /// Seals one event into `batch`, built and encrypted in place in the
-    /// batch's buffer. `aad` is scratch space reused between calls.
+    /// Seals one event into `records`, built and encrypted in place in
+    /// their buffer. `aad` is scratch space reused between calls; `headers`
+    /// are the event's headers, encoded.
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &self,
-        batch: &mut switchboard_store::RecordBatch,
+        records: &mut Records,
         aad: &mut Vec<u8>,
         stream: &str,
         partition: u32,
         ts: i64,
         key: Option<&[u8]>,
+        encrypt_keys: bool,
         headers: &[u8],
-        value: [&[u8]; 2],
+        form: Form,
+        value: &[u8],
     ) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&n.to_be_bytes());
-        record_aad(aad, stream, partition, self.id);
-        batch.push_appending(ts, None, |buf| {
-            buf.push(SEALED);
-            buf.extend_from_slice(&self.id.to_le_bytes());
-            buf.extend_from_slice(&nonce);
+        let clear_key = if encrypt_keys { None } else { key };
+        let kid = u64::from(self.id).to_le_bytes();
+        record_aad(aad, stream, partition, u64::from(self.id), form, clear_key);
+        let record_headers = [
+            (FORM_HEADER, form.tag()),
+            (KEY_ID_HEADER, &kid[..]),
+            (NONCE_HEADER, &nonce[..]),
+        ];
+        records.push_with(ts, clear_key, record_headers, |buf| {
             let plain_at = buf.len();
-            match key {
+            match key.filter(|_| encrypt_keys) {
                 Some(k) => {
                     buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
                     buf.extend_from_slice(k);
@@ -404,8 +422,7 @@ impl Sealer {
             }
             buf.extend_from_slice(&(headers.len() as u32).to_le_bytes());
             buf.extend_from_slice(headers);
-            buf.extend_from_slice(value[0]);
-            buf.extend_from_slice(value[1]);
+            buf.extend_from_slice(value);
             // sealing in memory cannot fail below GCM's size limit (64 GiB)
             let tag = self.cipher.seal_in_place_separate_tag(
                 ring::aead::Nonce::assume_unique_for_key(nonce),
@@ -420,12 +437,71 @@ impl Sealer {
     }
 }
 
-fn record_aad(aad: &mut Vec<u8>, stream: &str, partition: u32, id: u32) {
+fn record_aad(
+    aad: &mut Vec<u8>,
+    stream: &str,
+    partition: u32,
+    id: u64,
+    form: Form,
+    clear_key: Option<&[u8]>,
+) {
+    aad.clear();
+    aad.extend_from_slice(b"sb record v2\0");
+    aad.extend_from_slice(stream.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&partition.to_le_bytes());
+    aad.extend_from_slice(&id.to_le_bytes());
+    aad.extend_from_slice(form.tag());
+    if let Some(k) = clear_key {
+        aad.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        aad.extend_from_slice(k);
+    }
+}
+
+fn legacy_record_aad(aad: &mut Vec<u8>, stream: &str, partition: u32, id: u32) {
     aad.clear();
     aad.extend_from_slice(stream.as_bytes());
     aad.push(0);
     aad.extend_from_slice(&partition.to_le_bytes());
     aad.extend_from_slice(&id.to_le_bytes());
+}
+
+/// The data key id a sealed record names, if it is sealed (either format).
+fn sealed_key_id(r: &Record, legacy: bool) -> Option<u64> {
+    if let Some(id) = r.headers.get(KEY_ID_HEADER) {
+        return Some(id.try_into().map(u64::from_le_bytes).unwrap_or(u64::MAX));
+    }
+    if legacy && r.value.first() == Some(&LEGACY_SEALED) && r.value.len() >= 5 {
+        return Some(u64::from(u32::from_le_bytes([
+            r.value[1], r.value[2], r.value[3], r.value[4],
+        ])));
+    }
+    None
+}
+
+/// Turns records as stored into events as written: opens sealed ones
+/// (with `crypto`; without it a sealed record is an error) and tells each
+/// one's value form. `legacy`: the store may hold the previous format.
+pub fn open_records(
+    crypto: Option<&Crypto>,
+    stream: &str,
+    partition: u32,
+    records: Vec<Record>,
+    legacy: bool,
+) -> Result<Vec<(Form, Record)>, CryptoError> {
+    match crypto {
+        Some(c) => c.open_records(stream, partition, records, legacy),
+        None => records
+            .into_iter()
+            .map(|mut r| match sealed_key_id(&r, legacy) {
+                Some(id) => Err(CryptoError::DataKey {
+                    id,
+                    reason: "the record is encrypted and this server runs without encryption".into(),
+                }),
+                None => Ok((plain_form(&mut r, legacy), r)),
+            })
+            .collect(),
+    }
 }
 
 struct State {
@@ -553,7 +629,7 @@ impl Crypto {
             .iter()
             .find(|k| k.id == id)
             .ok_or_else(|| CryptoError::DataKey {
-                id,
+                id: u64::from(id),
                 reason: "not in the keyring".into(),
             })?;
         let mut st = self.state.lock();
@@ -566,69 +642,91 @@ impl Crypto {
 
     /// Whether opening `records` needs a data key not yet unwrapped (which
     /// reads the keyring: call [`Crypto::open_records`] off the runtime).
-    pub fn needs_keys(&self, records: &[Record]) -> bool {
+    pub fn needs_keys(&self, records: &[Record], legacy: bool) -> bool {
         let st = self.state.lock();
         records.iter().any(|r| {
-            r.value.first() == Some(&SEALED)
-                && r.value.len() >= 5
-                && !st.openers.contains_key(&u32::from_le_bytes([
-                    r.value[1], r.value[2], r.value[3], r.value[4],
-                ]))
+            sealed_key_id(r, legacy)
+                .is_some_and(|id| !u32::try_from(id).is_ok_and(|id| st.openers.contains_key(&id)))
         })
     }
 
-    /// Opens sealed records read from `stream`/`partition` (records that
-    /// are not sealed pass through). Decrypts into one buffer; the records
+    fn opener_u64(&self, id: u64) -> Result<Arc<RecordKey>, CryptoError> {
+        let small = u32::try_from(id).map_err(|_| CryptoError::DataKey {
+            id,
+            reason: "not in the keyring".into(),
+        })?;
+        self.opener(small)
+    }
+
+    /// Opens sealed records read from `stream`/`partition`; records that
+    /// are not sealed pass through. Decrypts into one buffer; the records
     /// returned are slices of it.
     pub fn open_records(
         &self,
         stream: &str,
         partition: u32,
         records: Vec<Record>,
-    ) -> Result<Vec<Record>, CryptoError> {
-        if !records.iter().any(|r| r.value.first() == Some(&SEALED)) {
-            return Ok(records);
-        }
+        legacy: bool,
+    ) -> Result<Vec<(Form, Record)>, CryptoError> {
         let total: usize = records.iter().map(|r| r.value.len()).sum();
         let mut buf = Vec::with_capacity(total);
+        // per record: (key id, plaintext span, form, legacy) when sealed
         let mut spans = Vec::with_capacity(records.len());
-        let mut aad = Vec::with_capacity(stream.len() + 9);
+        let mut aad = Vec::with_capacity(stream.len() + 40);
         for r in &records {
-            let v = &r.value;
-            if v.first() != Some(&SEALED) {
+            let Some(id) = sealed_key_id(r, legacy) else {
                 spans.push(None);
                 continue;
-            }
-            if v.len() < HEAD_LEN + TAG_LEN {
-                return Err(CryptoError::Corrupt {
-                    id: 0,
-                    offset: r.offset,
-                });
-            }
-            let id = u32::from_le_bytes([v[1], v[2], v[3], v[4]]);
-            let cipher = self.opener(id)?;
+            };
+            let bad = || CryptoError::Corrupt { id, offset: r.offset };
+            let cipher = self.opener_u64(id)?;
             let start = buf.len();
+            let (nonce, form, is_legacy): ([u8; 12], Form, bool) = match r.headers.get(KEY_ID_HEADER) {
+                Some(_) => {
+                    let nonce = r
+                        .headers
+                        .get(NONCE_HEADER)
+                        .and_then(|n| <[u8; 12]>::try_from(n).ok())
+                        .ok_or_else(bad)?;
+                    let form = r
+                        .headers
+                        .get(FORM_HEADER)
+                        .and_then(Form::of_tag)
+                        .ok_or_else(bad)?;
+                    record_aad(&mut aad, stream, partition, id, form, r.key.as_deref());
+                    buf.extend_from_slice(&r.value);
+                    (nonce, form, false)
+                }
+                None => {
+                    if r.value.len() < LEGACY_HEAD_LEN + TAG_LEN {
+                        return Err(bad());
+                    }
+                    let mut nonce = [0u8; 12];
+                    nonce.copy_from_slice(&r.value[5..LEGACY_HEAD_LEN]);
+                    legacy_record_aad(&mut aad, stream, partition, id as u32);
+                    buf.extend_from_slice(&r.value[LEGACY_HEAD_LEN..]);
+                    // the form is the tag byte before the value, read below
+                    (nonce, Form::Bytes, true)
+                }
+            };
             // ciphertext and tag, opened in place; the tag is cut off after
-            buf.extend_from_slice(&v[HEAD_LEN..]);
-            let mut nonce = [0u8; 12];
-            nonce.copy_from_slice(&v[5..HEAD_LEN]);
-            record_aad(&mut aad, stream, partition, id);
             let plain_len = cipher
                 .open_in_place(
                     ring::aead::Nonce::assume_unique_for_key(nonce),
                     ring::aead::Aad::from(&aad[..]),
                     &mut buf[start..],
                 )
-                .map_err(|_| CryptoError::Corrupt { id, offset: r.offset })?
+                .map_err(|_| bad())?
                 .len();
             buf.truncate(start + plain_len);
-            spans.push(Some((id, start, buf.len())));
+            spans.push(Some((id, start, buf.len(), form, is_legacy)));
         }
         let buf = Bytes::from(buf);
         let mut out = Vec::with_capacity(records.len());
-        for (r, span) in records.into_iter().zip(spans) {
-            let Some((id, start, end)) = span else {
-                out.push(r);
+        for (mut r, span) in records.into_iter().zip(spans) {
+            let Some((id, start, end, form, is_legacy)) = span else {
+                let form = plain_form(&mut r, legacy);
+                out.push((form, r));
                 continue;
             };
             let bad = || CryptoError::Corrupt { id, offset: r.offset };
@@ -636,7 +734,7 @@ impl Crypto {
             let klen = u32::from_le_bytes(p.get(0..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
             let mut at = 4;
             let key = if klen == u32::MAX {
-                None
+                r.key.take()
             } else {
                 let k = p.get(at..at + klen as usize).ok_or_else(bad)?;
                 at += k.len();
@@ -645,19 +743,24 @@ impl Crypto {
             let hlen = u32::from_le_bytes(p.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?)
                 as usize;
             at += 4;
-            let headers = switchboard_store::Headers::from_encoded(p.slice(at..(at + hlen).min(p.len())))
-                .ok_or_else(bad)?;
+            let headers = Headers::from_encoded(p.slice(at..(at + hlen).min(p.len()))).ok_or_else(bad)?;
             at += hlen;
             if at > p.len() {
                 return Err(bad());
             }
-            out.push(Record {
+            let mut rec = Record {
                 offset: r.offset,
                 timestamp_ms: r.timestamp_ms,
                 key,
                 value: p.slice(at..),
                 headers,
-            });
+            };
+            let form = if is_legacy {
+                plain_form(&mut rec, true)
+            } else {
+                form
+            };
+            out.push((form, rec));
         }
         Ok(out)
     }

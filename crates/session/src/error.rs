@@ -94,13 +94,17 @@ impl From<switchboard_store::Error> for SessionError {
     fn from(e: switchboard_store::Error) -> Self {
         use switchboard_store::Error as S;
         match e {
-            S::StreamNotFound(s) => SessionError::StreamNotFound(s),
-            S::SettingsConflict(s) => {
+            S::NotFound(s) => SessionError::StreamNotFound(s),
+            S::Conflict(s) => {
                 SessionError::Conflict(format!("stream {s:?} already exists with other settings"))
             }
             S::Invalid(m) => SessionError::BadRequest(m),
-            S::OffsetOutOfRange { .. } => SessionError::Internal(e.to_string()),
-            S::Unavailable(m) => SessionError::Unavailable(m),
+            S::Fenced { .. } => SessionError::SessionGone,
+            S::Backpressure(m) => SessionError::Backpressure {
+                reason: m,
+                retry_after_ms: 100,
+            },
+            S::Timeout(m) | S::Unavailable(m) => SessionError::Unavailable(m),
             S::Corrupt(m) => SessionError::Internal(m),
         }
     }

@@ -44,6 +44,9 @@ pub struct HostConfig {
     pub dispose_timeout: Duration,
     /// How long idempotency keys are remembered.
     pub idempotency_ttl_ms: u64,
+    /// The store may hold records in the previous record format (the
+    /// embedded log written by an older version): read them as such.
+    pub legacy_records: bool,
 }
 
 impl Default for HostConfig {
@@ -57,6 +60,7 @@ impl Default for HostConfig {
             max_blocks_in_flight: 16,
             dispose_timeout: Duration::from_secs(10),
             idempotency_ttl_ms: 24 * 3_600_000,
+            legacy_records: false,
         }
     }
 }
@@ -127,36 +131,8 @@ fn info(name: String, s: StreamSettings) -> StreamInfo {
         partitions: s.partitions,
         retention_ms: s.retention_ms,
         retention_bytes: s.retention_bytes,
+        encrypt_keys: s.encrypt_keys,
     }
-}
-
-/// The producer's `last_block` on a stream: the highest block that is
-/// durable in full with every block before it. Blocks are published one at
-/// a time, so only the newest block can be partial; each of its batches
-/// records how many partitions the block spans, so counting the partitions
-/// that hold it tells.
-pub async fn producer_last_block(
-    store: &dyn Store,
-    stream: &str,
-    partitions: u32,
-    producer: &str,
-) -> Result<u64> {
-    let mut newest: Option<(u64, u32, u32)> = None; // block, parts, holders
-    for p in 0..partitions {
-        let Some(s) = store.producer(stream, p, producer).await? else {
-            continue;
-        };
-        newest = match newest {
-            Some((b, parts, n)) if b == s.last_block => Some((b, parts.max(s.block_parts), n + 1)),
-            Some((b, _, _)) if b > s.last_block => newest,
-            _ => Some((s.last_block, s.block_parts, 1)),
-        };
-    }
-    Ok(match newest {
-        None => 0,
-        Some((b, parts, holders)) if parts == 0 || holders >= parts => b,
-        Some((b, _, _)) => b - 1,
-    })
 }
 
 impl SessionHost {
@@ -363,6 +339,7 @@ impl SessionHost {
             partitions,
             retention_ms: c.retention_ms,
             retention_bytes: c.retention_bytes,
+            encrypt_keys: c.encrypt_keys.unwrap_or(true),
         };
         let created = self.inner.store.create_stream(&c.name, settings).await?;
         Ok(Response::StreamCreated(info(c.name, settings), created))
@@ -393,15 +370,25 @@ impl SessionHost {
         let req: PublishIn<'_> = crate::codec::parse_body(&body, "publish", r#"{"events": [...]}"#)?;
         let unkeyed = rand::random::<u32>() % settings.partitions;
         let sealer = self.sealer(&stream).await?;
-        let seal = sealer.as_deref().map(|s| (s, stream.as_str()));
-        let enc = crate::codec::encode_events(&req.events, settings.partitions, unkeyed, now, None, seal)?;
-        let (events, bytes) = (enc.events, enc.bytes);
-        let ranges = publish_block(&*self.inner.store, &stream, 0, enc.parts).await?;
+        let seal = sealer.as_deref().map(|sealer| crate::codec::Seal {
+            sealer,
+            stream: &stream,
+            encrypt_keys: settings.encrypt_keys,
+        });
+        let enc = crate::codec::encode_events(
+            &req.events,
+            settings.partitions,
+            unkeyed,
+            now,
+            None,
+            seal.as_ref(),
+        )?;
+        let (events, bytes, placement) = (enc.events, enc.bytes, enc.placement);
+        let ranges = publish_block(&*self.inner.store, &stream, enc.block).await?;
         metrics::counter!("switchboard_events_in_total").increment(events);
         metrics::counter!("switchboard_bytes_in_total").increment(bytes);
         let first: HashMap<u32, u64> = ranges.iter().map(|r| (r.partition, r.first)).collect();
-        let offsets = enc
-            .placement
+        let offsets = placement
             .iter()
             .map(|&(p, i)| EventOffset {
                 partition: p,
@@ -456,6 +443,7 @@ impl SessionHost {
                     a.stream.clone(),
                     positions,
                     self.inner.cfg.readahead_bytes,
+                    self.inner.cfg.legacy_records,
                 );
                 let c = r.cursor().to_string();
                 (State::Reader(r), Some(c), None, None)
@@ -473,8 +461,7 @@ impl SessionHost {
                         }
                         let key = (a.stream.clone(), p.clone());
                         self.fence_producer(&key).await;
-                        let last = producer_last_block(&*self.inner.store, &a.stream, settings.partitions, p)
-                            .await?;
+                        let last = self.inner.store.last_block(&a.stream, p).await?;
                         (Some(last), Some(key))
                     }
                     None => (None, None),
@@ -482,7 +469,7 @@ impl SessionHost {
                 let w = Writer::start(
                     self.inner.store.clone(),
                     a.stream.clone(),
-                    settings.partitions,
+                    settings,
                     a.producer.clone(),
                     last,
                     self.inner.cfg.max_blocks_in_flight,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use switchboard_store::{RecordBatch, Store, StreamSettings};
+use switchboard_store::{Block, Store, StreamSettings};
 use tokio::sync::Notify;
 
 use crate::error::{Result, SessionError};
@@ -64,22 +64,23 @@ impl Idempotency {
             partitions: 1,
             retention_ms: Some(ttl_ms.saturating_add(3_600_000)),
             retention_bytes: None,
+            encrypt_keys: false,
         };
         if let Err(e) = store.create_stream(STREAM, settings).await {
-            if !matches!(e, switchboard_store::Error::SettingsConflict(_)) {
+            if !matches!(e, switchboard_store::Error::Conflict(_)) {
                 return Err(e.into());
             }
         }
         let mut table = HashMap::new();
         let state = store.describe_stream(STREAM).await?;
-        let (mut at, end) = (state.start_offsets[0], state.end_offsets[0]);
+        let mut reader = store.open_reader(STREAM, &[(0, state.start_offsets[0])]).await?;
         let cutoff = now_ms - ttl_ms as i64;
-        while at < end {
-            let f = store.read(STREAM, 0, at, 10_000, 8 << 20).await?;
-            if f.records.is_empty() {
+        loop {
+            let f = reader.fetch(10_000, 8 << 20, std::time::Duration::ZERO).await?;
+            if f.records.is_empty() && f.gaps.is_empty() {
                 break;
             }
-            for r in &f.records {
+            for (_, r) in &f.records {
                 if r.timestamp_ms < cutoff {
                     continue;
                 }
@@ -99,7 +100,6 @@ impl Idempotency {
                     },
                 );
             }
-            at = f.next_offset;
         }
         tracing::info!(keys = table.len(), "idempotency keys loaded");
         Ok(Idempotency {
@@ -168,9 +168,9 @@ impl Guard {
                 .map_err(|e| SessionError::Internal(e.to_string()))?,
         };
         let value = serde_json::to_vec(&rec).map_err(|e| SessionError::Internal(e.to_string()))?;
-        let mut batch = RecordBatch::with_capacity(value.len() + 128);
-        batch.push(now_ms, None, &value, []);
-        let (r, _) = self.idem.store.append(STREAM, 0, batch).await;
+        let mut block = Block::new(None).map_err(|e| SessionError::Internal(e.to_string()))?;
+        block.records(0).push(now_ms, None, &[&value], []);
+        let r = self.idem.store.append(STREAM, block).await;
         if let Err(e) = r {
             // the events are durable; the answer stays in memory only
             tracing::warn!(stream = %k.0, error = %e, "could not store an idempotency key");

@@ -15,10 +15,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_proto::wire::AckAnswer;
-use switchboard_store::{Record, Store};
+use switchboard_store::{Fetched, Record, Store};
 use tokio::sync::Notify;
 
-use crate::codec::{render_event, rendered_len};
+use crate::codec::{render_event, rendered_len, Form};
 use crate::crypto::Crypto;
 use crate::cursor::{Cursor, CursorCodec};
 use crate::error::{Result, SessionError};
@@ -64,7 +64,7 @@ impl Drop for Reader {
 }
 
 struct Buffered {
-    records: VecDeque<(usize, Record)>,
+    records: VecDeque<(usize, Form, Record)>,
     bytes: usize,
     error: Option<SessionError>,
 }
@@ -88,6 +88,7 @@ impl Reader {
         stream: String,
         positions: Vec<(u32, u64)>,
         readahead_bytes: usize,
+        legacy: bool,
     ) -> Reader {
         let parts: Vec<u32> = positions.iter().map(|p| p.0).collect();
         let acked: Vec<u64> = positions.iter().map(|p| p.1).collect();
@@ -108,6 +109,7 @@ impl Reader {
             stream.clone(),
             positions.clone(),
             ra.clone(),
+            legacy,
         ));
         let acked_cursor = codec.seal(&Cursor {
             stream: stream.clone(),
@@ -158,7 +160,7 @@ impl Reader {
         out.extend_from_slice(b",\"events\":[");
         let (mut n, mut bytes, mut taken_bytes) = (0usize, 0usize, 0usize);
         while n < limits.max_events {
-            let Some((idx, r)) = buf.records.front() else {
+            let Some((idx, form, r)) = buf.records.front() else {
                 break;
             };
             let len = rendered_len(r);
@@ -168,10 +170,10 @@ impl Reader {
             if n > 0 {
                 out.push(b',');
             }
-            render_event(&mut out, self.parts[*idx], r);
+            render_event(&mut out, self.parts[*idx], *form, r);
             next[*idx] = r.offset + 1;
             bytes += len;
-            taken_bytes += r.encoded_len();
+            taken_bytes += r.payload_len();
             n += 1;
             buf.records.pop_front();
         }
@@ -269,18 +271,72 @@ async fn open_fetched(
     stream: &str,
     partition: u32,
     records: Vec<Record>,
-) -> Result<Vec<Record>> {
-    let Some(c) = crypto else { return Ok(records) };
+    legacy: bool,
+) -> Result<Vec<(Form, Record)>> {
+    let Some(c) = crypto else {
+        return Ok(crate::crypto::open_records(
+            None, stream, partition, records, legacy,
+        )?);
+    };
     let bytes: usize = records.iter().map(|r| r.value.len()).sum();
     // small and with known keys: cheaper here than a hop to the blocking pool
-    if bytes <= 64 * 1024 && !c.needs_keys(&records) {
-        return Ok(c.open_records(stream, partition, records)?);
+    if bytes <= 64 * 1024 && !c.needs_keys(&records, legacy) {
+        return Ok(c.open_records(stream, partition, records, legacy)?);
     }
     let (c, stream) = (c.clone(), stream.to_string());
-    tokio::task::spawn_blocking(move || c.open_records(&stream, partition, records))
+    tokio::task::spawn_blocking(move || c.open_records(&stream, partition, records, legacy))
         .await
         .map_err(|e| SessionError::Internal(format!("decryption task failed: {e}")))?
         .map_err(SessionError::from)
+}
+
+/// Takes a fetch into the read-ahead buffer, all at once, so that a read
+/// never sees half of it. False if the records could not be opened.
+async fn take_in(
+    f: Fetched,
+    crypto: &Option<Arc<Crypto>>,
+    stream: &str,
+    parts: &[u32],
+    ra: &ReadAhead,
+    legacy: bool,
+) -> bool {
+    for g in &f.gaps {
+        // retention removed what the cursor points at: go on from the
+        // oldest record left
+        tracing::warn!(%stream, partition = g.partition, from = g.from, to = g.to, "cursor position expired, skipping ahead");
+    }
+    // records arrive grouped by partition: open each group at once
+    let mut pass: Vec<(usize, Form, Record)> = Vec::with_capacity(f.records.len());
+    let mut group: Vec<Record> = Vec::new();
+    let mut records = f.records.into_iter().peekable();
+    while let Some((p, r)) = records.next() {
+        group.push(r);
+        if records.peek().is_some_and(|(q, _)| *q == p) {
+            continue;
+        }
+        let Ok(idx) = parts.binary_search(&p) else {
+            group.clear();
+            continue;
+        };
+        match open_fetched(crypto, stream, p, std::mem::take(&mut group), legacy).await {
+            Ok(opened) => pass.extend(opened.into_iter().map(|(form, r)| (idx, form, r))),
+            Err(e) => {
+                // never hand out what does not authenticate
+                tracing::error!(%stream, partition = p, error = %e, "cannot open stored events");
+                ra.buf.lock().error = Some(e);
+                ra.data.notify_waiters();
+                return false;
+            }
+        }
+    }
+    if !pass.is_empty() {
+        let mut buf = ra.buf.lock();
+        for (i, form, r) in pass {
+            buf.bytes += r.payload_len();
+            buf.records.push_back((i, form, r));
+        }
+    }
+    true
 }
 
 async fn fetch_loop(
@@ -289,11 +345,26 @@ async fn fetch_loop(
     stream: String,
     positions: Vec<(u32, u64)>,
     ra: Arc<ReadAhead>,
+    legacy: bool,
 ) {
-    let mut pos: Vec<u64> = positions.iter().map(|p| p.1).collect();
     let parts: Vec<u32> = positions.iter().map(|p| p.0).collect();
-    let mut rr = 0usize;
     let mut failures = 0u32;
+    let fail = |failures: u32, e: switchboard_store::Error| {
+        if failures >= 3 {
+            ra.buf.lock().error = Some(SessionError::from(e));
+            ra.data.notify_waiters();
+        }
+        Duration::from_millis(100 * u64::from(failures.min(10)))
+    };
+    let mut reader = loop {
+        match store.open_reader(&stream, &positions).await {
+            Ok(r) => break r,
+            Err(e) => {
+                failures += 1;
+                tokio::time::sleep(fail(failures, e)).await;
+            }
+        }
+    };
     loop {
         // wait for room
         loop {
@@ -305,80 +376,28 @@ async fn fetch_loop(
             }
             space.await;
         }
-        let mut got = false;
-        // a pass's records enter the buffer together, so that a read never
-        // sees half a pass
-        let mut pass: Vec<(usize, Record)> = Vec::new();
-        let mut room = ra.limit.saturating_sub(ra.buf.lock().bytes);
-        for k in 0..parts.len() {
-            let i = (rr + k) % parts.len();
-            if room == 0 {
-                break;
-            }
-            match store
-                .read(&stream, parts[i], pos[i], 1000, room.min(1 << 20))
-                .await
-            {
-                Ok(f) if !f.records.is_empty() => {
-                    let next = f.next_offset;
-                    match open_fetched(&crypto, &stream, parts[i], f.records).await {
-                        Ok(records) => {
-                            got = true;
-                            failures = 0;
-                            pos[i] = next;
-                            for r in records {
-                                room = room.saturating_sub(r.encoded_len());
-                                pass.push((i, r));
-                            }
-                        }
-                        Err(e) => {
-                            // never hand out what does not authenticate
-                            tracing::error!(%stream, partition = parts[i], error = %e, "cannot open stored events");
-                            ra.buf.lock().error = Some(e);
-                            ra.data.notify_waiters();
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(switchboard_store::Error::OffsetOutOfRange { requested, start, .. })
-                    if requested < start =>
-                {
-                    // retention removed what the cursor points at: go on from
-                    // the oldest record left
-                    tracing::warn!(%stream, partition = parts[i], requested, start, "cursor position expired, skipping ahead");
-                    pos[i] = start;
-                    got = true;
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures >= 3 {
-                        ra.buf.lock().error = Some(SessionError::from(e));
-                        ra.data.notify_waiters();
-                    }
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(10)))).await;
-                }
-            }
-        }
-        rr = rr.wrapping_add(1);
-        if !pass.is_empty() {
-            let mut buf = ra.buf.lock();
-            for (i, r) in pass {
-                buf.bytes += r.encoded_len();
-                buf.records.push_back((i, r));
-            }
-        }
-        // wake readers once per pass, so that a batch spans partitions
-        if got {
-            ra.data.notify_waiters();
-        } else {
+        let room = ra.limit.saturating_sub(ra.buf.lock().bytes).clamp(1, 1 << 20);
+        let mut f = reader.fetch(1000, room, Duration::ZERO).await;
+        if matches!(&f, Ok(f) if f.records.is_empty() && f.gaps.is_empty()) {
+            // nothing now: say so, then wait for more
             ra.caught_up.store(true, Ordering::Release);
             ra.data.notify_waiters();
-            let waits: Vec<(u32, u64)> = parts.iter().copied().zip(pos.iter().copied()).collect();
-            match store.wait_any(&stream, &waits, Duration::from_secs(5)).await {
-                Ok(true) => ra.caught_up.store(false, Ordering::Release),
-                Ok(false) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            f = reader.fetch(1000, room, Duration::from_secs(5)).await;
+        }
+        match f {
+            Ok(f) if f.records.is_empty() && f.gaps.is_empty() => {}
+            Ok(f) => {
+                failures = 0;
+                if !take_in(f, &crypto, &stream, &parts, &ra, legacy).await {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                ra.caught_up.store(false, Ordering::Release);
+                // wake readers once per fetch, so that a batch spans partitions
+                ra.data.notify_waiters();
+            }
+            Err(e) => {
+                failures += 1;
+                tokio::time::sleep(fail(failures, e)).await;
             }
         }
     }

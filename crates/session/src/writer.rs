@@ -1,11 +1,10 @@
 //! A writer session: the server half of `write -> commit`, with a bounded
 //! queue of scheduled blocks published in order by a background task.
 //!
-//! Blocks are published one at a time, all partitions of a block in
-//! parallel, the next block only once the previous one is durable in full.
-//! So at most one block of a producer can be incomplete after a crash, and
-//! the per-batch block-parts count tells whether it is (see
-//! [`crate::host::producer_last_block`]).
+//! Blocks are published one at a time, the next block only once the
+//! previous one is durable in full. So at most one block of a producer can
+//! be incomplete after a crash (the store completes it when it is replayed,
+//! and does not count it in the producer's `last_block` until then).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -14,17 +13,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_proto::wire::{BlockStatus, CommitAnswer, PartitionRange, WriteAnswer, WriteIn};
-use switchboard_store::{Appended, RecordBatch, Store};
+use switchboard_store::{Appended, Block, BlockProducer, Store, StreamSettings};
 use tokio::sync::{mpsc, watch};
 
-use crate::codec::{encode_events, EncodedBlock};
+use crate::codec::{encode_events, EncodedBlock, Seal};
 use crate::crypto::Sealer;
 use crate::error::{Result, SessionError};
 
 /// Written blocks remembered for retried writes and commits.
 const REMEMBERED_BLOCKS: usize = 1024;
-/// Attempts at appending one batch before the session gives up.
-const APPEND_ATTEMPTS: u32 = 5;
 
 struct Staged {
     block: u64,
@@ -52,7 +49,7 @@ pub(crate) struct Shared {
 
 struct Job {
     block: u64,
-    parts: Vec<(u32, RecordBatch)>,
+    data: Block,
     events: u64,
     bytes: u64,
 }
@@ -70,6 +67,7 @@ pub(crate) struct Writer {
     pub producer: Option<String>,
     pub last_block: Option<u64>,
     partitions: u32,
+    encrypt_keys: bool,
     unkeyed_seed: u32,
     expected: u64,
     staged: Option<Staged>,
@@ -92,7 +90,7 @@ impl Writer {
     pub fn start(
         store: Arc<dyn Store>,
         stream: String,
-        partitions: u32,
+        settings: StreamSettings,
         producer: Option<String>,
         last_block: Option<u64>,
         max_in_flight: usize,
@@ -112,7 +110,8 @@ impl Writer {
             stream,
             producer,
             last_block,
-            partitions,
+            partitions: settings.partitions,
+            encrypt_keys: settings.encrypt_keys,
             unkeyed_seed: rand::random(),
             expected: base + 1,
             staged: None,
@@ -176,9 +175,24 @@ impl Writer {
             )));
         }
         let unkeyed = (self.unkeyed_seed.wrapping_add(block as u32)) % self.partitions;
-        let producer = self.producer.as_deref().map(|p| (p, block));
-        let seal = sealer.map(|s| (s, self.stream.as_str()));
-        let enc = encode_events(&req.events, self.partitions, unkeyed, now_ms, producer, seal)?;
+        let producer = self.producer.as_ref().map(|p| BlockProducer {
+            id: p.clone(),
+            epoch: 0,
+            block,
+        });
+        let seal = sealer.map(|sealer| Seal {
+            sealer,
+            stream: &self.stream,
+            encrypt_keys: self.encrypt_keys,
+        });
+        let enc = encode_events(
+            &req.events,
+            self.partitions,
+            unkeyed,
+            now_ms,
+            producer,
+            seal.as_ref(),
+        )?;
         let events = enc.events;
         // a staged block replaced by a retry with the same number is caught
         // above; this one is new
@@ -249,7 +263,7 @@ impl Writer {
         drop(st);
         let job = Job {
             block,
-            parts: staged.enc.parts,
+            data: staged.enc.block,
             events: staged.enc.events,
             bytes: staged.enc.bytes,
         };
@@ -331,7 +345,7 @@ async fn publish_loop(
                 continue;
             }
         }
-        let result = publish_block(&*store, &stream, job.block, job.parts).await;
+        let result = publish_block(&*store, &stream, job.data).await;
         let mut st = shared.state.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
         match result {
@@ -367,52 +381,31 @@ fn is_final(e: &SessionError) -> bool {
     )
 }
 
-/// Appends every part of a block (in parallel) and returns the ranges. A
-/// part already stored by the same producer block (a replay) counts as
-/// stored where the log holds it.
+/// Appends a block and returns where it is. A block the producer already
+/// stored (a replay) counts as stored where the store holds it.
 pub(crate) async fn publish_block(
     store: &dyn Store,
     stream: &str,
-    block: u64,
-    parts: Vec<(u32, RecordBatch)>,
+    block: Block,
 ) -> Result<Vec<PartitionRange>> {
-    let appends = parts.into_iter().map(|(p, batch)| async move {
-        let mut batch = batch;
-        let mut attempt = 0;
-        loop {
-            let (r, b) = store.append(stream, p, batch).await;
-            match r {
-                Ok(Appended::Stored { first, last }) => {
-                    return Ok(Some(PartitionRange {
-                        partition: p,
-                        first,
-                        last,
-                    }))
-                }
-                Ok(Appended::Duplicate(s)) if s.last_block == block => {
-                    return Ok(Some(PartitionRange {
-                        partition: p,
-                        first: s.first_offset,
-                        last: s.last_offset,
-                    }))
-                }
-                Ok(Appended::Duplicate(_)) => return Ok(None),
-                Err(switchboard_store::Error::Unavailable(m)) if attempt + 1 < APPEND_ATTEMPTS => {
-                    attempt += 1;
-                    tracing::warn!(%stream, partition = p, attempt, error = %m, "append failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                    batch = b;
-                }
-                Err(e) => return Err(SessionError::from(e)),
-            }
+    let started = std::time::Instant::now();
+    let appended = store.append(stream, block).await;
+    metrics::histogram!("switchboard_store_append_seconds").record(started.elapsed().as_secs_f64());
+    let ranges = match appended? {
+        Appended::Stored(r) => r,
+        Appended::Duplicate { ranges, .. } => ranges.unwrap_or_default(),
+        Appended::Fenced { epoch } => {
+            return Err(SessionError::Unavailable(format!(
+                "a newer session of this producer (epoch {epoch}) writes to the stream"
+            )))
         }
-    });
-    let results = futures::future::join_all(appends).await;
-    let mut ranges = Vec::with_capacity(results.len());
-    for r in results {
-        if let Some(range) = r? {
-            ranges.push(range);
-        }
-    }
-    Ok(ranges)
+    };
+    Ok(ranges
+        .into_iter()
+        .map(|r| PartitionRange {
+            partition: r.partition,
+            first: r.first,
+            last: r.last,
+        })
+        .collect())
 }

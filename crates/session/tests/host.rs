@@ -3,51 +3,13 @@
 
 use std::sync::Arc;
 
-use switchboard_session::host::producer_last_block;
 use switchboard_store::embedded::EmbeddedStore;
-use switchboard_store::{RecordBatch, Store, StreamSettings};
-
-fn batch(producer: &str, block: u64, parts: u32) -> RecordBatch {
-    let mut b = RecordBatch::for_producer(producer, block).unwrap();
-    b.set_block_parts(parts);
-    b.push(1, None, b"v", []);
-    b
-}
-
-#[tokio::test]
-async fn last_block_counts_only_complete_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), Default::default()).unwrap());
-    let settings = StreamSettings {
-        partitions: 3,
-        ..StreamSettings::default()
-    };
-    store.create_stream("s", settings).await.unwrap();
-    assert_eq!(producer_last_block(&*store, "s", 3, "p").await.unwrap(), 0);
-    // block 1 in partitions 0 and 2, complete
-    store.append("s", 0, batch("p", 1, 2)).await.0.unwrap();
-    store.append("s", 2, batch("p", 1, 2)).await.0.unwrap();
-    assert_eq!(producer_last_block(&*store, "s", 3, "p").await.unwrap(), 1);
-    // block 2 spans all three partitions; a crash left one part
-    store.append("s", 1, batch("p", 2, 3)).await.0.unwrap();
-    assert_eq!(producer_last_block(&*store, "s", 3, "p").await.unwrap(), 1);
-    store.append("s", 0, batch("p", 2, 3)).await.0.unwrap();
-    assert_eq!(producer_last_block(&*store, "s", 3, "p").await.unwrap(), 1);
-    // the replay completes it; the part already stored is a duplicate
-    let (r, _) = store.append("s", 1, batch("p", 2, 3)).await;
-    assert!(matches!(r.unwrap(), switchboard_store::Appended::Duplicate(_)));
-    store.append("s", 2, batch("p", 2, 3)).await.0.unwrap();
-    assert_eq!(producer_last_block(&*store, "s", 3, "p").await.unwrap(), 2);
-    // a block in one partition is complete by itself
-    store.append("s", 1, batch("p", 3, 1)).await.0.unwrap();
-    assert_eq!(producer_last_block(&*store, "s", 3, "p").await.unwrap(), 3);
-    assert_eq!(producer_last_block(&*store, "s", 3, "other").await.unwrap(), 0);
-}
+use switchboard_store::{Block, Store, StreamSettings};
 
 /// A store whose appends wait for a permit, so a test controls when blocks
 /// become durable.
 struct GatedStore {
-    inner: EmbeddedStore,
+    inner: Arc<dyn Store>,
     gate: Arc<tokio::sync::Semaphore>,
 }
 
@@ -71,45 +33,23 @@ impl Store for GatedStore {
     async fn append(
         &self,
         stream: &str,
-        partition: u32,
-        batch: RecordBatch,
-    ) -> (
-        switchboard_store::Result<switchboard_store::Appended>,
-        RecordBatch,
-    ) {
+        block: Block,
+    ) -> switchboard_store::Result<switchboard_store::Appended> {
         if !stream.starts_with("__") {
             let permit = self.gate.acquire().await.unwrap();
             permit.forget();
         }
-        self.inner.append(stream, partition, batch).await
+        self.inner.append(stream, block).await
     }
-    async fn read(
-        &self,
-        stream: &str,
-        partition: u32,
-        offset: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> switchboard_store::Result<switchboard_store::Fetched> {
-        self.inner
-            .read(stream, partition, offset, max_records, max_bytes)
-            .await
+    async fn last_block(&self, stream: &str, producer: &str) -> switchboard_store::Result<u64> {
+        self.inner.last_block(stream, producer).await
     }
-    async fn wait_any(
+    async fn open_reader(
         &self,
         stream: &str,
         positions: &[(u32, u64)],
-        timeout: std::time::Duration,
-    ) -> switchboard_store::Result<bool> {
-        self.inner.wait_any(stream, positions, timeout).await
-    }
-    async fn producer(
-        &self,
-        stream: &str,
-        partition: u32,
-        producer: &str,
-    ) -> switchboard_store::Result<Option<switchboard_store::ProducerState>> {
-        self.inner.producer(stream, partition, producer).await
+    ) -> switchboard_store::Result<Box<dyn switchboard_store::StoreReader>> {
+        self.inner.open_reader(stream, positions).await
     }
     async fn close(&self) -> switchboard_store::Result<()> {
         self.inner.close().await
@@ -118,14 +58,24 @@ impl Store for GatedStore {
 
 #[tokio::test]
 async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    for inner in [
+        switchboard_store::open(&url, Default::default()).unwrap(),
+        switchboard_store::open("memory://", Default::default()).unwrap(),
+    ] {
+        in_flight_bound(inner).await;
+    }
+}
+
+async fn in_flight_bound(inner: Arc<dyn Store>) {
     use switchboard_proto::wire::{Allocate, BlockStatus, Commit, Mode};
     use switchboard_rpc::{Call, Request, Response};
     use switchboard_session::{HostConfig, SessionError, SessionHost};
 
-    let dir = tempfile::tempdir().unwrap();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let store: Arc<dyn Store> = Arc::new(GatedStore {
-        inner: EmbeddedStore::open(dir.path(), Default::default()).unwrap(),
+        inner,
         gate: gate.clone(),
     });
     let cfg = HostConfig {
@@ -141,6 +91,7 @@ async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() 
             partitions: Some(1),
             retention_ms: None,
             retention_bytes: None,
+            encrypt_keys: None,
         }),
     )
     .await
@@ -254,6 +205,7 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
                 partitions: Some(1),
                 retention_ms: None,
                 retention_bytes: None,
+                encrypt_keys: None,
             }),
         )
         .await

@@ -1,7 +1,7 @@
 //! Property tests of the session state machines against a simple model:
 //! random sequences of reads, retried reads, acks (right, repeated, wrong),
 //! writes (new, retried, conflicting, out of order) and commits, through the
-//! session host on the embedded store. Every answer must match the model,
+//! session host, on the embedded store and on the memory store. Every answer must match the model,
 //! every refused call must change nothing, and in the end the stream must
 //! hold exactly the committed blocks and readers must have seen every event
 //! once, in order.
@@ -14,7 +14,6 @@ use switchboard_proto::wire::{Ack, Allocate, Commit, CreateStream, Mode, Read, R
 use switchboard_rpc::keys::ServerKeys as Keys;
 use switchboard_rpc::{Call, Request, Response};
 use switchboard_session::{HostConfig, SessionError, SessionHost};
-use switchboard_store::embedded::EmbeddedStore;
 
 #[derive(Debug, Clone)]
 enum W {
@@ -80,9 +79,13 @@ fn crypto(dir: &tempfile::TempDir) -> Option<Arc<switchboard_session::crypto::Cr
     Some(Arc::new(switchboard_session::crypto::Crypto::open(cfg).unwrap()))
 }
 
-async fn setup() -> (tempfile::TempDir, SessionHost) {
+async fn setup(store: &str) -> (tempfile::TempDir, SessionHost) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(dir.path().join("log"), Default::default()).unwrap());
+    let url = match store {
+        "file" => format!("file://{}", dir.path().join("log").display()),
+        _ => "memory://".to_string(),
+    };
+    let store = switchboard_store::open(&url, Default::default()).unwrap();
     let host = SessionHost::start(
         store,
         Keys::from_master(&[3; 32]),
@@ -98,6 +101,7 @@ async fn setup() -> (tempfile::TempDir, SessionHost) {
             partitions: Some(3),
             retention_ms: None,
             retention_bytes: None,
+            encrypt_keys: None,
         }),
     )
     .await
@@ -125,8 +129,8 @@ async fn alloc(host: &SessionHost, mode: Mode, cursor: Option<&str>) -> String {
     }
 }
 
-async fn run_case(wops: Vec<W>, rops: Vec<R>) {
-    let (_dir, host) = setup().await;
+async fn run_case(wops: Vec<W>, rops: Vec<R>, store: &str) {
+    let (_dir, host) = setup(store).await;
     let call = |id: &str, c: Call| {
         host.handle(
             ctx(),
@@ -315,7 +319,9 @@ proptest! {
         rops in proptest::collection::vec(r_op(), 0..40),
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(run_case(wops, rops));
+        for store in ["file", "memory"] {
+            rt.block_on(run_case(wops.clone(), rops.clone(), store));
+        }
     }
 }
 

@@ -1,6 +1,14 @@
 //! The embedded store: `switchboard-log` on local disk, one process, no
 //! services. Blocking log calls run on tokio's blocking pool; waits for new
 //! data use the log's async listeners.
+//!
+//! How a block maps onto the log: each part is one log batch carrying the
+//! producer id, the block number and how many partitions the block spans.
+//! The log refuses a batch whose producer already has that block in that
+//! partition (atomically with the write), so a replayed block stores only
+//! the parts that were missing. Blocks of one producer are appended one at
+//! a time, so only its newest block can be partial; counting the
+//! partitions that hold it against its span tells whether it is complete.
 
 use std::future::Future;
 use std::path::Path;
@@ -9,11 +17,17 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use switchboard_log::{AppendOutcome, Log, LogConfig};
+use switchboard_log::{AppendOutcome, Log, LogConfig, Partition, ProducerState};
 
 use crate::{
-    Appended, Error, Fetched, ProducerState, RecordBatch, Result, Store, StreamSettings, StreamState,
+    Appended, Block, Error, Fetched, Gap, Headers, PartRange, Record, Result, Store, StoreReader,
+    StreamSettings, StreamState,
 };
+
+/// Attempts at appending one part before the append fails.
+const APPEND_ATTEMPTS: u32 = 5;
+/// Most bytes one partition read takes at a time.
+const READ_CHUNK: usize = 1 << 20;
 
 /// [`Store`] over the embedded segmented log.
 pub struct EmbeddedStore {
@@ -53,6 +67,85 @@ fn settings_of(s: &switchboard_log::StreamSettings) -> StreamSettings {
         partitions: s.partitions,
         retention_ms: s.retention_ms,
         retention_bytes: s.retention_bytes,
+        encrypt_keys: s.encrypt_keys,
+    }
+}
+
+fn record_of(r: switchboard_log::Record) -> Record {
+    Record {
+        offset: r.offset,
+        timestamp_ms: r.timestamp_ms,
+        key: r.key,
+        value: r.value,
+        // the log validated them, and encodes them as the store does
+        headers: Headers::trusted(r.headers.into_bytes()),
+    }
+}
+
+/// One part's outcome.
+enum PartOutcome {
+    Stored(PartRange),
+    Duplicate(u32, ProducerState),
+}
+
+async fn append_part(
+    p: Arc<Partition>,
+    mut batch: switchboard_log::BatchBuilder,
+    stream: &str,
+) -> Result<PartOutcome> {
+    let partition = p.id();
+    let mut attempt = 0;
+    loop {
+        let bytes = batch.encoded_len() as u64;
+        let started = Instant::now();
+        let p2 = p.clone();
+        let (r, b) = tokio::task::spawn_blocking(move || {
+            let r = p2.append(&mut batch);
+            (r, batch)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))?;
+        batch = b;
+        metrics::histogram!("switchboard_log_append_seconds").record(started.elapsed().as_secs_f64());
+        match r {
+            Ok(AppendOutcome::Appended(a)) => {
+                metrics::counter!("switchboard_log_appended_bytes_total").increment(bytes);
+                return Ok(PartOutcome::Stored(PartRange {
+                    partition,
+                    first: a.base_offset,
+                    last: a.last_offset,
+                }));
+            }
+            Ok(AppendOutcome::Duplicate(s)) => return Ok(PartOutcome::Duplicate(partition, s)),
+            Err(e) => match Error::from(e) {
+                Error::Unavailable(m) if attempt + 1 < APPEND_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(%stream, partition, attempt, error = %m, "append failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                e => return Err(e),
+            },
+        }
+    }
+}
+
+/// The producer's last block in full, from what each partition holds.
+fn last_block_of(s: &switchboard_log::Stream, producer: &str) -> u64 {
+    let mut newest: Option<(u64, u32, u32)> = None; // block, parts, holders
+    for p in s.partitions() {
+        let Some(st) = p.producer(producer) else {
+            continue;
+        };
+        newest = match newest {
+            Some((b, parts, n)) if b == st.last_block => Some((b, parts.max(st.block_parts), n + 1)),
+            Some((b, _, _)) if b > st.last_block => newest,
+            _ => Some((st.last_block, st.block_parts, 1)),
+        };
+    }
+    match newest {
+        None => 0,
+        Some((b, parts, holders)) if parts == 0 || holders >= parts => b,
+        Some((b, _, _)) => b - 1,
     }
 }
 
@@ -65,6 +158,7 @@ impl Store for EmbeddedStore {
                 partitions: settings.partitions,
                 retention_ms: settings.retention_ms,
                 retention_bytes: settings.retention_bytes,
+                encrypt_keys: settings.encrypt_keys,
             };
             Ok(log.create_stream(&name, s)?.1)
         })
@@ -101,102 +195,72 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn append(
-        &self,
-        stream: &str,
-        partition: u32,
-        mut batch: RecordBatch,
-    ) -> (Result<Appended>, RecordBatch) {
-        let s = match self.log().and_then(|l| Ok(l.stream(stream)?)) {
-            Ok(s) => s,
-            Err(e) => return (Err(e), batch),
-        };
-        let bytes = batch.encoded_len() as u64;
-        let started = Instant::now();
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = s.partition(partition).and_then(|p| p.append(&mut batch));
-            (r, batch)
-        })
-        .await;
-        let (outcome, batch) = match joined {
-            Ok(r) => r,
-            // the closure only panics on a bug; the batch went with it
-            Err(e) => {
-                return (
-                    Err(Error::Unavailable(format!("store task failed: {e}"))),
-                    RecordBatch::new(),
-                )
-            }
-        };
-        metrics::histogram!("switchboard_log_append_seconds").record(started.elapsed().as_secs_f64());
-        let outcome = match outcome {
-            Ok(AppendOutcome::Appended(a)) => {
-                metrics::counter!("switchboard_log_appended_bytes_total").increment(bytes);
-                Ok(Appended::Stored {
-                    first: a.base_offset,
-                    last: a.last_offset,
-                })
-            }
-            Ok(AppendOutcome::Duplicate(p)) => Ok(Appended::Duplicate(p)),
-            Err(e) => Err(e.into()),
-        };
-        (outcome, batch)
-    }
-
-    async fn read(
-        &self,
-        stream: &str,
-        partition: u32,
-        offset: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Fetched> {
+    async fn append(&self, stream: &str, block: Block) -> Result<Appended> {
         let s = self.log()?.stream(stream)?;
-        let p = s.partition(partition)?.clone();
-        if offset >= p.end_offset() && offset >= p.start_offset() {
-            return Ok(Fetched {
-                records: Vec::new(),
-                next_offset: offset,
-            });
+        let (producer, parts) = block.into_parts();
+        let span = parts.len() as u32;
+        let mut appends = Vec::with_capacity(parts.len());
+        for (partition, records) in parts {
+            let p = s.partition(partition)?.clone();
+            let mut batch = records.into_batch();
+            batch.set_block_parts(span);
+            appends.push(append_part(p, batch, stream));
         }
-        tokio::task::spawn_blocking(move || {
-            let r = p.read(offset, max_records, max_bytes)?;
-            Ok(Fetched {
-                records: r.records,
-                next_offset: r.next_offset,
-            })
+        let outcomes = futures::future::join_all(appends).await;
+        let block_no = producer.as_ref().map_or(0, |p| p.block);
+        let mut ranges = Vec::with_capacity(outcomes.len());
+        let (mut stored, mut newest_dup) = (false, None::<u64>);
+        let mut first_err = None;
+        for o in outcomes {
+            match o {
+                Ok(PartOutcome::Stored(r)) => {
+                    stored = true;
+                    ranges.push(r);
+                }
+                Ok(PartOutcome::Duplicate(partition, st)) => {
+                    newest_dup = Some(newest_dup.unwrap_or(0).max(st.last_block));
+                    if st.last_block == block_no {
+                        ranges.push(PartRange {
+                            partition,
+                            first: st.first_offset,
+                            last: st.last_offset,
+                        });
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        ranges.sort_by_key(|r| r.partition);
+        Ok(match newest_dup {
+            Some(last_block) if !stored => Appended::Duplicate {
+                last_block,
+                ranges: (last_block == block_no).then_some(ranges),
+            },
+            _ => Appended::Stored(ranges),
         })
-        .await
-        .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))?
     }
 
-    async fn wait_any(&self, stream: &str, positions: &[(u32, u64)], timeout: Duration) -> Result<bool> {
+    async fn last_block(&self, stream: &str, producer: &str) -> Result<u64> {
+        let s = self.log()?.stream(stream)?;
+        let producer = producer.to_string();
+        // producer state waits on each partition's writer lock
+        tokio::task::spawn_blocking(move || last_block_of(&s, &producer))
+            .await
+            .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))
+    }
+
+    async fn open_reader(&self, stream: &str, positions: &[(u32, u64)]) -> Result<Box<dyn StoreReader>> {
         let s = self.log()?.stream(stream)?;
         let mut parts = Vec::with_capacity(positions.len());
         for &(p, o) in positions {
             parts.push((s.partition(p)?.clone(), o));
         }
-        let ready =
-            |parts: &[(Arc<switchboard_log::Partition>, u64)]| parts.iter().any(|(p, o)| p.end_offset() > *o);
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if ready(&parts) {
-                return Ok(true);
-            }
-            let listeners: Vec<_> = parts.iter().map(|(p, _)| p.listen()).collect();
-            if ready(&parts) {
-                return Ok(true);
-            }
-            let any = futures_any(listeners);
-            if tokio::time::timeout_at(deadline, any).await.is_err() {
-                return Ok(ready(&parts));
-            }
-        }
-    }
-
-    async fn producer(&self, stream: &str, partition: u32, producer: &str) -> Result<Option<ProducerState>> {
-        let s = self.log()?.stream(stream)?;
-        Ok(s.partition(partition)?.producer(producer))
+        Ok(Box::new(EmbeddedReader { parts, rr: 0 }))
     }
 
     async fn close(&self) -> Result<()> {
@@ -214,8 +278,116 @@ impl Store for EmbeddedStore {
     }
 }
 
+struct EmbeddedReader {
+    parts: Vec<(Arc<Partition>, u64)>,
+    rr: usize,
+}
+
+impl EmbeddedReader {
+    fn readable(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|(p, o)| p.end_offset() > *o || *o < p.start_offset())
+    }
+}
+
+#[async_trait]
+impl StoreReader for EmbeddedReader {
+    async fn fetch(&mut self, max_records: usize, max_bytes: usize, wait: Duration) -> Result<Fetched> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.readable() {
+                let n = self.parts.len();
+                let order: Vec<(usize, Arc<Partition>, u64)> = (0..n)
+                    .map(|k| (self.rr + k) % n)
+                    .filter(|&i| {
+                        let (p, o) = &self.parts[i];
+                        p.end_offset() > *o || *o < p.start_offset()
+                    })
+                    .map(|i| (i, self.parts[i].0.clone(), self.parts[i].1))
+                    .collect();
+                self.rr = self.rr.wrapping_add(1);
+                // one hop to the blocking pool for the whole pass
+                let pass = tokio::task::spawn_blocking(move || read_pass(order, max_records, max_bytes))
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))??;
+                for (i, next) in pass.1 {
+                    self.parts[i].1 = next;
+                }
+                if !pass.0.records.is_empty() || !pass.0.gaps.is_empty() {
+                    return Ok(pass.0);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Fetched::default());
+            }
+            let listeners: Vec<_> = self.parts.iter().map(|(p, _)| p.listen()).collect();
+            if self.readable() {
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, any_of(listeners))
+                .await
+                .is_err()
+            {
+                return Ok(Fetched::default());
+            }
+        }
+    }
+
+    fn positions(&self) -> Vec<(u32, u64)> {
+        self.parts.iter().map(|(p, o)| (p.id(), *o)).collect()
+    }
+}
+
+type Pass = (Fetched, Vec<(usize, u64)>);
+
+fn read_pass(order: Vec<(usize, Arc<Partition>, u64)>, max_records: usize, max_bytes: usize) -> Result<Pass> {
+    let mut out = Fetched::default();
+    let mut moved = Vec::new();
+    let mut room = max_bytes;
+    for (i, p, mut at) in order {
+        if out.records.len() >= max_records || (room == 0 && !out.records.is_empty()) {
+            break;
+        }
+        if at < p.start_offset() {
+            let to = p.start_offset();
+            out.gaps.push(Gap {
+                partition: p.id(),
+                from: at,
+                to,
+            });
+            at = to;
+            moved.push((i, at));
+        }
+        if at >= p.end_offset() {
+            continue;
+        }
+        let r = match p.read(at, max_records - out.records.len(), room.clamp(1, READ_CHUNK)) {
+            Ok(r) => r,
+            Err(switchboard_log::Error::OffsetOutOfRange { requested, start, .. }) if requested < start => {
+                // retention ran between the check and the read
+                out.gaps.push(Gap {
+                    partition: p.id(),
+                    from: requested,
+                    to: start,
+                });
+                moved.push((i, start));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for rec in r.records {
+            let rec = record_of(rec);
+            room = room.saturating_sub(rec.payload_len() + 24);
+            out.records.push((p.id(), rec));
+        }
+        moved.push((i, r.next_offset));
+    }
+    Ok((out, moved))
+}
+
 /// Resolves when any listener fires.
-async fn futures_any(listeners: Vec<switchboard_log::EventListener>) {
+async fn any_of(listeners: Vec<switchboard_log::EventListener>) {
     let mut listeners: Vec<_> = listeners.into_iter().map(Box::pin).collect();
     std::future::poll_fn(move |cx| {
         for l in listeners.iter_mut() {

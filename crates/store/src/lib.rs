@@ -1,31 +1,37 @@
 //! The storage core of Switchboard behind one async trait, [`Store`], so
 //! that the session layer does not depend on which one runs.
 //!
-//! - [`embedded::EmbeddedStore`]: the default, our segmented log on local
-//!   disk (`switchboard-log`), driven from a blocking thread pool so that
-//!   file I/O and fsync never run on the async runtime's threads.
+//! - [`embedded::EmbeddedStore`] (`file://DIR`, the default): our
+//!   segmented log on local disk (`switchboard-log`), driven from tokio's
+//!   blocking pool so that file I/O and fsync never run on the runtime.
+//! - [`memory::MemoryStore`] (`memory://`): everything in memory, with the
+//!   same semantics; for tests and demos, and the proof that the trait is
+//!   not the embedded log's shape.
 //!
-//! Records travel as [`RecordBatch`]es: the log's own batch encoding, built
-//! once by the session layer (each payload copied once) and appended
-//! as-is. Producer ids and block numbers ride in the batch, so
-//! deduplication of replayed blocks is atomic with the write.
+//! The trait speaks blocks, not bytes: a [`Block`] is a producer's
+//! numbered write, in [`Records`] per partition; appending it answers
+//! [`Appended`] (stored with its offsets, a duplicate of what is stored, or
+//! fenced by a newer epoch). Readers go through a [`StoreReader`] that the
+//! store opens, which keeps its own positions and waits.
 //!
-//! This crate knows nothing of HTTP, sessions or cursors.
+//! This crate knows nothing of HTTP, sessions, cursors or encryption.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub mod embedded;
 mod error;
+pub mod memory;
+mod records;
 
 pub use error::{Error, Result};
-pub use switchboard_log::{
-    BatchBuilder as RecordBatch, Durability, HeaderIter, Headers, ProducerState, Record,
-};
+pub use records::{Block, BlockProducer, HeaderIter, Headers, Record, RecordRef, Records, MAX_PRODUCER_LEN};
+pub use switchboard_log::Durability;
 
 /// A stream's fixed settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamSettings {
     /// Partition count.
     pub partitions: u32,
@@ -33,6 +39,21 @@ pub struct StreamSettings {
     pub retention_ms: Option<u64>,
     /// Retention by size per partition, bytes.
     pub retention_bytes: Option<u64>,
+    /// Whether event keys are encrypted (else they are stored in the clear,
+    /// for compaction and tooling). Kept with the stream for the session
+    /// layer; stores never look inside records.
+    pub encrypt_keys: bool,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            encrypt_keys: true,
+        }
+    }
 }
 
 /// A stream and its per-partition extent.
@@ -48,35 +69,78 @@ pub struct StreamState {
     pub end_offsets: Vec<u64>,
 }
 
-/// What an append did.
+/// Offsets a block got in one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Appended {
-    /// Stored at `first..=last`.
-    Stored {
-        /// First offset.
-        first: u64,
-        /// Last offset.
-        last: u64,
-    },
-    /// The batch's producer already has this block (or a later one) in this
-    /// partition: nothing was written. Carries what the partition holds.
-    Duplicate(ProducerState),
+pub struct PartRange {
+    /// Partition.
+    pub partition: u32,
+    /// First offset.
+    pub first: u64,
+    /// Last offset.
+    pub last: u64,
 }
 
-/// Records read from one partition.
+/// What appending a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored (or completed, after an earlier partial append of the same
+    /// producer block), at these offsets.
+    Stored(Vec<PartRange>),
+    /// The producer already has this block or a later one: nothing was
+    /// written. `ranges` tells where this very block is, when it is the
+    /// producer's last and the store knows.
+    Duplicate {
+        /// The producer's last block.
+        last_block: u64,
+        /// Where this block is stored, if known.
+        ranges: Option<Vec<PartRange>>,
+    },
+    /// A newer epoch of the producer wrote to the stream: nothing was
+    /// written, and this writer must stop.
+    Fenced {
+        /// The newer epoch.
+        epoch: u64,
+    },
+}
+
+/// Retention removed records a reader was about to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// Partition.
+    pub partition: u32,
+    /// First offset skipped.
+    pub from: u64,
+    /// Where reading went on (the first offset still held).
+    pub to: u64,
+}
+
+/// What one [`StoreReader::fetch`] got.
 #[derive(Debug, Clone, Default)]
 pub struct Fetched {
-    /// Consecutive records.
-    pub records: Vec<Record>,
-    /// Where the next read starts.
-    pub next_offset: u64,
+    /// (partition, record), each partition's records in offset order.
+    pub records: Vec<(u32, Record)>,
+    /// Ranges skipped because retention removed them.
+    pub gaps: Vec<Gap>,
+}
+
+/// Reads a set of partitions of one stream from positions it keeps.
+#[async_trait]
+pub trait StoreReader: Send + Sync {
+    /// The next records: at most `max_records` and about `max_bytes` (at
+    /// least one record if any), taken round-robin over the partitions.
+    /// When nothing is there, waits up to `wait` for something.
+    async fn fetch(&mut self, max_records: usize, max_bytes: usize, wait: Duration) -> Result<Fetched>;
+
+    /// (partition, next offset) of each partition read.
+    fn positions(&self) -> Vec<(u32, u64)>;
 }
 
 /// The storage core. Every method is safe to call concurrently; appends to
 /// one partition are ordered, reads never block appends.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Creates a stream; `Ok(false)` if it existed with the same settings.
+    /// Creates a stream; `Ok(false)` if it existed with the same settings,
+    /// [`Error::Conflict`] if with others.
     async fn create_stream(&self, name: &str, settings: StreamSettings) -> Result<bool>;
 
     /// Deletes a stream and its data.
@@ -85,40 +149,42 @@ pub trait Store: Send + Sync + 'static {
     /// Every stream's name and settings, sorted by name.
     async fn list_streams(&self) -> Result<Vec<(String, StreamSettings)>>;
 
-    /// A stream's settings (cheap; no I/O).
+    /// A stream's settings (cheap).
     async fn stream_settings(&self, name: &str) -> Result<StreamSettings>;
 
     /// A stream's settings and offsets.
     async fn describe_stream(&self, name: &str) -> Result<StreamState>;
 
-    /// Appends `batch` to one partition; returns once it is durable (as far
-    /// as the store's durability setting promises). The batch always comes
-    /// back, so that a failed append can be retried and a buffer reused.
-    async fn append(
-        &self,
-        stream: &str,
-        partition: u32,
-        batch: RecordBatch,
-    ) -> (Result<Appended>, RecordBatch);
+    /// Appends a block; answers once it is as durable as the store's
+    /// durability setting promises. A producer block is stored at most
+    /// once, however often it is appended.
+    async fn append(&self, stream: &str, block: Block) -> Result<Appended>;
 
-    /// Reads from `offset`, at most `max_records` records and about
-    /// `max_bytes` (at least one record if any).
-    async fn read(
-        &self,
-        stream: &str,
-        partition: u32,
-        offset: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Fetched>;
+    /// The producer's last block stored in full on `stream` (0: none).
+    async fn last_block(&self, stream: &str, producer: &str) -> Result<u64>;
 
-    /// Waits until any of `positions` (partition, offset) has a readable
-    /// record, or `timeout` passes; true if one has.
-    async fn wait_any(&self, stream: &str, positions: &[(u32, u64)], timeout: Duration) -> Result<bool>;
-
-    /// What one partition holds of `producer`.
-    async fn producer(&self, stream: &str, partition: u32, producer: &str) -> Result<Option<ProducerState>>;
+    /// A reader of `positions` ((partition, offset), partitions distinct).
+    async fn open_reader(&self, stream: &str, positions: &[(u32, u64)]) -> Result<Box<dyn StoreReader>>;
 
     /// Makes everything appended so far durable and stops taking writes.
     async fn close(&self) -> Result<()>;
+}
+
+/// Opens the store a URL names: `file://DIR` (the embedded log in DIR) or
+/// `memory://`. Blocks: call before serving or from a blocking context.
+pub fn open(url: &str, log: switchboard_log::LogConfig) -> Result<Arc<dyn Store>> {
+    if let Some(dir) = url.strip_prefix("file://") {
+        if dir.is_empty() {
+            return Err(Error::Invalid(
+                "file:// needs a directory: file:///var/lib/switchboard".into(),
+            ));
+        }
+        return Ok(Arc::new(embedded::EmbeddedStore::open(dir, log)?));
+    }
+    if url == "memory://" {
+        return Ok(Arc::new(memory::MemoryStore::new()));
+    }
+    Err(Error::Invalid(format!(
+        "store {url:?}: expected file://DIR or memory://"
+    )))
 }

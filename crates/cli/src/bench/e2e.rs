@@ -363,6 +363,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
             partitions: Some(partitions),
             retention_ms: None,
             retention_bytes: None,
+            encrypt_keys: None,
         })
         .await?;
     let value = format!("\"{}\"", "x".repeat(b.event_size.saturating_sub(2)));

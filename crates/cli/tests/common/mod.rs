@@ -22,6 +22,13 @@ pub struct Server {
     extra: Vec<String>,
 }
 
+/// `SWITCHBOARD_TEST_STORE=memory` runs the servers of a test binary on
+/// `memory://` instead of the embedded log (scripts/test runs the protocol
+/// suite both ways).
+pub fn memory_store() -> bool {
+    std::env::var("SWITCHBOARD_TEST_STORE").as_deref() == Ok("memory")
+}
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_switchboard")
 }
@@ -56,6 +63,11 @@ impl Server {
             .arg("--token")
             .arg(TOKEN)
             .args(&self.extra)
+            .args(if memory_store() && !self.extra.iter().any(|a| a == "--store") {
+                &["--store", "memory://"][..]
+            } else {
+                &[][..]
+            })
             .env("SWITCHBOARD_LOG_LEVEL", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
