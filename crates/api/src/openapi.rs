@@ -298,12 +298,16 @@ fn schemas() -> Value {
             "retention_ms": { "type": ["integer", "null"], "minimum": 1, "maximum": limits::MAX_RETENTION_MS,
                 "description": "null or absent: no retention by age" },
             "retention_bytes": { "type": ["integer", "null"], "minimum": 1, "maximum": u64::MAX,
-                "description": "null or absent: no retention by size" } } },
-        "Stream": { "type": "object", "required": ["name", "partitions", "retention_ms", "retention_bytes"], "properties": {
-            "name": { "type": "string" }, "partitions": u32_, "retention_ms": opt_u64, "retention_bytes": opt_u64 } },
-        "StreamList": { "type": "object", "required": ["streams"], "properties": { "streams": { "type": "array", "items": r("Stream") } } },
-        "StreamDescription": { "type": "object", "required": ["name", "partitions", "retention_ms", "retention_bytes", "start_offsets", "end_offsets"], "properties": {
+                "description": "null or absent: no retention by size" },
+            "encrypt_keys": { "type": ["boolean", "null"], "default": true,
+                "description": "false keeps event keys in the clear at rest (values and headers stay encrypted); null or absent: true" } } },
+        "Stream": { "type": "object", "required": ["name", "partitions", "retention_ms", "retention_bytes", "encrypt_keys"], "properties": {
             "name": { "type": "string" }, "partitions": u32_, "retention_ms": opt_u64, "retention_bytes": opt_u64,
+            "encrypt_keys": { "type": "boolean" } } },
+        "StreamList": { "type": "object", "required": ["streams"], "properties": { "streams": { "type": "array", "items": r("Stream") } } },
+        "StreamDescription": { "type": "object", "required": ["name", "partitions", "retention_ms", "retention_bytes", "encrypt_keys", "start_offsets", "end_offsets"], "properties": {
+            "name": { "type": "string" }, "partitions": u32_, "retention_ms": opt_u64, "retention_bytes": opt_u64,
+            "encrypt_keys": { "type": "boolean" },
             "start_offsets": { "type": "array", "items": u64_ }, "end_offsets": { "type": "array", "items": u64_ } } },
         "Event": { "type": "object", "additionalProperties": false,
             "description": "exactly one of value and value_b64; a key of at most 16 KiB of UTF-8 and header names of at most 256 bytes (larger is payload_too_large); header names starting with `sb.` are reserved",

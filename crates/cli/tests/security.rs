@@ -303,3 +303,45 @@ async fn client_certificates_identify_callers() {
         .unwrap();
     assert_eq!(t.status(), 200);
 }
+
+#[tokio::test]
+async fn keys_in_the_clear_only_where_the_stream_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let mut s = Server::start(&data, &[]);
+    let c = s.client();
+    c.create_stream(&CreateStream {
+        name: "open-keys".into(),
+        partitions: Some(3),
+        retention_ms: None,
+        retention_bytes: None,
+        encrypt_keys: Some(false),
+    })
+    .await
+    .unwrap();
+    let events: Vec<Event> = (0..20)
+        .map(|i| {
+            Event::json(&format!("VALUE-{i}-5d1e"))
+                .unwrap()
+                .with_key(format!("KEY-{i}-4c2b"))
+                .with_header("h", format!("HEADER-{i}-5d1e"))
+        })
+        .collect();
+    c.publish("open-keys", &events, None).await.unwrap();
+    let got = read_all(&c, "open-keys").await;
+    assert_eq!(got.len(), 20);
+    let e = got
+        .iter()
+        .find(|e| e.key.as_deref() == Some("KEY-3-4c2b"))
+        .unwrap();
+    assert_eq!(e.headers["h"], "HEADER-3-5d1e");
+    assert_eq!(e.value.as_ref().unwrap().get(), "\"VALUE-3-5d1e\"");
+    // placement is by the clear key, as on any stream
+    let p = switchboard_proto::partition::partition_for_key(b"KEY-3-4c2b", 3);
+    assert_eq!(e.partition, p);
+    assert!(s.terminate().success());
+    // keys are readable to the store; values and headers are not
+    assert!(!files_containing(&data, b"KEY-3-4c2b").is_empty());
+    let hits = files_containing(&data, b"5d1e");
+    assert!(hits.is_empty(), "values or headers in the clear: {hits:?}");
+}

@@ -33,7 +33,7 @@ mod retry;
 mod writer;
 
 pub use error::{Error, Result};
-pub use reader::{Reader, ReaderOptions};
+pub use reader::{RawBatch, Reader, ReaderOptions};
 pub use retry::Backoff;
 pub use switchboard_proto::wire;
 pub use writer::{Writer, WriterOptions};

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use switchboard_proto::wire::{Allocate, Mode, Read, ReadAnswer};
 
 use crate::{Backoff, Client, Error, Result, Session};
@@ -74,6 +75,11 @@ impl Reader {
         self.opts.max_events = max_events;
     }
 
+    /// Changes how long the next reads wait for events.
+    pub fn set_wait_ms(&mut self, wait_ms: u64) {
+        self.opts.wait_ms = wait_ms;
+    }
+
     /// The session in use, if any.
     pub fn session(&self) -> Option<&Session> {
         self.session.as_ref()
@@ -106,6 +112,18 @@ impl Reader {
     /// The next batch: the pending one again if it was not acked, else new
     /// events (an empty answer, batch 0, when none came within `wait_ms`).
     pub async fn next(&mut self) -> Result<ReadAnswer> {
+        let raw = self.next_raw().await?;
+        serde_json::from_slice(&raw.body).map_err(|e| Error::Protocol(format!("invalid read answer: {e}")))
+    }
+
+    /// Like [`Reader::next`], the answer's JSON undecoded but for its batch
+    /// number: for consumers that parse events their own way (or only
+    /// forward them) and should not pay for decoding twice.
+    pub async fn next_raw(&mut self) -> Result<RawBatch> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            batch: u64,
+        }
         let req = Read {
             max_events: self.opts.max_events,
             max_bytes: self.opts.max_bytes,
@@ -117,12 +135,17 @@ impl Reader {
                 self.allocate().await?;
                 continue;
             };
-            match self.client.read(&s, &req).await {
-                Ok(a) => {
-                    if a.batch != 0 {
-                        self.pending = Some(a.batch);
+            match self.client.read_raw(&s, &req).await {
+                Ok(body) => {
+                    let head: Head = serde_json::from_slice(&body)
+                        .map_err(|e| Error::Protocol(format!("invalid read answer: {e}")))?;
+                    if head.batch != 0 {
+                        self.pending = Some(head.batch);
                     }
-                    return Ok(a);
+                    return Ok(RawBatch {
+                        batch: head.batch,
+                        body,
+                    });
                 }
                 Err(e) if e.is_session_gone() => {
                     tracing::info!(stream = %self.stream, "read session gone, allocating again from the cursor");
@@ -171,6 +194,15 @@ impl Reader {
         }
         Ok(self.cursor)
     }
+}
+
+/// A read answer as received.
+#[derive(Debug, Clone)]
+pub struct RawBatch {
+    /// Batch number (0: nothing came).
+    pub batch: u64,
+    /// The answer's JSON, `{"batch", "events", "cursor"}`.
+    pub body: Bytes,
 }
 
 /// Sleeps per `backoff` if `e` is worth retrying, else returns it.

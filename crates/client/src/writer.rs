@@ -34,6 +34,7 @@ struct Kept {
     block: u64,
     events: Bytes,
     submitted: bool,
+    sent: std::time::Instant,
 }
 
 /// Publishes blocks of events through a write session.
@@ -51,6 +52,7 @@ pub struct Writer {
     next_block: u64,
     kept: VecDeque<Kept>,
     durable_through: u64,
+    latencies: Vec<std::time::Duration>,
 }
 
 impl Writer {
@@ -64,6 +66,7 @@ impl Writer {
             next_block: 1,
             kept: VecDeque::new(),
             durable_through: 0,
+            latencies: Vec::new(),
         };
         w.allocate().await?;
         Ok(w)
@@ -82,6 +85,13 @@ impl Writer {
     /// Blocks sent and not yet known durable.
     pub fn pending_blocks(&self) -> usize {
         self.kept.len()
+    }
+
+    /// For each block seen durable since the last call: the time from its
+    /// `send` to the server's durable answer (retries and replays
+    /// included), in block order.
+    pub fn take_commit_latencies(&mut self) -> Vec<std::time::Duration> {
+        std::mem::take(&mut self.latencies)
     }
 
     async fn allocate(&mut self) -> Result<()> {
@@ -146,6 +156,7 @@ impl Writer {
             block,
             events: events_json,
             submitted: false,
+            sent: std::time::Instant::now(),
         });
         self.submit_all().await?;
         Ok(block)
@@ -206,7 +217,9 @@ impl Writer {
             match self.client.commit(&s, block, true).await {
                 Ok(a) if a.status == BlockStatus::Durable => {
                     while self.kept.front().is_some_and(|k| k.block <= block) {
-                        self.kept.pop_front();
+                        if let Some(k) = self.kept.pop_front() {
+                            self.latencies.push(k.sent.elapsed());
+                        }
                     }
                     self.durable_through = self.durable_through.max(block);
                     return Ok(());

@@ -772,3 +772,84 @@ fn master_stamp(src: &MasterSource) -> Option<std::time::SystemTime> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_store::{Block, Store};
+
+    async fn sealed(encrypt_keys: bool) -> (Crypto, Vec<Record>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let crypto = Crypto::open(CryptoConfig {
+            keys_dir: dir.path().to_path_buf(),
+            master: MasterSource::Env(format!("m1:{}", "cd".repeat(32))),
+            rotate_ms: 3_600_000,
+            rotate_records: 1 << 32,
+        })
+        .unwrap();
+        let sealer = crypto.sealer_blocking("s").unwrap();
+        let mut block = Block::new(None).unwrap();
+        let headers = Headers::encode([(&b"h"[..], &b"v"[..])]);
+        sealer.push(
+            block.records(0),
+            &mut Vec::new(),
+            "s",
+            0,
+            5,
+            Some(b"the-key"),
+            encrypt_keys,
+            headers.encoded(),
+            Form::Json,
+            b"{\"a\":1}",
+        );
+        let store = switchboard_store::memory::MemoryStore::new();
+        store.create_stream("s", Default::default()).await.unwrap();
+        store.append("s", block).await.unwrap();
+        let mut r = store.open_reader("s", &[(0, 0)]).await.unwrap();
+        let f = r.fetch(10, 1 << 20, std::time::Duration::ZERO).await.unwrap();
+        (crypto, f.records.into_iter().map(|(_, r)| r).collect(), dir)
+    }
+
+    #[tokio::test]
+    async fn sealed_records_open_and_altered_ones_do_not() {
+        for encrypt_keys in [true, false] {
+            let (crypto, records, _dir) = sealed(encrypt_keys).await;
+            assert_eq!(
+                records[0].key.is_some(),
+                !encrypt_keys,
+                "the key in the clear or not"
+            );
+            assert!(!records[0].value.windows(5).any(|w| w == b"\"a\":1"));
+            let opened = crypto.open_records("s", 0, records.clone(), false).unwrap();
+            let (form, r) = &opened[0];
+            assert_eq!(*form, Form::Json);
+            assert_eq!(r.key.as_deref(), Some(&b"the-key"[..]));
+            assert_eq!(r.headers.get(b"h"), Some(&b"v"[..]));
+            assert_eq!(&r.value[..], b"{\"a\":1}");
+            // elsewhere: another stream or partition
+            assert!(crypto.open_records("t", 0, records.clone(), false).is_err());
+            assert!(crypto.open_records("s", 1, records.clone(), false).is_err());
+            // a swapped form header or an altered clear key
+            let mut bad = records[0].clone();
+            bad.headers = Headers::encode(bad.headers.iter().map(|(n, v)| {
+                if n == FORM_HEADER {
+                    (n, &b"b"[..])
+                } else {
+                    (n, v)
+                }
+            }));
+            assert!(crypto.open_records("s", 0, vec![bad], false).is_err());
+            if !encrypt_keys {
+                let mut bad = records[0].clone();
+                bad.key = Some(bytes::Bytes::from_static(b"other-key"));
+                assert!(matches!(
+                    crypto.open_records("s", 0, vec![bad], false),
+                    Err(CryptoError::Corrupt { .. })
+                ));
+            }
+            // without encryption configured, a sealed record is an error,
+            // never bytes handed out as they are
+            assert!(open_records(None, "s", 0, records, false).is_err());
+        }
+    }
+}

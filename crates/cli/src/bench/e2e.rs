@@ -1,6 +1,7 @@
 //! `switchboard bench e2e`: writers and readers driving a server through
-//! the real HTTP API, next to the embedded log's append rate measured in
-//! the same run.
+//! the Rust client's `Writer` and `Reader` (what users run is what is
+//! measured), next to the embedded log's append rate measured in the same
+//! run.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use switchboard_client::wire::{Allocate, CreateStream, Mode, Read};
-use switchboard_client::{Client, Session};
+use switchboard_client::wire::CreateStream;
+use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
 
 /// Options of `switchboard bench e2e`.
 #[derive(Debug, Args)]
@@ -24,10 +25,10 @@ pub struct E2eBench {
     /// Token for --url.
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Concurrent writers (one write session each).
+    /// Concurrent writers (one client `Writer` each).
     #[arg(long, default_value_t = 4)]
     writers: usize,
-    /// Concurrent readers (one read session each, on disjoint partitions).
+    /// Concurrent readers (one client `Reader` each, on disjoint partitions).
     #[arg(long, default_value_t = 4)]
     readers: usize,
     /// Bytes of each event's value.
@@ -36,10 +37,16 @@ pub struct E2eBench {
     /// Events per block.
     #[arg(long, default_value_t = 500)]
     batch: usize,
-    /// Blocks each writer has committed but not yet seen durable. A block's
-    /// commit latency runs from its commit call to its durable answer.
-    #[arg(long, default_value_t = 1)]
+    /// Blocks each writer has sent but not yet seen durable (the
+    /// `Writer`'s window: with 2, a block travels while the one before it
+    /// is made durable). A block's commit latency runs from its `send` to
+    /// the server's durable answer.
+    #[arg(long, default_value_t = 2)]
     window: usize,
+    /// Producer id per writer (exactly-once publishing) instead of plain
+    /// writers.
+    #[arg(long)]
+    producers: bool,
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -88,7 +95,7 @@ struct Report {
     publish_mb_s: f64,
     commit_p50_ms: f64,
     commit_p99_ms: f64,
-    write_p50_ms: f64,
+    send_p50_ms: f64,
     read_p50_ms: f64,
     read_p99_ms: f64,
     ack_p50_ms: f64,
@@ -100,22 +107,11 @@ struct Report {
     consume_ratio: Option<f64>,
 }
 
-/// What the benchmark needs of a read answer.
-struct Scanned {
-    batch: u64,
-    timestamps: Vec<i64>,
-}
-
-/// Finds the batch number and every event timestamp of a read answer
-/// without parsing the values: a full JSON parse of 0.5 MB answers would
-/// make the load generator, which shares the machine, the bottleneck. The
-/// answer layout is the server's (`{"batch":N,"events":[{...,"timestamp":"..."`).
-fn scan_batch(raw: &[u8]) -> Result<Scanned> {
-    let rest = raw
-        .strip_prefix(b"{\"batch\":")
-        .context("read answer does not start with its batch number")?;
-    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
-    let batch = std::str::from_utf8(&rest[..digits])?.parse()?;
+/// Every event timestamp of a read answer, found without parsing the
+/// values: a full JSON parse of 0.5 MB answers would make the load
+/// generator, which shares the machine, the bottleneck. The answer layout
+/// is the server's (`..."timestamp":"<RFC 3339>"...`).
+fn scan_timestamps(raw: &[u8]) -> Result<Vec<i64>> {
     let mut timestamps = Vec::new();
     let finder = memchr::memmem::Finder::new(b"\"timestamp\":\"");
     for at in finder.find_iter(raw) {
@@ -127,7 +123,7 @@ fn scan_batch(raw: &[u8]) -> Result<Scanned> {
             .context("bad timestamp in read answer")?;
         timestamps.push(ts);
     }
-    Ok(Scanned { batch, timestamps })
+    Ok(timestamps)
 }
 
 struct Spawned {
@@ -384,41 +380,32 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     let consumed = Arc::new(AtomicU64::new(0));
     let readers_done = Arc::new(AtomicBool::new(false));
 
-    // readers first, from the end of the empty stream
+    // readers first, from the start of the empty stream
     let mut readers = Vec::new();
     for r in 0..b.readers {
         let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % b.readers == r).collect();
         if parts.is_empty() {
             continue;
         }
-        let a = client
-            .allocate(&Allocate {
-                stream: stream.clone(),
-                mode: Mode::Read,
-                cursor: Some("earliest".into()),
-                partitions: Some(parts),
-                producer: None,
-            })
-            .await?;
-        let (client, consumed, done) = (client.clone(), consumed.clone(), readers_done.clone());
+        let opts = ReaderOptions {
+            partitions: Some(parts),
+            ..ReaderOptions::default()
+        };
+        let mut reader = Reader::open(client.clone(), &stream, "earliest", opts).await?;
+        let (consumed, done) = (consumed.clone(), readers_done.clone());
         readers.push(tokio::spawn(async move {
-            let s = Session::new(&a);
             let (mut reads, mut acks, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
             let mut last = Instant::now();
             // a read that finds events buffered is timed (wait_ms 0); after
             // an empty one, the next read long-polls and is not timed
             let mut waiting = false;
             while !done.load(Ordering::Acquire) {
-                let req = Read {
-                    max_events: None,
-                    max_bytes: None,
-                    wait_ms: Some(if waiting { 200 } else { 0 }),
-                };
+                reader.set_wait_ms(if waiting { 200 } else { 0 });
                 let t = Instant::now();
-                let raw = client.read_raw(&s, &req).await?;
+                let raw = reader.next_raw().await?;
                 let took = t.elapsed();
-                let batch = scan_batch(&raw)?;
-                if batch.timestamps.is_empty() {
+                let timestamps = scan_timestamps(&raw.body)?;
+                if timestamps.is_empty() {
                     waiting = true;
                     continue;
                 }
@@ -427,79 +414,56 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
                 }
                 waiting = false;
                 let now = switchboard_proto::time::now_ms();
-                for ts in &batch.timestamps {
+                for ts in &timestamps {
                     e2e.push((now - ts) as f64);
                 }
                 let t = Instant::now();
-                client.ack(&s, batch.batch).await?;
+                reader.ack().await?;
                 acks.push(ms(t.elapsed()));
-                consumed.fetch_add(batch.timestamps.len() as u64, Ordering::Relaxed);
+                consumed.fetch_add(timestamps.len() as u64, Ordering::Relaxed);
                 last = Instant::now();
             }
-            let _ = client.dispose(&s).await;
+            let _ = reader.close().await;
             anyhow::Ok((reads, acks, e2e, last))
         }));
     }
 
     let start = Instant::now();
     let mut writers = Vec::new();
-    for _ in 0..b.writers {
-        let a = client
-            .allocate(&Allocate {
-                stream: stream.clone(),
-                mode: Mode::Write,
-                cursor: None,
-                partitions: None,
-                producer: None,
-            })
-            .await?;
-        let (client, stop, published, events_json, n) = (
-            client.clone(),
+    for i in 0..b.writers {
+        let opts = WriterOptions {
+            producer: b.producers.then(|| format!("bench-{i}")),
+            window: b.window.max(1),
+            ..WriterOptions::default()
+        };
+        let mut writer = Writer::open(client.clone(), &stream, opts).await?;
+        let (stop, published, events_json, n) = (
             stop.clone(),
             published.clone(),
             events_json.clone(),
             b.batch as u64,
         );
-        let window = b.window.max(1);
         writers.push(tokio::spawn(async move {
-            let s = Session::new(&a);
-            let (mut writes, mut commits) = (Vec::new(), Vec::new());
-            let mut in_flight = std::collections::VecDeque::new();
-            let mut block = 1u64;
+            let (mut sends, mut commits) = (Vec::new(), Vec::new());
+            let mut counted = 0u64;
+            let mut count = |writer: &mut Writer, commits: &mut Vec<f64>| {
+                for l in writer.take_commit_latencies() {
+                    commits.push(ms(l));
+                }
+                let d = writer.durable_through();
+                published.fetch_add((d - counted) * n, Ordering::Relaxed);
+                counted = d;
+            };
             while !stop.load(Ordering::Acquire) {
                 let t = Instant::now();
-                client
-                    .write(&s, switchboard_client::write_body(block, &events_json))
-                    .await?;
-                writes.push(ms(t.elapsed()));
-                // schedule, then wait for durability in the background, so
-                // that the next block's transfer overlaps this one's fsync
-                let t = Instant::now();
-                loop {
-                    match client.commit(&s, block, false).await {
-                        Ok(_) => break,
-                        Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(5)).await,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                let (c, s2) = (client.clone(), s.clone());
-                in_flight.push_back(tokio::spawn(async move {
-                    c.commit(&s2, block, true).await.map(|_| ms(t.elapsed()))
-                }));
-                while in_flight.len() >= window {
-                    if let Some(h) = in_flight.pop_front() {
-                        commits.push(h.await??);
-                        published.fetch_add(n, Ordering::Relaxed);
-                    }
-                }
-                block += 1;
+                writer.send_encoded(events_json.clone()).await?;
+                sends.push(ms(t.elapsed()));
+                count(&mut writer, &mut commits);
             }
-            for h in in_flight {
-                commits.push(h.await??);
-                published.fetch_add(n, Ordering::Relaxed);
-            }
-            let _ = client.dispose(&s).await;
-            anyhow::Ok((writes, commits))
+            writer.flush().await?;
+            count(&mut writer, &mut commits);
+            writer.close().await?;
+            anyhow::Ok((sends, commits))
         }));
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -514,10 +478,10 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
         );
     }
     stop.store(true, Ordering::Release);
-    let (mut writes, mut commits) = (Vec::new(), Vec::new());
+    let (mut sends, mut commits) = (Vec::new(), Vec::new());
     for w in writers {
         let (a, c) = w.await??;
-        writes.extend(a);
+        sends.extend(a);
         commits.extend(c);
     }
     let publish_time = start.elapsed();
@@ -554,7 +518,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
         publish_mb_s: (publish_events_s * b.event_size as f64 / 1e6 * 10.0).round() / 10.0,
         commit_p50_ms: pct(&mut commits, 0.5),
         commit_p99_ms: pct(&mut commits, 0.99),
-        write_p50_ms: pct(&mut writes, 0.5),
+        send_p50_ms: pct(&mut sends, 0.5),
         read_p50_ms: pct(&mut reads, 0.5),
         read_p99_ms: pct(&mut reads, 0.99),
         ack_p50_ms: pct(&mut acks, 0.5),
