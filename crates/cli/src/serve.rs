@@ -20,12 +20,12 @@ use crate::config::{LogFormat, ServeArgs, Settings};
 pub const TOKEN_FILE: &str = "admin.token";
 
 fn init_logging(s: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::new(&s.config.log_level);
+    let filter = tracing_subscriber::EnvFilter::new(&s.config.logging.level);
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = match s.config.log_format {
+    let _ = match s.config.logging.format {
         LogFormat::Json => b.json().flatten_event(true).try_init(),
         LogFormat::Text => b.try_init(),
     };
@@ -35,33 +35,32 @@ fn init_logging(s: &Settings) {
 /// token decides.
 async fn authenticators(s: &Settings, tokens: &[String]) -> Result<Vec<Arc<dyn Authenticator>>> {
     use switchboard_api::oauth::{http_client, IntrospectConfig, Introspection, JwtAuth, JwtConfig};
-    let c = &s.config;
-    let statics = StaticTokens::parse(tokens).map_err(|e| anyhow::anyhow!("config key `tokens`: {e}"))?;
+    let c = &s.config.auth;
+    let statics =
+        StaticTokens::parse(tokens).map_err(|e| anyhow::anyhow!("config key `auth.tokens`: {e}"))?;
     let mut auth: Vec<Arc<dyn Authenticator>> = vec![Arc::new(statics)];
-    let http = http_client(c.auth_ca_cert.as_ref())
-        .map_err(|e| anyhow::anyhow!("config key `auth_ca_cert`: {e}"))?;
-    if let (Some(jwks), Some(issuer), Some(audience)) = (&c.auth_jwks, &c.auth_issuer, &c.auth_audience) {
+    let http =
+        http_client(c.ca_cert.as_ref()).map_err(|e| anyhow::anyhow!("config key `auth.ca_cert`: {e}"))?;
+    if let (Some(jwks), Some(issuer), Some(audience)) = (&c.jwks, &c.issuer, &c.audience) {
         let cfg = JwtConfig {
             jwks: jwks.clone(),
             issuer: issuer.clone(),
             audience: audience.clone(),
-            scope_claim: c.auth_scope_claim.clone(),
-            leeway_s: c.auth_leeway_s,
-            refresh_interval: Duration::from_millis(c.auth_jwks_refresh_ms),
+            scope_claim: c.scope_claim.clone(),
+            leeway_s: c.leeway_s,
+            refresh_interval: Duration::from_millis(c.jwks_refresh_ms),
         };
         let jwt = JwtAuth::new(cfg, http.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("config key `auth_jwks`: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("config key `auth.jwks`: {e}"))?;
         auth.push(Arc::new(jwt));
     }
-    if let (Some(url), Some(id), Some(secret)) =
-        (&c.auth_introspect, &c.auth_client_id, &c.auth_client_secret)
-    {
+    if let (Some(url), Some(id), Some(secret)) = (&c.introspect, &c.client_id, &c.client_secret) {
         let cfg = IntrospectConfig {
             url: url.clone(),
             client_id: id.clone(),
             client_secret: secret.clone(),
-            scope_claim: c.auth_scope_claim.clone(),
+            scope_claim: c.scope_claim.clone(),
             cache_size: 100_000,
         };
         auth.push(Arc::new(Introspection::new(cfg, http)));
@@ -72,15 +71,11 @@ async fn authenticators(s: &Settings, tokens: &[String]) -> Result<Vec<Arc<dyn A
 /// The tokens to accept: configured ones, else (without an identity
 /// provider) the token file's, created with a random token on first start.
 fn tokens(s: &Settings) -> Result<Vec<String>> {
-    let c = &s.config;
-    if !c.tokens.is_empty()
-        || c.auth_jwks.is_some()
-        || c.auth_introspect.is_some()
-        || !c.client_certs.is_empty()
-    {
-        return Ok(s.config.tokens.clone());
+    let c = &s.config.auth;
+    if !c.tokens.is_empty() || c.jwks.is_some() || c.introspect.is_some() || !c.client_certs.is_empty() {
+        return Ok(s.config.auth.tokens.clone());
     }
-    let path = s.config.data_dir.join(TOKEN_FILE);
+    let path = s.config.node.data_dir.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => {
             tracing::info!(path = %path.display(), "using the admin token in the data directory");
@@ -100,25 +95,26 @@ fn tokens(s: &Settings) -> Result<Vec<String>> {
 /// directory.
 pub fn store_url(s: &Settings) -> String {
     s.config
+        .node
         .store
         .clone()
-        .unwrap_or_else(|| format!("file://{}", s.config.data_dir.join("log").display()))
+        .unwrap_or_else(|| format!("file://{}", s.config.node.data_dir.join("log").display()))
 }
 
 /// The server keys: a configured file must exist (a cluster shares it, and
 /// a fresh key on one node would split it); the default one in the data
 /// directory is created on first start.
 fn server_keys(s: &Settings) -> Result<ServerKeys> {
-    match &s.config.server_key_file {
+    match &s.config.node.server_key_file {
         Some(path) => ServerKeys::from_file(path).with_context(|| {
             format!(
-                "config key `server_key_file`: loading {} (create it with `switchboard keys init-server --file {}`)",
+                "config key `node.server_key_file`: loading {} (create it with `switchboard keys init-server --file {}`)",
                 path.display(),
                 path.display()
             )
         }),
         None => {
-            let path = s.config.data_dir.join("server.key");
+            let path = s.config.node.data_dir.join("server.key");
             ServerKeys::load_or_create(&path).with_context(|| format!("loading {}", path.display()))
         }
     }
@@ -126,17 +122,18 @@ fn server_keys(s: &Settings) -> Result<ServerKeys> {
 
 /// Where encryption keys live, if encryption is on.
 pub fn crypto_config(s: &Settings) -> Option<CryptoConfig> {
-    if !s.config.encryption {
+    if !s.config.encryption.enabled {
         return None;
     }
-    let keys_dir = s.config.data_dir.join("keys");
-    let master = if let Some(cmd) = &s.config.master_key_command {
+    let keys_dir = s.config.node.data_dir.join("keys");
+    let master = if let Some(cmd) = &s.config.encryption.master_key_command {
         MasterSource::Command(cmd.clone())
     } else if let Ok(v) = std::env::var("SWITCHBOARD_MASTER_KEY") {
         MasterSource::Env(v)
     } else {
         MasterSource::File(
             s.config
+                .encryption
                 .master_key_file
                 .clone()
                 .unwrap_or_else(|| keys_dir.join("master.keys")),
@@ -145,7 +142,7 @@ pub fn crypto_config(s: &Settings) -> Option<CryptoConfig> {
     Some(CryptoConfig {
         keys_dir,
         master,
-        rotate_ms: s.config.data_key_rotate_ms,
+        rotate_ms: s.config.encryption.data_key_rotate_ms,
         rotate_records: 1 << 32,
     })
 }
@@ -156,17 +153,19 @@ type Tls = Option<(Arc<switchboard_api::tls::CertResolver>, Option<String>)>;
 
 fn tls_setup(s: &Settings) -> Result<Tls> {
     use switchboard_api::tls::{self_signed, CertResolver};
-    let c = &s.config;
-    let (cert, key, fp) = match (&c.tls_cert, &c.tls_key, c.tls_self_signed) {
+    let c = &s.config.tls;
+    let (cert, key, fp) = match (&c.cert, &c.key, c.self_signed) {
         (Some(cert), Some(key), _) => (cert.clone(), key.clone(), None),
         (None, None, true) => {
-            let (cert, key, fp) = self_signed(&c.data_dir.join("tls")).map_err(anyhow::Error::msg)?;
+            let (cert, key, fp) =
+                self_signed(&s.config.node.data_dir.join("tls")).map_err(anyhow::Error::msg)?;
             (cert, key, Some(fp))
         }
         (None, None, false) => return Ok(None),
-        _ => anyhow::bail!("config key `tls_cert`: `tls_cert` and `tls_key` go together"),
+        // checked with the configuration
+        _ => anyhow::bail!("config key `tls.cert`: `tls.cert` and `tls.key` go together"),
     };
-    let resolver = CertResolver::new(cert, key).map_err(|e| anyhow::anyhow!("config key `tls_cert`: {e}"))?;
+    let resolver = CertResolver::new(cert, key).map_err(|e| anyhow::anyhow!("config key `tls.cert`: {e}"))?;
     resolver.watch(Duration::from_secs(2));
     let r = resolver.clone();
     tokio::spawn(async move {
@@ -209,12 +208,12 @@ async fn serve(s: Settings) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("listening on {} (is another server running there?)", s.listen))?;
-    let dir = &s.config.data_dir;
+    let dir = &s.config.node.data_dir;
     // the files of the data directory are read off the runtime
     let (keys, tokens) = {
         let s = s.clone();
         tokio::task::spawn_blocking(move || -> Result<(ServerKeys, Vec<String>)> {
-            let dir = &s.config.data_dir;
+            let dir = &s.config.node.data_dir;
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
             let keys = server_keys(&s)?;
@@ -224,7 +223,7 @@ async fn serve(s: Settings) -> Result<()> {
     };
     let log_cfg = LogConfig {
         durability: s.durability,
-        segment_bytes: s.config.segment_bytes,
+        segment_bytes: s.config.log.segment_bytes,
         ..LogConfig::default()
     };
     let url = store_url(&s);
@@ -253,15 +252,15 @@ async fn serve(s: Settings) -> Result<()> {
         store,
         keys.clone(),
         HostConfig {
-            node_id: s.config.node_id.clone(),
+            node_id: s.config.node.node_id.clone(),
             // one shard until the phone switch routes between nodes
             shard: 0,
-            lease_ms: s.config.lease_ms,
-            max_sessions: s.config.max_sessions,
-            readahead_bytes: s.config.readahead_bytes,
-            max_blocks_in_flight: s.config.max_blocks_in_flight,
+            lease_ms: s.config.session.lease_ms,
+            max_sessions: s.config.session.max_sessions,
+            readahead_bytes: s.config.session.readahead_bytes,
+            max_blocks_in_flight: s.config.session.max_blocks_in_flight,
             dispose_timeout: Duration::from_secs(10),
-            idempotency_ttl_ms: s.config.idempotency_ttl_ms,
+            idempotency_ttl_ms: s.config.session.idempotency_ttl_ms,
             // only the embedded log can hold records an older version wrote
             legacy_records: url.starts_with("file://"),
         },
@@ -273,8 +272,8 @@ async fn serve(s: Settings) -> Result<()> {
     let router = Arc::new(LocalRouter::new(Arc::new(host.clone()), addr.to_string()));
     let auth = authenticators(&s, &tokens).await?;
     let state = ApiState::new(router, auth, keys.session_secrets(), metrics)
-        .with_client_certs(&s.config.client_certs)
-        .map_err(|e| anyhow::anyhow!("config key `client_certs`: {e}"))?
+        .with_client_certs(&s.config.auth.client_certs)
+        .map_err(|e| anyhow::anyhow!("config key `auth.client_certs`: {e}"))?
         .with_config(&s.config.redacted())
         .map_err(|e| anyhow::anyhow!("serving the configuration: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -285,8 +284,8 @@ async fn serve(s: Settings) -> Result<()> {
     let server = match &tls {
         Some((resolver, _)) => {
             let cfg =
-                switchboard_api::tls::server_config(resolver.clone(), s.config.tls_client_ca.as_deref())
-                    .map_err(|e| anyhow::anyhow!("config key `tls_client_ca`: {e}"))?;
+                switchboard_api::tls::server_config(resolver.clone(), s.config.tls.client_ca.as_deref())
+                    .map_err(|e| anyhow::anyhow!("config key `tls.client_ca`: {e}"))?;
             tokio::spawn(switchboard_api::run_tls(listener, cfg, state.clone(), stop))
         }
         None => tokio::spawn(switchboard_api::run(listener, state.clone(), stop)),
@@ -304,14 +303,17 @@ async fn serve(s: Settings) -> Result<()> {
     }
 
     stop_signal.await;
-    let bound = Duration::from_millis(s.config.shutdown_timeout_ms);
+    let bound = Duration::from_millis(s.config.node.shutdown_timeout_ms);
     let deadline = tokio::time::Instant::now() + bound;
-    tracing::info!(bound_ms = s.config.shutdown_timeout_ms, "shutting down: draining");
+    tracing::info!(
+        bound_ms = s.config.node.shutdown_timeout_ms,
+        "shutting down: draining"
+    );
     state.start_draining();
-    if s.config.drain_delay_ms > 0 {
+    if s.config.node.drain_delay_ms > 0 {
         // keep answering (503) so that load balancers see /readyz fail
         // before the listener goes away
-        tokio::time::sleep(Duration::from_millis(s.config.drain_delay_ms)).await;
+        tokio::time::sleep(Duration::from_millis(s.config.node.drain_delay_ms)).await;
     }
     // the delay is part of the bound, not added to it: the process is gone
     // within shutdown_timeout_ms of the signal, as orchestrators expect

@@ -162,7 +162,11 @@ fn token_is_generated_and_found_in_the_data_dir() {
 fn bad_config_names_the_key() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("sb.toml");
-    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nfsync = \"sometimes\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[node]\nlisten = \"127.0.0.1:0\"\n[log]\nfsync = \"sometimes\"\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--config"])
         .arg(&cfg)
@@ -170,7 +174,7 @@ fn bad_config_names_the_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("`fsync`"),
+        String::from_utf8_lossy(&out.stderr).contains("`log.fsync`"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -182,7 +186,7 @@ fn bad_config_names_the_key() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("`lease_ms`"),
+        String::from_utf8_lossy(&out.stderr).contains("`session.lease_ms`"),
         "env overrides the file, then validation"
     );
 }
@@ -416,7 +420,7 @@ fn drain_delay_is_part_of_the_shutdown_bound() {
         &[],
     );
     assert!(!st.success());
-    assert!(err.contains("config key `drain_delay_ms`"), "{err}");
+    assert!(err.contains("config key `node.drain_delay_ms`"), "{err}");
 }
 
 /// `serve --print-config` shows the effective configuration (file, then
@@ -425,7 +429,7 @@ fn drain_delay_is_part_of_the_shutdown_bound() {
 fn print_config_shows_the_effective_settings_redacted() {
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("sb.toml");
-    std::fs::write(&file, "lease_ms = 45000\nmax_sessions = 7\n").unwrap();
+    std::fs::write(&file, "[session]\nlease_ms = 45000\nmax_sessions = 7\n").unwrap();
     let data = d.path().join("data");
     let secret_token = "print-config-token-0123456789";
     let (st, out, err) = run(
@@ -456,5 +460,6 @@ fn print_config_shows_the_effective_settings_redacted() {
     assert!(!out.contains(secret_token), "{out}");
     assert!(!data.exists(), "--print-config created the data directory");
     let parsed: toml::Value = toml::from_str(&out).unwrap();
-    assert_eq!(parsed["fsync"].as_str(), Some("always"));
+    assert_eq!(parsed["log"]["fsync"].as_str(), Some("always"));
+    assert_eq!(parsed["session"]["lease_ms"].as_integer(), Some(50000));
 }

@@ -659,6 +659,23 @@ async fn leases_expire_and_heartbeats_renew() {
         .await;
     assert_eq!((a.status, a.code()), (410, "session_gone"));
     assert_eq!(a.body["error"]["retryable"], false);
+    // a long poll longer than the lease does not end its session: the
+    // lease runs from the end of a call
+    let (id3, secret3, _) = allocate(&raw, json!({"stream": "l", "mode": "read"})).await;
+    let body = br#"{"wait_ms":2500}"#.to_vec();
+    let a = raw
+        .signed(
+            Method::POST,
+            &format!("/v1/sessions/{id3}/read"),
+            &secret3,
+            Some(body),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = raw
+        .signed(Method::GET, &format!("/v1/sessions/{id3}"), &secret3, None)
+        .await;
+    assert_eq!(a.status, 200, "the session outlived its lease inside a long poll");
 }
 
 #[tokio::test]
@@ -1462,8 +1479,8 @@ async fn configuration_is_redacted_and_for_node_admins() {
     for secret in [TOKEN, scoped, "very-secret-client-secret"] {
         assert!(!text.contains(secret), "the configuration shows {secret}: {text}");
     }
-    assert_eq!(a.body["auth_client_secret"], "<redacted>");
-    let tokens: Vec<&str> = a.body["tokens"]
+    assert_eq!(a.body["auth"]["client_secret"], "<redacted>");
+    let tokens: Vec<&str> = a.body["auth"]["tokens"]
         .as_array()
         .unwrap()
         .iter()
@@ -1473,7 +1490,7 @@ async fn configuration_is_redacted_and_for_node_admins() {
         tokens.contains(&"<redacted>:switchboard:admin:orders-*"),
         "{tokens:?}"
     );
-    assert_eq!(a.body["fsync"], "always");
+    assert_eq!(a.body["log"]["fsync"], "always");
     // admin on a pattern is not admin of the node
     let a = raw.send(Method::GET, "/v1/config", None, &[], Some(scoped)).await;
     assert_eq!((a.status, a.code()), (403, "forbidden"));

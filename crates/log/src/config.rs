@@ -76,10 +76,13 @@ impl Default for LogConfig {
     }
 }
 
+/// Allowed `segment_bytes`: 4 KiB to 2 GiB (positions in a segment are u32).
+pub const SEGMENT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=1 << 31;
+
 impl LogConfig {
     /// Checks every bound; errors name the setting.
     pub fn validate(&self) -> Result<()> {
-        if !(4096..=1 << 31).contains(&self.segment_bytes) {
+        if !SEGMENT_BYTES_RANGE.contains(&self.segment_bytes) {
             return Err(Error::invalid("segment_bytes", "must be 4 KiB to 2 GiB"));
         }
         if !(64..=1 << 20).contains(&self.index_interval_bytes) {

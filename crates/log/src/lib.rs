@@ -141,7 +141,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-pub use config::{is_valid_stream_name, Durability, LogConfig, StreamSettings, MAX_PARTITIONS};
+pub use config::{
+    is_valid_stream_name, Durability, LogConfig, StreamSettings, MAX_PARTITIONS, SEGMENT_BYTES_RANGE,
+};
 pub use error::{Error, Result};
 pub use event_listener::EventListener;
 pub use format::{BatchBuilder, HeaderIter, Headers, PushedRecord, PushedRecords, Record};

@@ -99,6 +99,9 @@ pub enum MasterSource {
     Command(String),
 }
 
+/// Allowed data key lifetimes, ms: a minute to a year.
+pub const ROTATE_MS_RANGE: std::ops::RangeInclusive<u64> = 60_000..=365 * 24 * 3_600_000;
+
 /// Encryption settings.
 #[derive(Debug, Clone)]
 pub struct CryptoConfig {

@@ -2,6 +2,7 @@
 //! one-shot publishes, against one [`Store`].
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,17 @@ use crate::writer::{publish_block, CommitPlan, Writer};
 use switchboard_rpc::id::SessionId;
 use switchboard_rpc::keys::ServerKeys;
 use switchboard_rpc::{Backend, Call, Context, NodeStatus, Request, Response, RpcError};
+
+/// Allowed `lease_ms`.
+pub const LEASE_MS_RANGE: RangeInclusive<u64> = 1000..=3_600_000;
+/// Allowed `max_sessions`.
+pub const MAX_SESSIONS_RANGE: RangeInclusive<u64> = 1..=10_000_000;
+/// Allowed `readahead_bytes`.
+pub const READAHEAD_BYTES_RANGE: RangeInclusive<u64> = 64 * 1024..=1 << 30;
+/// Allowed `max_blocks_in_flight`.
+pub const MAX_BLOCKS_IN_FLIGHT_RANGE: RangeInclusive<u64> = 1..=1024;
+/// Allowed `idempotency_ttl_ms`: a minute to 30 days.
+pub const IDEMPOTENCY_TTL_MS_RANGE: RangeInclusive<u64> = 60_000..=30 * 24 * 3_600_000;
 
 /// Settings of a session host.
 #[derive(Debug, Clone)]
@@ -76,6 +88,9 @@ struct Slot {
     stream: String,
     producer_key: Option<(String, String)>,
     last_used_ms: AtomicI64,
+    /// Calls in progress: a session is not expired under a call (a long
+    /// poll may outlast the lease).
+    busy: std::sync::atomic::AtomicU32,
     /// The stream was deleted: every later call answers `stream_not_found`
     /// and ends the session, instead of serving what was buffered.
     deleted: AtomicBool,
@@ -205,7 +220,10 @@ impl SessionHost {
             let mut s = self.inner.sessions.lock();
             let ids: Vec<String> = s
                 .iter()
-                .filter(|(_, slot)| now - slot.last_used_ms.load(Ordering::Acquire) > lease)
+                .filter(|(_, slot)| {
+                    slot.busy.load(Ordering::Acquire) == 0
+                        && now - slot.last_used_ms.load(Ordering::Acquire) > lease
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             ids.into_iter()
@@ -483,6 +501,7 @@ impl SessionHost {
             stream: a.stream.clone(),
             producer_key: producer_key.clone(),
             last_used_ms: AtomicI64::new(now_ms()),
+            busy: std::sync::atomic::AtomicU32::new(0),
             deleted: AtomicBool::new(false),
             state: tokio::sync::Mutex::new(state),
         });
@@ -621,6 +640,7 @@ impl SessionHost {
             return Err(SessionError::SessionGone);
         }
         slot.last_used_ms.store(now_ms(), Ordering::Release);
+        let _busy = Busy::enter(&slot);
         let sealer = match &call {
             Call::Write(_) => self.sealer(&slot.stream).await?,
             _ => None,
@@ -719,6 +739,24 @@ impl Backend for SessionHost {
             draining: self.is_draining(),
             sessions: self.session_count() as u64,
         }
+    }
+}
+
+/// Marks a session busy for the length of a call.
+struct Busy<'a>(&'a Slot);
+
+impl<'a> Busy<'a> {
+    fn enter(slot: &'a Slot) -> Busy<'a> {
+        slot.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(slot)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        // the lease runs from the end of the call
+        self.0.last_used_ms.store(now_ms(), Ordering::Release);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
