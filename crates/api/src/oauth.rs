@@ -46,6 +46,11 @@ fn scopes_of(claims: &serde_json::Value, claim: &str) -> Result<Vec<crate::auth:
     parse_scopes(&text).map_err(AuthError::Invalid)
 }
 
+/// Allowed clock skew for `exp` and `nbf`, seconds.
+pub const LEEWAY_S_RANGE: std::ops::RangeInclusive<u64> = 0..=3600;
+/// Allowed least time between JWKS fetches for unknown key ids, ms.
+pub const JWKS_REFRESH_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=86_400_000;
+
 /// Settings of [`JwtAuth`].
 #[derive(Debug, Clone)]
 pub struct JwtConfig {

@@ -254,11 +254,11 @@ settings! {
         /// Allowed clock skew for `exp` and `nbf`, seconds [default: 30].
         leeway_s: value u64 = 30,
             flag auth_leeway_s [Option<u64>] (long, env = "SWITCHBOARD_AUTH_LEEWAY_S"),
-            range 0..=3600;
+            range switchboard_api::oauth::LEEWAY_S_RANGE;
         /// Least time between JWKS fetches for unknown key ids, ms [default: 30000].
         jwks_refresh_ms: value u64 = 30_000,
             flag auth_jwks_refresh_ms [Option<u64>] (long, env = "SWITCHBOARD_AUTH_JWKS_REFRESH_MS"),
-            range 1000..=86_400_000;
+            range switchboard_api::oauth::JWKS_REFRESH_MS_RANGE;
         /// RFC 7662 introspection endpoint for opaque tokens.
         introspect: opt String = None,
             flag auth_introspect [Option<String>] (long, env = "SWITCHBOARD_AUTH_INTROSPECT");

@@ -71,9 +71,10 @@ impl ServerKeyFile {
 
 #[derive(Debug, Subcommand)]
 enum KeysCmd {
-    /// Add a new master key and wrap every data key under it too. No data
-    /// is rewritten; old data stays readable. Works while the server runs
-    /// (it picks the new key up for new data keys) or stopped.
+    /// Add a new master key to the master key file. Servers using the
+    /// file wrap every data key under it too: running ones within seconds,
+    /// stopped ones when they start. No data is rewritten; old data stays
+    /// readable.
     #[command(alias = "rotate-master")]
     Rotate {
         /// Data directory of the server.
@@ -117,9 +118,10 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             if !file.exists() {
                 anyhow::bail!("{} does not exist: nothing to rotate", file.display());
             }
-            let id = switchboard_session::crypto::rotate_master(&file, &keys_dir)?;
+            let id = switchboard_session::crypto::add_master(&file)?;
             println!(
-                "new master key {id} in {}; every data key is wrapped under it",
+                "new master key {id} in {}; servers using it wrap every data key under it \
+                 (running ones within seconds, stopped ones when they start)",
                 file.display()
             );
             Ok(())

@@ -237,12 +237,11 @@ async fn serve(s: Settings) -> Result<()> {
         tracing::warn!("store is memory://: events live in this process only and are gone when it stops");
     }
     let crypto = match crypto_config(&s) {
-        Some(cfg) => {
-            let c = tokio::task::spawn_blocking(move || Crypto::open(cfg))
-                .await?
-                .context("loading encryption keys")?;
-            Some(Arc::new(c))
-        }
+        Some(cfg) => Some(
+            Crypto::open(cfg, store.clone())
+                .await
+                .context("loading encryption keys")?,
+        ),
         None => {
             tracing::warn!("encryption at rest is off: events are stored in the clear");
             None

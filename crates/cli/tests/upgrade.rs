@@ -33,6 +33,9 @@ async fn check(fixture: &str, extra: &[&str]) {
         &data,
     );
     let s = Server::start(&data, extra);
+    if data.join("keys/keyring.json").exists() {
+        panic!("the older keyring file was not imported into the store");
+    }
     let c = s.client();
     c.publish(
         "legacy",

@@ -2,13 +2,10 @@
 //!
 //! A stored record keeps the event's key as the record key and its headers
 //! as record headers; its value is the JSON text exactly as the client
-//! sent it, or the raw bytes. Switchboard's own fields travel as record
-//! headers whose names start with `sb.` (which clients cannot use):
-//! `sb.f` says which form the value is in (`j` JSON, `b` bytes; a
-//! record without it, written by another tool, is bytes). Sealed records
-//! (see [`crate::crypto`]) add the data key id and nonce, and carry the
-//! headers (and the key, unless the stream keeps keys in the clear) inside
-//! the sealed value. A read renders records straight into the answer's
+//! sent it, or the raw bytes, with Switchboard's own fields as `sb.`
+//! headers (see [`crate::record`]). Sealed records (see [`crate::crypto`])
+//! carry the headers (and the key, unless the stream keeps keys in the
+//! clear) inside the sealed value. A read renders records straight into the answer's
 //! buffer: no intermediate values, no re-parsing of stored JSON.
 
 use base64::Engine;
@@ -23,42 +20,7 @@ use switchboard_store::{Block, BlockProducer, Headers, Record};
 use crate::crypto::Sealer;
 use crate::error::{Result, SessionError};
 
-/// Header naming the value's form.
-pub const FORM_HEADER: &[u8] = b"sb.f";
-
-/// The form of an event's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
-    /// JSON text.
-    Json,
-    /// Raw bytes (`value_b64` on the wire).
-    Bytes,
-}
-
-impl Form {
-    /// The `sb.f` header value.
-    pub fn tag(self) -> &'static [u8] {
-        match self {
-            Form::Json => b"j",
-            Form::Bytes => b"b",
-        }
-    }
-
-    /// The form a `sb.f` value names.
-    pub fn of_tag(tag: &[u8]) -> Option<Form> {
-        match tag {
-            b"j" => Some(Form::Json),
-            b"b" => Some(Form::Bytes),
-            _ => None,
-        }
-    }
-}
-
-/// Value tag of records written before `sb.f` (the embedded log's
-/// older format): JSON text follows.
-pub const LEGACY_TAG_JSON: u8 = 1;
-/// Value tag of older records: raw bytes follow.
-pub const LEGACY_TAG_BYTES: u8 = 2;
+pub use crate::record::{Form, FORM_HEADER};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 /// Parses a request body of `what` (a publish, a write) whose JSON shape is
@@ -227,30 +189,6 @@ pub fn encode_events(
     })
 }
 
-/// The form of a record that is not sealed, and its value without any
-/// legacy tag byte. With `legacy`, a record without `sb.f` whose value
-/// starts with an older version's tag byte is read as that version wrote
-/// it (only stores that can hold such records set it).
-pub fn plain_form(r: &mut Record, legacy: bool) -> Form {
-    if let Some(f) = r.headers.get(FORM_HEADER).and_then(Form::of_tag) {
-        return f;
-    }
-    if legacy {
-        match r.value.first() {
-            Some(&LEGACY_TAG_JSON) => {
-                r.value = r.value.slice(1..);
-                return Form::Json;
-            }
-            Some(&LEGACY_TAG_BYTES) => {
-                r.value = r.value.slice(1..);
-                return Form::Bytes;
-            }
-            _ => {}
-        }
-    }
-    Form::Bytes
-}
-
 /// Appends one read event as JSON to `out`. Headers of Switchboard's own
 /// (`sb.`) are not shown.
 pub fn render_event(out: &mut Vec<u8>, partition: u32, form: Form, r: &Record) {
@@ -324,6 +262,7 @@ fn write_json_str(out: &mut Vec<u8>, b: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::plain_form;
     use switchboard_proto::wire::{PublishIn, ReadEvent};
 
     #[tokio::test]
@@ -383,22 +322,6 @@ mod tests {
         assert!(rendered
             .iter()
             .any(|e| e.value.as_ref().map(|v| v.get()) == Some("\"text\"")));
-    }
-
-    #[test]
-    fn legacy_tagged_values_are_read_only_where_asked() {
-        let mut r = Record {
-            offset: 0,
-            timestamp_ms: 0,
-            key: None,
-            value: bytes::Bytes::from_static(b"\x01{}"),
-            headers: Headers::default(),
-        };
-        let mut foreign = r.clone();
-        assert_eq!(plain_form(&mut foreign, false), Form::Bytes);
-        assert_eq!(&foreign.value[..], b"\x01{}");
-        assert_eq!(plain_form(&mut r, true), Form::Json);
-        assert_eq!(&r.value[..], b"{}");
     }
 
     #[test]

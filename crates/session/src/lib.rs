@@ -20,6 +20,7 @@ mod error;
 pub mod host;
 mod idempotency;
 mod reader;
+pub mod record;
 mod writer;
 
 pub use error::{Result, SessionError};

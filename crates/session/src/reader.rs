@@ -278,9 +278,12 @@ async fn open_fetched(
             None, stream, partition, records, legacy,
         )?);
     };
+    if c.needs_keys(&records, legacy) {
+        c.load_keys(&records, legacy).await?;
+    }
     let bytes: usize = records.iter().map(|r| r.value.len()).sum();
-    // small and with known keys: cheaper here than a hop to the blocking pool
-    if bytes <= 64 * 1024 && !c.needs_keys(&records, legacy) {
+    // small: cheaper here than a hop to the blocking pool
+    if bytes <= 64 * 1024 {
         return Ok(c.open_records(stream, partition, records, legacy)?);
     }
     let (c, stream) = (c.clone(), stream.to_string());

@@ -174,16 +174,21 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
 
     let dir = tempfile::tempdir().unwrap();
     let keys_dir = dir.path().join("keys");
-    let crypto = |master: MasterSource| {
-        Arc::new(
-            Crypto::open(CryptoConfig {
-                keys_dir: keys_dir.clone(),
-                master,
-                rotate_ms: 3_600_000,
-                rotate_records: 1 << 32,
-            })
-            .unwrap(),
-        )
+    let crypto = |master: MasterSource, store: Arc<dyn Store>| {
+        let keys_dir = keys_dir.clone();
+        async move {
+            Crypto::open(
+                CryptoConfig {
+                    keys_dir,
+                    master,
+                    rotate_ms: 3_600_000,
+                    rotate_records: 1 << 32,
+                },
+                store,
+            )
+            .await
+            .unwrap()
+        }
     };
     let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
     let master = MasterSource::Command(format!("echo m1 {}", "ab".repeat(32)));
@@ -194,7 +199,7 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
             store.clone(),
             keys.clone(),
             HostConfig::default(),
-            Some(crypto(master.clone())),
+            Some(crypto(master.clone(), store.clone()).await),
         )
         .await
         .unwrap();
@@ -223,12 +228,20 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
         store.close().await.unwrap();
     }
     // the keyring is lost: the data key cannot be found
-    std::fs::remove_file(keys_dir.join("keyring.json")).unwrap();
     let store: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(dir.path().join("log"), Default::default()).unwrap());
-    let host = SessionHost::start(store, keys, HostConfig::default(), Some(crypto(master)))
+    store
+        .delete_stream(switchboard_session::crypto::KEYS_STREAM)
         .await
         .unwrap();
+    let host = SessionHost::start(
+        store.clone(),
+        keys,
+        HostConfig::default(),
+        Some(crypto(master, store).await),
+    )
+    .await
+    .unwrap();
     let Response::Allocated(a) = host
         .handle(
             ctx(),
@@ -260,7 +273,9 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
         )
         .await;
     match r {
-        Err(SessionError::Unavailable(m)) => assert!(m.contains("data key 1"), "{m}"),
+        Err(SessionError::Unavailable(m)) => {
+            assert!(m.contains("data key ") && m.contains("not in the keyring"), "{m}")
+        }
         other => panic!("expected an error naming the key, got {other:?}"),
     }
 }
@@ -269,5 +284,126 @@ fn ctx() -> switchboard_rpc::Context {
     switchboard_rpc::Context {
         caller: "test".into(),
         ..Default::default()
+    }
+}
+
+/// Two backend nodes over one store (as over one Kafka cluster): events one
+/// node sealed open on the other, which finds the data key in the store;
+/// and each node seals with data keys of its own.
+#[tokio::test]
+async fn any_node_with_the_master_key_opens_what_another_sealed() {
+    use switchboard_proto::wire::{Allocate, Mode, Read, ReadAnswer};
+    use switchboard_rpc::{Call, Request, Response};
+    use switchboard_session::crypto::{Crypto, CryptoConfig, MasterSource};
+    use switchboard_session::{HostConfig, SessionHost};
+
+    let store: Arc<dyn Store> = Arc::new(switchboard_store::memory::MemoryStore::new());
+    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut hosts = Vec::new();
+    let mut cryptos = Vec::new();
+    for node in ["a", "b"] {
+        let crypto = Crypto::open(
+            CryptoConfig {
+                keys_dir: dir.path().join(node),
+                master: MasterSource::Env(format!("m1:{}", "5a".repeat(32))),
+                rotate_ms: 3_600_000,
+                rotate_records: 1 << 32,
+            },
+            store.clone(),
+        )
+        .await
+        .unwrap();
+        cryptos.push(crypto.clone());
+        let cfg = HostConfig {
+            node_id: node.into(),
+            ..HostConfig::default()
+        };
+        hosts.push(
+            SessionHost::start(store.clone(), keys.clone(), cfg, Some(crypto))
+                .await
+                .unwrap(),
+        );
+    }
+    hosts[0]
+        .handle(
+            ctx(),
+            Request::CreateStream(switchboard_proto::wire::CreateStream {
+                name: "shared".into(),
+                partitions: Some(2),
+                retention_ms: None,
+                retention_bytes: None,
+                encrypt_keys: None,
+            }),
+        )
+        .await
+        .unwrap();
+    for (i, h) in hosts.iter().enumerate() {
+        let body =
+            format!(r#"{{"events":[{{"key":"k{i}","headers":{{"n":"{i}"}},"value":{{"from":{i}}}}}]}}"#);
+        h.handle(
+            ctx(),
+            Request::Publish {
+                stream: "shared".into(),
+                idempotency_key: None,
+                body: body.into(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let a = cryptos[0].current("shared").unwrap().key_id();
+    let b = cryptos[1].current("shared").unwrap().key_id();
+    assert_ne!(a, b, "each node seals with its own data key");
+    // a reader on each node sees both nodes' events
+    for h in &hosts {
+        let Response::Allocated(al) = h
+            .handle(
+                ctx(),
+                Request::Allocate(Allocate {
+                    stream: "shared".into(),
+                    mode: Mode::Read,
+                    cursor: Some("earliest".into()),
+                    partitions: None,
+                    producer: None,
+                }),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let read = Call::Read(Read {
+            max_events: None,
+            max_bytes: None,
+            wait_ms: Some(1000),
+        });
+        let Response::Batch(b) = h
+            .handle(
+                ctx(),
+                Request::Session {
+                    id: al.session,
+                    call: read,
+                },
+            )
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let ans: ReadAnswer = serde_json::from_slice(&b).unwrap();
+        let mut got: Vec<String> = ans
+            .events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}={}",
+                    e.key.as_deref().unwrap(),
+                    e.value.as_ref().unwrap().get()
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![r#"k0={"from":0}"#, r#"k1={"from":1}"#]);
     }
 }

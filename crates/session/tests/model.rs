@@ -68,7 +68,10 @@ fn body(block: u64, tag: &str) -> bytes::Bytes {
 }
 
 /// The model runs with encryption on: what it checks holds through sealing.
-fn crypto(dir: &tempfile::TempDir) -> Option<Arc<switchboard_session::crypto::Crypto>> {
+async fn crypto(
+    dir: &tempfile::TempDir,
+    store: Arc<dyn switchboard_store::Store>,
+) -> Option<Arc<switchboard_session::crypto::Crypto>> {
     let keys_dir = dir.path().join("keys");
     let cfg = switchboard_session::crypto::CryptoConfig {
         master: switchboard_session::crypto::MasterSource::File(keys_dir.join("master.keys")),
@@ -76,7 +79,11 @@ fn crypto(dir: &tempfile::TempDir) -> Option<Arc<switchboard_session::crypto::Cr
         rotate_ms: 3_600_000,
         rotate_records: 7,
     };
-    Some(Arc::new(switchboard_session::crypto::Crypto::open(cfg).unwrap()))
+    Some(
+        switchboard_session::crypto::Crypto::open(cfg, store)
+            .await
+            .unwrap(),
+    )
 }
 
 async fn setup(store: &str) -> (tempfile::TempDir, SessionHost) {
@@ -86,14 +93,10 @@ async fn setup(store: &str) -> (tempfile::TempDir, SessionHost) {
         _ => "memory://".to_string(),
     };
     let store = switchboard_store::open(&url, Default::default()).unwrap();
-    let host = SessionHost::start(
-        store,
-        Keys::from_master(&[3; 32]),
-        HostConfig::default(),
-        crypto(&dir),
-    )
-    .await
-    .unwrap();
+    let crypto = crypto(&dir, store.clone()).await;
+    let host = SessionHost::start(store, Keys::from_master(&[3; 32]), HostConfig::default(), crypto)
+        .await
+        .unwrap();
     host.handle(
         ctx(),
         Request::CreateStream(CreateStream {
