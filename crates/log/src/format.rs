@@ -221,6 +221,12 @@ impl BatchBuilder {
         self.finish_record(start, timestamp_ms);
     }
 
+    /// Makes room for `additional` more bytes of records, so that pushing
+    /// them copies each payload once and never moves the batch.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
     /// The whole encoded batch (header included), as it would be written.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf

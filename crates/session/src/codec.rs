@@ -23,6 +23,10 @@ use crate::error::{Result, SessionError};
 pub use crate::record::{Form, FORM_HEADER};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Bytes a stored record takes beyond its key, value and headers, at most:
+/// the log's record framing, `sb.` headers, and when sealed the sealed
+/// framing, tag and key id and nonce headers.
+const RECORD_SLACK: usize = 160;
 /// Parses a request body of `what` (a publish, a write) whose JSON shape is
 /// `shape`. A bare array, the most common mistake, gets a message that
 /// shows the expected object.
@@ -89,11 +93,11 @@ pub fn encode_events(
         )));
     }
     let mut block = Block::new(producer).map_err(|e| SessionError::bad(e.to_string()))?;
-    let mut placement = Vec::with_capacity(events.len());
-    let mut scratch = Vec::new();
-    let mut aad = Vec::new();
-    let mut hdr_buf = Vec::new();
-    let mut bytes = 0u64;
+    // first pass: check every event, place it, and size each partition's
+    // part, so that the second pass writes each payload once into buffers
+    // that never move
+    let mut placed: Vec<u32> = Vec::with_capacity(events.len());
+    let mut sizes: Vec<(u32, usize)> = Vec::new();
     for (i, e) in events.iter().enumerate() {
         let key = e.key.as_deref();
         if key.is_some_and(|k| k.len() > MAX_KEY_BYTES) {
@@ -107,7 +111,8 @@ pub fn encode_events(
                 "events[{i}].headers: more than {MAX_HEADERS} headers"
             )));
         }
-        for (n, _) in headers.into_iter().flatten() {
+        let mut size = RECORD_SLACK + key.map_or(0, str::len);
+        for (n, v) in headers.into_iter().flatten() {
             if n.len() > MAX_HEADER_NAME_BYTES {
                 return Err(SessionError::PayloadTooLarge(format!(
                     "events[{i}].headers: name {:?}... is longer than {MAX_HEADER_NAME_BYTES} bytes",
@@ -119,21 +124,16 @@ pub fn encode_events(
                     "events[{i}].headers: {n:?}: names starting with {RESERVED_HEADER_PREFIX:?} are reserved"
                 )));
             }
+            size += 8 + n.len() + v.len();
         }
-        let (form, value): (Form, &[u8]) = match (&e.value, &e.value_b64) {
+        size += match (&e.value, &e.value_b64) {
             (Some(v), None) => {
                 let v = v.get().as_bytes();
                 switchboard_proto::value::check(v)
                     .map_err(|err| SessionError::bad(format!("events[{i}].value: {err}")))?;
-                (Form::Json, v)
+                v.len()
             }
-            (None, Some(b)) => {
-                scratch.clear();
-                B64_IN
-                    .decode_vec(b.as_bytes(), &mut scratch)
-                    .map_err(|err| SessionError::bad(format!("events[{i}].value_b64: {err}")))?;
-                (Form::Bytes, &scratch)
-            }
+            (None, Some(b)) => b.len() / 4 * 3 + 3,
             _ => {
                 return Err(SessionError::bad(format!(
                     "events[{i}]: exactly one of value and value_b64 is needed"
@@ -143,6 +143,35 @@ pub fn encode_events(
         let p = match key {
             Some(k) => partition_for_key(k.as_bytes(), partitions),
             None => unkeyed,
+        };
+        placed.push(p);
+        match sizes.iter_mut().find(|s| s.0 == p) {
+            Some(s) => s.1 += size,
+            None => sizes.push((p, size)),
+        }
+    }
+    for &(p, size) in &sizes {
+        block.records(p).reserve(size);
+    }
+    let mut placement = Vec::with_capacity(events.len());
+    let mut scratch = Vec::new();
+    let mut aad = Vec::new();
+    let mut hdr_buf = Vec::new();
+    let mut bytes = 0u64;
+    for (i, (e, &p)) in events.iter().zip(&placed).enumerate() {
+        let key = e.key.as_deref();
+        let headers = e.headers.as_ref();
+        let (form, value): (Form, &[u8]) = match (&e.value, &e.value_b64) {
+            (Some(v), _) => (Form::Json, v.get().as_bytes()),
+            (_, Some(b)) => {
+                scratch.clear();
+                B64_IN
+                    .decode_vec(b.as_bytes(), &mut scratch)
+                    .map_err(|err| SessionError::bad(format!("events[{i}].value_b64: {err}")))?;
+                (Form::Bytes, &scratch)
+            }
+            // checked in the first pass
+            (None, None) => unreachable!(),
         };
         let records = block.records(p);
         placement.push((p, records.len()));
@@ -232,6 +261,16 @@ pub fn render_event(out: &mut Vec<u8>, partition: u32, form: Form, r: &Record) {
 /// Size of a record as rendered, roughly (for read limits).
 pub fn rendered_len(r: &Record) -> usize {
     r.payload_len() + 120
+}
+
+/// Room a record's rendering takes, unless its key or headers need many
+/// escapes: base64 grows bytes by a third.
+pub fn rendered_max(form: Form, r: &Record) -> usize {
+    let value = match form {
+        Form::Json => r.value.len(),
+        Form::Bytes => r.value.len().div_ceil(3) * 4,
+    };
+    160 + value + r.key.as_ref().map_or(0, |k| k.len() + 8) + r.headers.encoded().len() * 2
 }
 
 /// Headers from their encoded form inside a sealed payload.

@@ -18,7 +18,7 @@ use switchboard_proto::wire::AckAnswer;
 use switchboard_store::{Fetched, Record, Store};
 use tokio::sync::Notify;
 
-use crate::codec::{render_event, rendered_len, Form};
+use crate::codec::{render_event, rendered_len, rendered_max, Form};
 use crate::crypto::Crypto;
 use crate::cursor::{Cursor, CursorCodec};
 use crate::error::{Result, SessionError};
@@ -154,7 +154,18 @@ impl Reader {
         }
         let batch = self.next_batch;
         let mut next = self.acked.clone();
-        let mut out = Vec::with_capacity(buf.bytes.min(limits.max_bytes) + 256);
+        // size the answer first, so that rendering never moves it
+        let (mut n, mut bytes, mut room) = (0usize, 0usize, 256 + self.acked_cursor.len() * 2);
+        for (_, form, r) in buf.records.iter().take(limits.max_events) {
+            let len = rendered_len(r);
+            if n > 0 && bytes + len > limits.max_bytes {
+                break;
+            }
+            bytes += len;
+            room += rendered_max(*form, r);
+            n += 1;
+        }
+        let mut out = Vec::with_capacity(room);
         out.extend_from_slice(b"{\"batch\":");
         out.extend_from_slice(batch.to_string().as_bytes());
         out.extend_from_slice(b",\"events\":[");
@@ -267,17 +278,12 @@ impl Reader {
 
 /// Opens sealed records; large fetches are decrypted off the runtime.
 async fn open_fetched(
-    crypto: &Option<Arc<Crypto>>,
+    c: &Arc<Crypto>,
     stream: &str,
     partition: u32,
     records: Vec<Record>,
     legacy: bool,
 ) -> Result<Vec<(Form, Record)>> {
-    let Some(c) = crypto else {
-        return Ok(crate::crypto::open_records(
-            None, stream, partition, records, legacy,
-        )?);
-    };
     if c.needs_keys(&records, legacy) {
         c.load_keys(&records, legacy).await?;
     }
@@ -308,8 +314,30 @@ async fn take_in(
         // oldest record left
         tracing::warn!(%stream, partition = g.partition, from = g.from, to = g.to, "cursor position expired, skipping ahead");
     }
-    // records arrive grouped by partition: open each group at once
     let mut pass: Vec<(usize, Form, Record)> = Vec::with_capacity(f.records.len());
+    let Some(c) = crypto else {
+        // nothing to open: each record's form is in its headers
+        for (p, mut r) in f.records {
+            if let Some(id) = crate::record::sealed_key_id(&r, legacy) {
+                // never hand out ciphertext as if it were the event
+                let e = SessionError::from(crate::crypto::CryptoError::DataKey {
+                    id,
+                    reason: "the record is encrypted and this server runs without encryption".into(),
+                });
+                tracing::error!(%stream, partition = p, error = %e, "cannot open stored events");
+                ra.buf.lock().error = Some(e);
+                ra.data.notify_waiters();
+                return false;
+            }
+            if let Ok(idx) = parts.binary_search(&p) {
+                let form = crate::record::plain_form(&mut r, legacy);
+                pass.push((idx, form, r));
+            }
+        }
+        push_pass(ra, pass);
+        return true;
+    };
+    // records arrive grouped by partition: open each group at once
     let mut group: Vec<Record> = Vec::new();
     let mut records = f.records.into_iter().peekable();
     while let Some((p, r)) = records.next() {
@@ -321,7 +349,7 @@ async fn take_in(
             group.clear();
             continue;
         };
-        match open_fetched(crypto, stream, p, std::mem::take(&mut group), legacy).await {
+        match open_fetched(c, stream, p, std::mem::take(&mut group), legacy).await {
             Ok(opened) => pass.extend(opened.into_iter().map(|(form, r)| (idx, form, r))),
             Err(e) => {
                 // never hand out what does not authenticate
@@ -332,6 +360,11 @@ async fn take_in(
             }
         }
     }
+    push_pass(ra, pass);
+    true
+}
+
+fn push_pass(ra: &ReadAhead, pass: Vec<(usize, Form, Record)>) {
     if !pass.is_empty() {
         let mut buf = ra.buf.lock();
         for (i, form, r) in pass {
@@ -339,7 +372,6 @@ async fn take_in(
             buf.records.push_back((i, form, r));
         }
     }
-    true
 }
 
 async fn fetch_loop(

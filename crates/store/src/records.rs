@@ -135,7 +135,7 @@ pub struct Records {
 
 impl Records {
     fn new(producer: Option<(&str, u64)>) -> Result<Records> {
-        let mut batch = BatchBuilder::with_capacity(4096);
+        let mut batch = BatchBuilder::with_capacity(1024);
         batch.reset(producer).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(Records { batch })
     }
@@ -161,6 +161,13 @@ impl Records {
         fill: impl FnOnce(&mut Vec<u8>),
     ) {
         self.batch.push_with(timestamp_ms, key, headers, fill);
+    }
+
+    /// Makes room for about `bytes` more bytes of records (keys, values,
+    /// headers and some overhead each), so pushing them never moves the
+    /// buffer.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.batch.reserve(bytes);
     }
 
     /// Number of records.
