@@ -271,9 +271,7 @@ impl Authenticator for JwtAuth {
             subject: format!("jwt:{sub}"),
             scopes: scopes_of(&data.claims, &self.cfg.scope_claim)?,
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = switchboard_proto::time::now_ms() / 1000;
         let left = data
             .claims
             .get("exp")
@@ -363,9 +361,7 @@ impl Authenticator for Introspection {
             self.cache.lock().remove(&digest);
             return Err(AuthError::Invalid("token is not active".into()));
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = switchboard_proto::time::now_ms() / 1000;
         let left = a.exp.map_or(60, |exp| exp - now);
         if left <= 0 {
             return Err(AuthError::Invalid("token expired".into()));
