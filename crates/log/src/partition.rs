@@ -78,6 +78,8 @@ pub struct Partition {
     failed: AtomicBool,
     closed: AtomicBool,
     visible_event: Event,
+    /// Fires when the durable end moves.
+    durable_event: Event,
 }
 
 impl std::fmt::Debug for Partition {
@@ -177,6 +179,7 @@ impl Partition {
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             visible_event: Event::new(),
+            durable_event: Event::new(),
         })
     }
 
@@ -374,6 +377,13 @@ impl Partition {
         if self.cfg.durability == Durability::Always {
             self.visible_event.notify(usize::MAX);
         }
+        self.durable_event.notify(usize::MAX);
+    }
+
+    /// A listener that fires when the durable end moves. For async callers:
+    /// take a listener, check [`Partition::durable_end`], then await it.
+    pub fn listen_durable(&self) -> EventListener {
+        self.durable_event.listen()
     }
 
     /// Forces every appended batch to disk.

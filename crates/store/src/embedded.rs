@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use switchboard_log::{AppendOutcome, Log, LogConfig, Partition, ProducerState};
+use switchboard_log::{AppendOutcome, Durability, Log, LogConfig, Partition, ProducerState};
 
 use crate::{
     Appended, Block, Error, Fetched, Gap, Headers, PartRange, Record, Result, Store, StoreReader,
@@ -42,6 +42,13 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             log: RwLock::new(Some(Arc::new(log))),
         })
+    }
+
+    /// Per partition of `stream`, one past the last offset on stable
+    /// storage (what a crash cannot take back).
+    pub fn durable_end_offsets(&self, stream: &str) -> Result<Vec<u64>> {
+        let s = self.log()?.stream(stream)?;
+        Ok(s.partitions().iter().map(|p| p.durable_end()).collect())
     }
 
     fn log(&self) -> Result<Arc<Log>> {
@@ -88,10 +95,38 @@ enum PartOutcome {
     Duplicate(u32, ProducerState),
 }
 
+/// Returns once every offset below `through` is on stable storage: at once
+/// with `fsync = always`; under `interval` after the background sync (or a
+/// forced one if it is late); under `never` after a forced sync. An append
+/// is never answered before its records are durable, whatever the policy.
+async fn make_durable(p: &Arc<Partition>, through: u64, durability: Durability) -> Result<()> {
+    if p.durable_end() >= through {
+        return Ok(());
+    }
+    if let Durability::Interval { ms } = durability {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms + 50);
+        loop {
+            let l = p.listen_durable();
+            if p.durable_end() >= through {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, l).await.is_err() {
+                break;
+            }
+        }
+    }
+    let p = p.clone();
+    tokio::task::spawn_blocking(move || p.sync())
+        .await
+        .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))??;
+    Ok(())
+}
+
 async fn append_part(
     p: Arc<Partition>,
     mut batch: switchboard_log::BatchBuilder,
     stream: &str,
+    durability: Durability,
 ) -> Result<PartOutcome> {
     let partition = p.id();
     let mut attempt = 0;
@@ -110,13 +145,19 @@ async fn append_part(
         match r {
             Ok(AppendOutcome::Appended(a)) => {
                 metrics::counter!("switchboard_log_appended_bytes_total").increment(bytes);
+                make_durable(&p, a.last_offset + 1, durability).await?;
                 return Ok(PartOutcome::Stored(PartRange {
                     partition,
                     first: a.base_offset,
                     last: a.last_offset,
                 }));
             }
-            Ok(AppendOutcome::Duplicate(s)) => return Ok(PartOutcome::Duplicate(partition, s)),
+            Ok(AppendOutcome::Duplicate(s)) => {
+                // what is stored may not be durable yet (another session's
+                // append of the same block)
+                make_durable(&p, s.last_offset + 1, durability).await?;
+                return Ok(PartOutcome::Duplicate(partition, s));
+            }
             Err(e) => match Error::from(e) {
                 Error::Unavailable(m) if attempt + 1 < APPEND_ATTEMPTS => {
                     attempt += 1;
@@ -129,22 +170,26 @@ async fn append_part(
     }
 }
 
-/// The producer's last block in full, from what each partition holds.
+/// The producer's last block stored in full and durable, from what each
+/// partition holds. A part not yet on stable storage does not count: the
+/// block before it is then the last (blocks are appended one at a time,
+/// each durable in full before the next).
 fn last_block_of(s: &switchboard_log::Stream, producer: &str) -> u64 {
-    let mut newest: Option<(u64, u32, u32)> = None; // block, parts, holders
+    let mut newest: Option<(u64, u32, u32)> = None; // block, parts, durable holders
     for p in s.partitions() {
         let Some(st) = p.producer(producer) else {
             continue;
         };
+        let held = u32::from(st.last_offset < p.durable_end());
         newest = match newest {
-            Some((b, parts, n)) if b == st.last_block => Some((b, parts.max(st.block_parts), n + 1)),
+            Some((b, parts, n)) if b == st.last_block => Some((b, parts.max(st.block_parts), n + held)),
             Some((b, _, _)) if b > st.last_block => newest,
-            _ => Some((st.last_block, st.block_parts, 1)),
+            _ => Some((st.last_block, st.block_parts, held)),
         };
     }
     match newest {
         None => 0,
-        Some((b, parts, holders)) if parts == 0 || holders >= parts => b,
+        Some((b, parts, holders)) if holders > 0 && (parts == 0 || holders >= parts) => b,
         Some((b, _, _)) => b - 1,
     }
 }
@@ -196,7 +241,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn append(&self, stream: &str, block: Block) -> Result<Appended> {
-        let s = self.log()?.stream(stream)?;
+        let log = self.log()?;
+        let durability = log.config().durability;
+        let s = log.stream(stream)?;
         let (producer, parts) = block.into_parts();
         let span = parts.len() as u32;
         let mut appends = Vec::with_capacity(parts.len());
@@ -204,7 +251,7 @@ impl Store for EmbeddedStore {
             let p = s.partition(partition)?.clone();
             let mut batch = records.into_batch();
             batch.set_block_parts(span);
-            appends.push(append_part(p, batch, stream));
+            appends.push(append_part(p, batch, stream, durability));
         }
         let outcomes = futures::future::join_all(appends).await;
         let block_no = producer.as_ref().map_or(0, |p| p.block);

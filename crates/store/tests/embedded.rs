@@ -66,3 +66,54 @@ async fn last_block_counts_only_complete_blocks() {
     let d = store.describe_stream("s").await.unwrap();
     assert_eq!(d.end_offsets, vec![2, 2, 2], "no part was stored twice");
 }
+
+/// Under every fsync policy, an append answers only once its records are
+/// on stable storage (as the log itself counts them: its durable end).
+#[tokio::test]
+async fn appends_answer_only_once_durable_whatever_the_policy() {
+    use std::time::{Duration, Instant};
+    use switchboard_log::{Durability, LogConfig};
+    for (durability, least) in [
+        (Durability::Interval { ms: 300 }, Duration::from_millis(1)),
+        (Durability::Never, Duration::ZERO),
+        (Durability::Always, Duration::ZERO),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            durability,
+            ..Default::default()
+        };
+        let store = EmbeddedStore::open(dir.path(), cfg).unwrap();
+        store
+            .create_stream(
+                "d",
+                switchboard_store::StreamSettings {
+                    partitions: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        for b in 1..=3 {
+            let t = Instant::now();
+            let Appended::Stored(ranges) = store.append("d", block("p", b, &[0, 1])).await.unwrap() else {
+                panic!("not stored")
+            };
+            assert!(t.elapsed() >= least, "{durability:?}");
+            let durable = store.durable_end_offsets("d").unwrap();
+            for r in &ranges {
+                assert!(
+                    durable[r.partition as usize] > r.last,
+                    "{durability:?}: {durable:?} {r:?}"
+                );
+            }
+            assert_eq!(store.last_block("d", "p").await.unwrap(), b);
+        }
+        // a replay of the last block is a duplicate, and durable too
+        let again = store.append("d", block("p", 3, &[0, 1])).await.unwrap();
+        assert!(
+            matches!(again, Appended::Duplicate { last_block: 3, .. }),
+            "{again:?}"
+        );
+    }
+}
