@@ -350,7 +350,10 @@ fn schemas() -> Value {
             "max_bytes": { "type": ["integer", "null"], "minimum": 1, "maximum": limits::MAX_BYTES_LIMIT, "default": limits::MAX_BYTES_DEFAULT },
             "wait_ms": { "type": ["integer", "null"], "minimum": 0, "maximum": limits::WAIT_MS_LIMIT, "default": limits::WAIT_MS_DEFAULT } } },
         "ReadAnswer": { "type": "object", "required": ["batch", "events", "cursor"], "properties": {
-            "batch": u64_, "events": { "type": "array", "items": r("ReadEvent") }, "cursor": { "type": "string" } } },
+            "batch": u64_, "events": { "type": "array", "items": r("ReadEvent") }, "cursor": { "type": "string" },
+            "gaps": { "type": "array", "description": "ranges retention removed before they were read; the cursor moves past them",
+                "items": { "type": "object", "required": ["partition", "from", "to"],
+                    "properties": { "partition": u32_, "from": u64_, "to": u64_ } } } } },
         "Ack": { "type": "object", "additionalProperties": false, "required": ["batch"], "properties": { "batch": req_u64 } },
         "AckAnswer": { "type": "object", "required": ["batch", "cursor"], "properties": { "batch": u64_, "cursor": { "type": "string" } } },
         "Write": { "type": "object", "additionalProperties": false, "required": ["block", "events"], "properties": {

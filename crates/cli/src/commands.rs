@@ -395,7 +395,15 @@ pub fn tail(conn: &Conn, a: TailArgs) -> Result<()> {
                     break;
                 }
             };
-            if batch.events.is_empty() {
+            for g in &batch.gaps {
+                eprintln!(
+                    "warning: partition {}: offsets {} to {} were removed by retention before they were read",
+                    g.partition,
+                    g.from,
+                    g.to.saturating_sub(1)
+                );
+            }
+            if batch.events.is_empty() && batch.gaps.is_empty() {
                 if a.follow {
                     continue;
                 }

@@ -192,6 +192,9 @@ struct StreamFile {
     /// Absent in files written before it existed: keys were encrypted.
     #[serde(default = "yes")]
     encrypt_keys: bool,
+    /// Random, fixed at creation; 0 in files written before it existed.
+    #[serde(default)]
+    incarnation: u64,
 }
 
 fn yes() -> bool {
@@ -203,6 +206,7 @@ fn yes() -> bool {
 pub struct Stream {
     name: String,
     settings: StreamSettings,
+    incarnation: u64,
     partitions: Vec<Arc<Partition>>,
 }
 
@@ -215,6 +219,13 @@ impl Stream {
     /// Settings fixed at creation.
     pub fn settings(&self) -> StreamSettings {
         self.settings
+    }
+
+    /// Which stream of this name this is: random, fixed at creation, so
+    /// a stream deleted and created again under the same name differs (0
+    /// for streams created before incarnations existed).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// All partitions, in order.
@@ -355,6 +366,7 @@ impl Log {
             retention_ms: settings.retention_ms,
             retention_bytes: settings.retention_bytes,
             encrypt_keys: settings.encrypt_keys,
+            incarnation: rand::random::<u64>() | 1,
         };
         let meta_path = staging.join("stream.json");
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::invalid("stream", e.to_string()))?;
@@ -573,6 +585,7 @@ fn open_stream(dir: &Path, cfg: &Arc<LogConfig>) -> Result<Stream> {
     Ok(Stream {
         name: meta.name,
         settings,
+        incarnation: meta.incarnation,
         partitions,
     })
 }

@@ -42,18 +42,38 @@ pub fn rfc3339_ms(ms: i64) -> String {
     String::from_utf8(v).unwrap_or_default()
 }
 
-/// Parses what [`write_rfc3339_ms`] writes (also without the fraction or
-/// with fewer digits, and with `z`). Offsets other than `Z` are refused.
+/// Parses an RFC 3339 time to ms since the epoch: what
+/// [`write_rfc3339_ms`] writes, also without the fraction or with up to 9
+/// digits of it (truncated to ms), with `z`, and with a `+HH:MM` or
+/// `-HH:MM` offset.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+    let (body, offset_min) = match b.last()? {
+        b'Z' | b'z' => (&b[..b.len() - 1], 0i64),
+        _ if b.len() >= 25 && matches!(b[b.len() - 6], b'+' | b'-') && b[b.len() - 3] == b':' => {
+            let t = &b[b.len() - 5..];
+            let two = |x: &[u8]| -> Option<i64> {
+                x.iter()
+                    .all(u8::is_ascii_digit)
+                    .then(|| i64::from(x[0] - b'0') * 10 + i64::from(x[1] - b'0'))
+            };
+            let (h, m) = (two(&t[0..2])?, two(&t[3..5])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let sign = if b[b.len() - 6] == b'-' { -1 } else { 1 };
+            (&b[..b.len() - 6], sign * (h * 60 + m))
+        }
+        _ => return None,
+    };
+    if body.len() < 19 || body[4] != b'-' || body[7] != b'-' || !matches!(body[10], b'T' | b't') {
         return None;
     }
-    if b[13] != b':' || b[16] != b':' || !matches!(b[b.len() - 1], b'Z' | b'z') {
+    if body[13] != b':' || body[16] != b':' {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = b.get(r)?;
+        let t = body.get(r)?;
         if t.is_empty() || !t.iter().all(u8::is_ascii_digit) {
             return None;
         }
@@ -64,11 +84,11 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    let frac = if b.len() > 20 {
-        if b[19] != b'.' {
+    let frac = if body.len() > 19 {
+        if body[19] != b'.' {
             return None;
         }
-        let digits = &b[20..b.len() - 1];
+        let digits = &body[20..];
         if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
@@ -81,7 +101,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         0
     };
     let days = days_from_civil(y, m, d);
-    Some(days * 86_400_000 + hh * 3_600_000 + mm * 60_000 + ss * 1000 + frac)
+    Some(days * 86_400_000 + hh * 3_600_000 + mm * 60_000 + ss * 1000 + frac - offset_min * 60_000)
 }
 
 fn put(dst: &mut [u8], mut v: u64) {
@@ -138,7 +158,23 @@ mod tests {
             Some(1_700_000_000_123)
         );
         assert_eq!(parse_rfc3339_ms("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
-        assert_eq!(parse_rfc3339_ms("2023-11-14T22:13:20+01:00"), None);
+        assert_eq!(
+            parse_rfc3339_ms("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2023-11-14T17:43:20.5-04:30"),
+            Some(1_700_000_000_500)
+        );
+        for bad in [
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13:20+1:00",
+            "2023-11-14 22:13:20Z",
+            "x",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
     }
 
     proptest::proptest! {

@@ -424,6 +424,22 @@ pub struct ReadAnswer {
     pub events: Vec<ReadEvent>,
     /// Position after this batch.
     pub cursor: String,
+    /// Ranges retention removed before they could be read: the batch's
+    /// cursor moves past them. A batch may hold gaps and no events; ack it
+    /// like any other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
+}
+
+/// Events of one partition that retention removed before a reader got them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Gap {
+    /// Partition.
+    pub partition: u32,
+    /// First offset skipped.
+    pub from: u64,
+    /// Where reading went on: the first offset still held.
+    pub to: u64,
 }
 
 /// `POST /v1/sessions/{id}/ack`.

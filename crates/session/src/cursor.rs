@@ -1,5 +1,6 @@
 //! Cursors: opaque, authenticated positions. A cursor names a stream and an
-//! offset in each of a set of partitions, sealed with AES-256-GCM under the
+//! offset in each of a set of partitions (and the stream's incarnation),
+//! sealed with AES-256-GCM under the
 //! server's cursor key: clients cannot read offsets from it, and any change
 //! fails authentication. Pure code, no I/O.
 //!
@@ -9,8 +10,9 @@
 //! had ids, has no key id and opens under key 1). The key id is also part
 //! of the additional data. After a rotation, new cursors use the newest
 //! key and old ones open until their key is retired. The plaintext is
-//! u16 stream-name length, the name, u16 entry count, then per entry a
-//! LEB128 partition and a LEB128 offset, partitions strictly increasing.
+//! u16 stream-name length, the name, the u64 incarnation (not in version
+//! 1), u16 entry count, then per entry a LEB128 partition and a LEB128
+//! offset, partitions strictly increasing.
 
 use std::sync::Arc;
 
@@ -34,6 +36,10 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 pub struct Cursor {
     /// Stream name.
     pub stream: String,
+    /// The stream's incarnation: a cursor of a stream deleted and created
+    /// again under the same name does not fit the new one (0: minted
+    /// before incarnations existed).
+    pub incarnation: u64,
     /// (partition, next offset), partitions strictly increasing.
     pub positions: Vec<(u32, u64)>,
 }
@@ -97,6 +103,7 @@ impl CursorCodec {
         let mut plain = Vec::with_capacity(4 + c.stream.len() + c.positions.len() * 8);
         plain.extend_from_slice(&(c.stream.len() as u16).to_le_bytes());
         plain.extend_from_slice(c.stream.as_bytes());
+        plain.extend_from_slice(&c.incarnation.to_le_bytes());
         plain.extend_from_slice(&(c.positions.len() as u16).to_le_bytes());
         for &(p, o) in &c.positions {
             put_varint(&mut plain, p as u64);
@@ -161,14 +168,21 @@ impl CursorCodec {
                 },
             )
             .map_err(|_| CursorError::NotAuthentic)?;
-        decode_plain(&plain).ok_or(CursorError::Malformed)
+        decode_plain(&plain, raw[0] == VERSION).ok_or(CursorError::Malformed)
     }
 }
 
-fn decode_plain(b: &[u8]) -> Option<Cursor> {
+fn decode_plain(b: &[u8], with_incarnation: bool) -> Option<Cursor> {
     let n = u16::from_le_bytes(b.get(0..2)?.try_into().ok()?) as usize;
     let stream = std::str::from_utf8(b.get(2..2 + n)?).ok()?.to_string();
     let mut p = 2 + n;
+    let incarnation = if with_incarnation {
+        let i = u64::from_le_bytes(b.get(p..p + 8)?.try_into().ok()?);
+        p += 8;
+        i
+    } else {
+        0
+    };
     let count = u16::from_le_bytes(b.get(p..p + 2)?.try_into().ok()?) as usize;
     p += 2;
     let mut positions = Vec::with_capacity(count.min(1024));
@@ -180,7 +194,11 @@ fn decode_plain(b: &[u8]) -> Option<Cursor> {
         }
         positions.push((part, off));
     }
-    (p == b.len()).then_some(Cursor { stream, positions })
+    (p == b.len()).then_some(Cursor {
+        stream,
+        incarnation,
+        positions,
+    })
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -217,6 +235,7 @@ mod tests {
     fn round_trip_and_opacity() {
         let c = Cursor {
             stream: "orders".into(),
+            incarnation: 77,
             positions: vec![(0, 12345), (3, 0), (1023, u64::MAX)],
         };
         let t = codec().seal(&c);
@@ -264,6 +283,7 @@ mod tests {
         ) {
             let c = Cursor {
                 stream: "s".into(),
+                incarnation: 5,
                 positions: offsets.iter().enumerate().map(|(i, &o)| (i as u32, o)).collect(),
             };
             let t = codec().seal(&c);

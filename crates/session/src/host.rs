@@ -19,7 +19,7 @@ use crate::crypto::{Crypto, Sealer};
 use crate::cursor::CursorCodec;
 use crate::error::{Result, SessionError};
 use crate::idempotency::{Begin, Idempotency};
-use crate::reader::{ReadLimits, Reader};
+use crate::reader::{ReadLimits, Reader, Start};
 use crate::writer::{publish_block, CommitPlan, Writer};
 use switchboard_rpc::id::SessionId;
 use switchboard_rpc::keys::ServerKeys;
@@ -453,13 +453,16 @@ impl SessionHost {
                 if a.producer.is_some() {
                     return Err(SessionError::bad("producer: only writers have a producer"));
                 }
-                let positions = self.start_positions(&a, settings.partitions).await?;
+                let (positions, incarnation) = self.start_positions(&a, settings.partitions).await?;
                 let r = Reader::start(
                     self.inner.store.clone(),
                     self.inner.crypto.clone(),
                     self.inner.codec.clone(),
-                    a.stream.clone(),
-                    positions,
+                    Start {
+                        stream: a.stream.clone(),
+                        incarnation,
+                        positions,
+                    },
                     self.inner.cfg.readahead_bytes,
                     self.inner.cfg.legacy_records,
                 );
@@ -549,7 +552,8 @@ impl SessionHost {
         }
     }
 
-    async fn start_positions(&self, a: &Allocate, partitions: u32) -> Result<Vec<(u32, u64)>> {
+    /// Where a reader starts, and the stream's incarnation.
+    async fn start_positions(&self, a: &Allocate, partitions: u32) -> Result<(Vec<(u32, u64)>, u64)> {
         let wanted: Option<Vec<u32>> = match &a.partitions {
             Some(ps) => {
                 if ps.is_empty() {
@@ -572,15 +576,28 @@ impl SessionHost {
             None => None,
         };
         let all = || wanted.clone().unwrap_or_else(|| (0..partitions).collect());
-        match a.cursor.as_deref() {
+        let d = self.inner.store.describe_stream(&a.stream).await?;
+        let positions = match a.cursor.as_deref() {
             None | Some("latest") | Some("earliest") => {
-                let d = self.inner.store.describe_stream(&a.stream).await?;
                 let from = if a.cursor.as_deref() == Some("earliest") {
                     &d.start_offsets
                 } else {
                     &d.end_offsets
                 };
-                Ok(all().into_iter().map(|p| (p, from[p as usize])).collect())
+                all().into_iter().map(|p| (p, from[p as usize])).collect()
+            }
+            Some(text) if text.starts_with("at:") => {
+                let time = &text[3..];
+                let ms = switchboard_proto::time::parse_rfc3339_ms(time).ok_or_else(|| {
+                    SessionError::bad(format!(
+                        "cursor: {time:?} after \"at:\" is not an RFC 3339 time like 2026-11-27T18:00:00Z"
+                    ))
+                })?;
+                let at = self.inner.store.offsets_for_time(&a.stream, ms).await?;
+                all()
+                    .into_iter()
+                    .map(|p| (p, at[p as usize].max(d.start_offsets[p as usize])))
+                    .collect()
             }
             Some(text) => {
                 let c = self
@@ -594,13 +611,25 @@ impl SessionHost {
                         a.stream
                     )));
                 }
+                if c.incarnation != d.incarnation {
+                    return Err(SessionError::BadCursor(format!(
+                        "cursor is for an earlier stream named {:?}, deleted since: start from earliest, latest or at:<time>",
+                        a.stream
+                    )));
+                }
                 if c.positions.iter().any(|&(p, _)| p >= partitions) || c.positions.is_empty() {
                     return Err(SessionError::BadCursor(
                         "cursor does not match the stream's partitions".into(),
                     ));
                 }
+                if let Some(&(p, o)) = c.positions.iter().find(|&&(p, o)| o > d.end_offsets[p as usize]) {
+                    return Err(SessionError::BadCursor(format!(
+                        "cursor points past the end of partition {p} (offset {o}, end {}): it is not from this stream's history",
+                        d.end_offsets[p as usize]
+                    )));
+                }
                 match wanted {
-                    None => Ok(c.positions),
+                    None => c.positions,
                     Some(w) => w
                         .iter()
                         .map(|p| {
@@ -608,10 +637,11 @@ impl SessionHost {
                                 SessionError::bad(format!("partitions: partition {p} is not in the cursor"))
                             })
                         })
-                        .collect(),
+                        .collect::<Result<_>>()?,
                 }
             }
-        }
+        };
+        Ok((positions, d.incarnation))
     }
 
     async fn call(&self, id: &str, caller: &str, call: Call) -> Result<Response> {

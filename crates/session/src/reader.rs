@@ -46,6 +46,7 @@ struct Pending {
 
 pub(crate) struct Reader {
     pub stream: String,
+    incarnation: u64,
     parts: Vec<u32>,
     acked: Vec<u64>,
     acked_cursor: String,
@@ -63,8 +64,16 @@ impl Drop for Reader {
     }
 }
 
+/// What the read-ahead holds, in order: events, and the ranges retention
+/// removed before they could be read (each partition in its order).
+enum Item {
+    Event(usize, Form, Record),
+    /// (partition index, first offset skipped, where reading went on)
+    Gap(usize, u64, u64),
+}
+
 struct Buffered {
-    records: VecDeque<(usize, Form, Record)>,
+    records: VecDeque<Item>,
     bytes: usize,
     error: Option<SessionError>,
 }
@@ -79,17 +88,29 @@ struct ReadAhead {
     limit: usize,
 }
 
+/// Where a reader starts: the stream, its incarnation (sealed into every
+/// cursor) and a position per partition.
+pub(crate) struct Start {
+    pub stream: String,
+    pub incarnation: u64,
+    pub positions: Vec<(u32, u64)>,
+}
+
 impl Reader {
-    /// Starts a reader at `positions` and its read-ahead task.
+    /// Starts a reader and its read-ahead task.
     pub fn start(
         store: Arc<dyn Store>,
         crypto: Option<Arc<Crypto>>,
         codec: CursorCodec,
-        stream: String,
-        positions: Vec<(u32, u64)>,
+        from: Start,
         readahead_bytes: usize,
         legacy: bool,
     ) -> Reader {
+        let Start {
+            stream,
+            incarnation,
+            positions,
+        } = from;
         let parts: Vec<u32> = positions.iter().map(|p| p.0).collect();
         let acked: Vec<u64> = positions.iter().map(|p| p.1).collect();
         let ra = Arc::new(ReadAhead {
@@ -113,10 +134,12 @@ impl Reader {
         ));
         let acked_cursor = codec.seal(&Cursor {
             stream: stream.clone(),
+            incarnation,
             positions,
         });
         Reader {
             stream,
+            incarnation,
             parts,
             acked,
             acked_cursor,
@@ -156,7 +179,14 @@ impl Reader {
         let mut next = self.acked.clone();
         // size the answer first, so that rendering never moves it
         let (mut n, mut bytes, mut room) = (0usize, 0usize, 256 + self.acked_cursor.len() * 2);
-        for (_, form, r) in buf.records.iter().take(limits.max_events) {
+        for item in buf.records.iter() {
+            let Item::Event(_, form, r) = item else {
+                room += 64;
+                continue;
+            };
+            if n == limits.max_events {
+                break;
+            }
             let len = rendered_len(r);
             if n > 0 && bytes + len > limits.max_bytes {
                 break;
@@ -170,10 +200,22 @@ impl Reader {
         out.extend_from_slice(batch.to_string().as_bytes());
         out.extend_from_slice(b",\"events\":[");
         let (mut n, mut bytes, mut taken_bytes) = (0usize, 0usize, 0usize);
-        while n < limits.max_events {
-            let Some((idx, form, r)) = buf.records.front() else {
-                break;
+        let mut gaps: Vec<(u32, u64, u64)> = Vec::new();
+        loop {
+            let (idx, form, r) = match buf.records.front() {
+                None => break,
+                Some(&Item::Gap(idx, from, to)) => {
+                    // the batch's cursor moves past what retention removed
+                    gaps.push((self.parts[idx], from, to));
+                    next[idx] = next[idx].max(to);
+                    buf.records.pop_front();
+                    continue;
+                }
+                Some(Item::Event(idx, form, r)) => (idx, form, r),
             };
+            if n == limits.max_events {
+                break;
+            }
             let len = rendered_len(r);
             if n > 0 && bytes + len > limits.max_bytes {
                 break;
@@ -193,10 +235,22 @@ impl Reader {
         self.ra.space.notify_one();
         let cursor = self.codec.seal(&Cursor {
             stream: self.stream.clone(),
+            incarnation: self.incarnation,
             positions: self.parts.iter().copied().zip(next.iter().copied()).collect(),
         });
         out.extend_from_slice(b"],\"cursor\":");
         let _ = serde_json::to_writer(&mut out, &cursor);
+        if !gaps.is_empty() {
+            use std::io::Write;
+            out.extend_from_slice(b",\"gaps\":[");
+            for (i, (p, from, to)) in gaps.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = write!(out, "{{\"partition\":{p},\"from\":{from},\"to\":{to}}}");
+            }
+            out.push(b']');
+        }
         out.push(b'}');
         let body = Bytes::from(out);
         metrics::counter!("switchboard_events_out_total").increment(n as u64);
@@ -309,10 +363,15 @@ async fn take_in(
     ra: &ReadAhead,
     legacy: bool,
 ) -> bool {
+    // retention removed what the cursor points at: the read answer names
+    // the range, and reading goes on from the oldest record left
+    let mut gaps = Vec::with_capacity(f.gaps.len());
     for g in &f.gaps {
-        // retention removed what the cursor points at: go on from the
-        // oldest record left
-        tracing::warn!(%stream, partition = g.partition, from = g.from, to = g.to, "cursor position expired, skipping ahead");
+        tracing::info!(%stream, partition = g.partition, from = g.from, to = g.to, "retention removed events before they were read");
+        metrics::counter!("switchboard_read_skipped_events_total").increment(g.to.saturating_sub(g.from));
+        if let Ok(idx) = parts.binary_search(&g.partition) {
+            gaps.push(Item::Gap(idx, g.from, g.to));
+        }
     }
     let mut pass: Vec<(usize, Form, Record)> = Vec::with_capacity(f.records.len());
     let Some(c) = crypto else {
@@ -334,7 +393,7 @@ async fn take_in(
                 pass.push((idx, form, r));
             }
         }
-        push_pass(ra, pass);
+        push_pass(ra, gaps, pass);
         return true;
     };
     // records arrive grouped by partition: open each group at once
@@ -360,17 +419,20 @@ async fn take_in(
             }
         }
     }
-    push_pass(ra, pass);
+    push_pass(ra, gaps, pass);
     true
 }
 
-fn push_pass(ra: &ReadAhead, pass: Vec<(usize, Form, Record)>) {
-    if !pass.is_empty() {
-        let mut buf = ra.buf.lock();
-        for (i, form, r) in pass {
-            buf.bytes += r.payload_len();
-            buf.records.push_back((i, form, r));
-        }
+fn push_pass(ra: &ReadAhead, gaps: Vec<Item>, pass: Vec<(usize, Form, Record)>) {
+    if pass.is_empty() && gaps.is_empty() {
+        return;
+    }
+    let mut buf = ra.buf.lock();
+    // a fetch reports a partition's gap before the records after it
+    buf.records.extend(gaps);
+    for (i, form, r) in pass {
+        buf.bytes += r.payload_len();
+        buf.records.push_back(Item::Event(i, form, r));
     }
 }
 

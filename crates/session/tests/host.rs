@@ -44,6 +44,9 @@ impl Store for GatedStore {
     async fn last_block(&self, stream: &str, producer: &str) -> switchboard_store::Result<u64> {
         self.inner.last_block(stream, producer).await
     }
+    async fn offsets_for_time(&self, stream: &str, ts: i64) -> switchboard_store::Result<Vec<u64>> {
+        self.inner.offsets_for_time(stream, ts).await
+    }
     async fn open_reader(
         &self,
         stream: &str,
@@ -406,4 +409,90 @@ async fn any_node_with_the_master_key_opens_what_another_sealed() {
         got.sort();
         assert_eq!(got, vec![r#"k0={"from":0}"#, r#"k1={"from":1}"#]);
     }
+}
+
+/// Retention overtakes a slow reader: the read answer names the gap
+/// exactly, the cursor moves past it, and reading goes on.
+#[tokio::test]
+async fn a_read_answer_names_what_retention_removed() {
+    use switchboard_proto::wire::{Ack, Allocate, Mode, Read, ReadAnswer};
+    use switchboard_rpc::{Call, Request, Response};
+    use switchboard_session::{HostConfig, SessionHost};
+
+    let store: Arc<dyn Store> = Arc::new(switchboard_store::memory::MemoryStore::new());
+    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
+    let host = SessionHost::start(store.clone(), keys, HostConfig::default(), None)
+        .await
+        .unwrap();
+    host.handle(
+        ctx(),
+        Request::CreateStream(switchboard_proto::wire::CreateStream {
+            name: "r".into(),
+            partitions: Some(1),
+            retention_ms: None,
+            retention_bytes: Some(2000),
+            encrypt_keys: None,
+        }),
+    )
+    .await
+    .unwrap();
+    let Response::Allocated(a) = host
+        .handle(
+            ctx(),
+            Request::Allocate(Allocate {
+                stream: "r".into(),
+                mode: Mode::Read,
+                cursor: Some("earliest".into()),
+                partitions: None,
+                producer: None,
+            }),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let events: Vec<String> = (0..40).map(|i| format!(r#"{{"value":"{i:0>90}"}}"#)).collect();
+    let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+    host.handle(
+        ctx(),
+        Request::Publish {
+            stream: "r".into(),
+            idempotency_key: None,
+            body: body.into(),
+        },
+    )
+    .await
+    .unwrap();
+    let start = store.describe_stream("r").await.unwrap().start_offsets[0];
+    assert!(start > 0, "retention removed the oldest events");
+    let call = |call: Call| {
+        host.handle(
+            ctx(),
+            Request::Session {
+                id: a.session.clone(),
+                call,
+            },
+        )
+    };
+    let Response::Batch(b) = call(Call::Read(Read {
+        max_events: None,
+        max_bytes: None,
+        wait_ms: Some(1000),
+    }))
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    let ans: ReadAnswer = serde_json::from_slice(&b).unwrap();
+    assert_eq!(ans.gaps.len(), 1, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        (ans.gaps[0].partition, ans.gaps[0].from, ans.gaps[0].to),
+        (0, 0, start)
+    );
+    assert_eq!(ans.events.first().map(|e| e.offset), Some(start));
+    assert_eq!(ans.events.len() as u64, 40 - start);
+    let Response::Acked(_) = call(Call::Ack(Ack { batch: ans.batch })).await.unwrap() else {
+        panic!()
+    };
 }

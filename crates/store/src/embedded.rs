@@ -235,6 +235,7 @@ impl Store for EmbeddedStore {
         Ok(StreamState {
             name: s.name().to_string(),
             settings: settings_of(&s.settings()),
+            incarnation: s.incarnation(),
             start_offsets: s.partitions().iter().map(|p| p.start_offset()).collect(),
             end_offsets: s.partitions().iter().map(|p| p.end_offset()).collect(),
         })
@@ -299,6 +300,19 @@ impl Store for EmbeddedStore {
         tokio::task::spawn_blocking(move || last_block_of(&s, &producer))
             .await
             .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))
+    }
+
+    async fn offsets_for_time(&self, stream: &str, timestamp_ms: i64) -> Result<Vec<u64>> {
+        let s = self.log()?.stream(stream)?;
+        // the time index is read from files
+        tokio::task::spawn_blocking(move || {
+            s.partitions()
+                .iter()
+                .map(|p| Ok(p.offset_for_timestamp(timestamp_ms)?))
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))?
     }
 
     async fn open_reader(&self, stream: &str, positions: &[(u32, u64)]) -> Result<Box<dyn StoreReader>> {

@@ -63,6 +63,10 @@ pub struct StreamState {
     pub name: String,
     /// Settings.
     pub settings: StreamSettings,
+    /// Which stream of this name: random, fixed at creation (0 for embedded
+    /// streams made before incarnations existed). A stream deleted and
+    /// created again has another.
+    pub incarnation: u64,
     /// First offset held, per partition.
     pub start_offsets: Vec<u64>,
     /// Next offset readers will see, per partition.
@@ -162,6 +166,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The producer's last block stored in full on `stream` (0: none).
     async fn last_block(&self, stream: &str, producer: &str) -> Result<u64>;
+
+    /// Per partition, the first offset whose record's timestamp is at or
+    /// after `timestamp_ms` (the end offset if there is none).
+    async fn offsets_for_time(&self, stream: &str, timestamp_ms: i64) -> Result<Vec<u64>>;
 
     /// A reader of `positions` ((partition, offset), partitions distinct).
     async fn open_reader(&self, stream: &str, positions: &[(u32, u64)]) -> Result<Box<dyn StoreReader>>;

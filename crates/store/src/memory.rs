@@ -56,6 +56,7 @@ struct ProducerState {
 struct Stream {
     name: String,
     settings: StreamSettings,
+    incarnation: u64,
     /// One lock for the stream: a block is appended atomically.
     state: Mutex<StreamData>,
     appended: Notify,
@@ -140,6 +141,7 @@ impl Store for MemoryStore {
             Arc::new(Stream {
                 name: name.to_string(),
                 settings,
+                incarnation: rand::random::<u64>() | 1,
                 state: Mutex::new(StreamData {
                     partitions,
                     producers: HashMap::new(),
@@ -183,6 +185,7 @@ impl Store for MemoryStore {
         Ok(StreamState {
             name: s.name.clone(),
             settings: s.settings,
+            incarnation: s.incarnation,
             start_offsets: d.partitions.iter().map(|p| p.start).collect(),
             end_offsets: d.partitions.iter().map(Partition::end).collect(),
         })
@@ -249,6 +252,20 @@ impl Store for MemoryStore {
         let s = self.stream(stream)?;
         let d = s.state.lock();
         Ok(d.producers.get(producer).map_or(0, |p| p.last_block))
+    }
+
+    async fn offsets_for_time(&self, stream: &str, timestamp_ms: i64) -> Result<Vec<u64>> {
+        let s = self.stream(stream)?;
+        let d = s.state.lock();
+        Ok(d.partitions
+            .iter()
+            .map(|p| {
+                p.records
+                    .iter()
+                    .find(|r| r.timestamp_ms >= timestamp_ms)
+                    .map_or(p.end(), |r| r.offset)
+            })
+            .collect())
     }
 
     async fn open_reader(&self, stream: &str, positions: &[(u32, u64)]) -> Result<Box<dyn StoreReader>> {

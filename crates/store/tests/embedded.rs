@@ -117,3 +117,51 @@ async fn appends_answer_only_once_durable_whatever_the_policy() {
         );
     }
 }
+
+/// Retention in the embedded log removes whole segments; a reader whose
+/// position fell below the oldest record held is told exactly which range
+/// it lost.
+#[tokio::test]
+async fn a_reader_behind_retention_gets_the_gap() {
+    use std::time::Duration;
+    use switchboard_log::LogConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 4096,
+        retention_check_ms: 50,
+        ..Default::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), cfg).unwrap();
+    store
+        .create_stream(
+            "g",
+            switchboard_store::StreamSettings {
+                partitions: 1,
+                retention_bytes: Some(8192),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut reader = store.open_reader("g", &[(0, 0)]).await.unwrap();
+    for _ in 0..20 {
+        let mut b = Block::new(None).unwrap();
+        for _ in 0..10 {
+            b.records(0).push(1, None, &[&[7u8; 100][..]], []);
+        }
+        store.append("g", b).await.unwrap();
+    }
+    let mut start = 0;
+    for _ in 0..100 {
+        start = store.describe_stream("g").await.unwrap().start_offsets[0];
+        if start > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(start > 0, "retention ran");
+    let f = reader.fetch(1000, 1 << 20, Duration::ZERO).await.unwrap();
+    assert_eq!(f.gaps.len(), 1);
+    assert_eq!((f.gaps[0].partition, f.gaps[0].from, f.gaps[0].to), (0, 0, start));
+    assert_eq!(f.records.first().map(|r| r.1.offset), Some(start));
+}
