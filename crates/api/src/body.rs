@@ -26,7 +26,11 @@ fn too_large() -> ApiError {
 
 /// Reads the raw body (as sent), at most the body limit. A body announced
 /// as larger is refused before any of it is read.
-pub async fn read_raw(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+pub async fn read_raw(
+    headers: &HeaderMap,
+    body: Body,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let announced = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -34,7 +38,15 @@ pub async fn read_raw(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError
     if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await;
+    let Ok(read) = read else {
+        metrics::counter!("switchboard_connections_timed_out_total", "reason" => "body").increment(1);
+        return Err(ApiError::bad(format!(
+            "the request body did not arrive within {} s",
+            timeout.as_secs()
+        )));
+    };
+    read.map_err(|e| {
         let inner = e.into_inner();
         if inner.is::<http_body_util::LengthLimitError>() {
             too_large()

@@ -32,6 +32,7 @@ use switchboard_rpc::{Call, Context, Request, Response as Reply};
 
 pub mod auth;
 mod body;
+pub mod conn;
 pub mod error;
 pub mod metrics_export;
 pub mod oauth;
@@ -40,6 +41,7 @@ pub mod tls;
 mod ui;
 
 pub use auth::{Action, AuthError, Authenticator, Identity, StaticTokens};
+pub use conn::ConnLimits;
 pub use error::ApiError;
 
 /// How long a routed request stays worth starting: longer than the
@@ -62,6 +64,7 @@ struct Inner {
     secrets: SessionSecrets,
     next_request: std::sync::atomic::AtomicU64,
     draining: AtomicBool,
+    limits: ConnLimits,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The node's effective configuration, secrets redacted.
     config: Bytes,
@@ -84,6 +87,7 @@ impl ApiState {
                 secrets,
                 next_request: std::sync::atomic::AtomicU64::new(1),
                 draining: AtomicBool::new(false),
+                limits: ConnLimits::default(),
                 metrics,
                 config: Bytes::from_static(b"{}"),
             }),
@@ -108,6 +112,13 @@ impl ApiState {
         }
         let inner = Arc::get_mut(&mut self.inner).ok_or("state already shared")?;
         inner.mtls = map;
+        Ok(self)
+    }
+
+    /// Bounds on connections: timeouts and the cap (see [`conn`]).
+    pub fn with_limits(mut self, limits: ConnLimits) -> Result<ApiState, String> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or("state already shared")?;
+        inner.limits = limits;
         Ok(self)
     }
 
@@ -256,22 +267,41 @@ pub fn app(state: ApiState) -> axum::Router {
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then
-/// finishes the requests in flight.
+/// finishes the requests in flight. Connections are bounded in number and
+/// time by the state's [`ConnLimits`] (see [`conn`]).
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // small answers (acks, commits) must not wait behind Nagle's algorithm
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    let limits = state.inner.limits;
+    let gate = conn::Gate::new(limits.max_connections);
+    let app = app(state);
+    let listener = Arc::new(listener);
+    let accept = move || {
+        let (listener, gate) = (listener.clone(), gate.clone());
+        async move {
+            loop {
+                let (tcp, _) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // out of descriptors, most likely: let others finish
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // over the cap the connection is closed at once
+                let Some(slot) = gate.enter() else { continue };
+                // small answers (acks, commits) must not wait behind Nagle's algorithm
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+                return (tcp, slot, None);
+            }
         }
-    });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    };
+    serve(accept, app, limits, shutdown).await
 }
 
 /// Like [`run`], over TLS.
@@ -281,14 +311,65 @@ pub async fn run_tls(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tls::TlsListener::new(listener, config)?;
+    let limits = state.inner.limits;
+    let gate = conn::Gate::new(limits.max_connections);
+    let listener = tokio::sync::Mutex::new(tls::TlsListener::new(listener, config, gate)?);
     let app = app(state).layer(axum::middleware::from_fn(client_cert));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<tls::PeerCert>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let accept = || async {
+        let (io, slot, peer) = listener.lock().await.accept().await;
+        (io, slot, Some(peer))
+    };
+    serve(accept, app, limits, shutdown).await
+}
+
+/// The accept loop: each connection, guarded by the timeouts and holding
+/// its place under the cap, is served by hyper (HTTP/1.1 and HTTP/2) in a
+/// task of its own. On shutdown, stops accepting and waits for the
+/// connections' requests in flight.
+async fn serve<IO, F>(
+    mut accept: impl FnMut() -> F,
+    app: axum::Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = (IO, conn::Slot, Option<tls::PeerCert>)>,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (io, slot, peer) = tokio::select! {
+            c = accept() => c,
+            _ = &mut shutdown => break,
+        };
+        let svc = app
+            .clone()
+            .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                if let Some(p) = &peer {
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(p.clone()));
+                }
+                req
+            });
+        let io = TokioIo::new(conn::Guarded::new(io, limits));
+        let connection = builder
+            .serve_connection_with_upgrades(io, hyper_util::service::TowerToHyperService::new(svc))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
 
 tokio::task_local! {
@@ -487,8 +568,8 @@ fn reply(r: Reply) -> Response {
 }
 
 /// Reads and decodes the body of an authenticated call.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let raw = body::read_raw(headers, body).await?;
+async fn read_body(s: &ApiState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let raw = body::read_raw(headers, body, s.inner.limits.body_timeout).await?;
     body::decode(headers, raw).await
 }
 
@@ -498,7 +579,7 @@ async fn create_stream(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = s.identity(&headers).await?;
-    let b = read_body(&headers, body).await?;
+    let b = read_body(&s, &headers, body).await?;
     let req: CreateStream = body::json(&b, false)?;
     require(&id, Action::Admin, &req.name)?;
     Ok(reply(s.route(&id.subject, Request::CreateStream(req)).await?))
@@ -577,7 +658,7 @@ async fn publish(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = s.allowed(&headers, Action::Write, &name).await?;
-    let b = read_body(&headers, body).await?;
+    let b = read_body(&s, &headers, body).await?;
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
@@ -601,7 +682,7 @@ async fn publish(
 
 async fn allocate(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let id = s.identity(&headers).await?;
-    let b = read_body(&headers, body).await?;
+    let b = read_body(&s, &headers, body).await?;
     let req: Allocate = body::json(&b, false)?;
     check_stream_name(&req.stream)?;
     let action = match req.mode {
@@ -623,7 +704,7 @@ async fn signed(
     body: Body,
 ) -> Result<(String, Bytes), ApiError> {
     let caller = s.identity(headers).await?.subject;
-    let raw = body::read_raw(headers, body).await?;
+    let raw = body::read_raw(headers, body, s.inner.limits.body_timeout).await?;
     let mut sigs = headers.get_all(signing::HEADER).iter();
     let sig = sigs
         .next()

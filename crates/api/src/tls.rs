@@ -1,7 +1,6 @@
 //! TLS for the API listener (rustls): certificates from PEM files,
 //! reloaded without a restart, or a self-signed one for local trials.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,16 +162,20 @@ pub fn server_config(
 /// A listener that hands out connections once their TLS handshake is done.
 /// Handshakes run in their own tasks (bounded in time), so a slow or bogus
 /// client never holds up others; a plain-HTTP client gets its connection
-/// closed.
+/// closed. Every connection, handshaking or served, holds a place under
+/// the listener's connection cap.
 pub struct TlsListener {
-    rx: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
+    rx: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, crate::conn::Slot)>,
 }
 
 impl TlsListener {
-    /// Starts accepting on `tcp`.
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
+    /// Starts accepting on `tcp`, at most as many connections as `gate`
+    /// allows.
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        gate: crate::conn::Gate,
+    ) -> std::io::Result<TlsListener> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         tokio::spawn(async move {
@@ -185,15 +188,16 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let _ = sock.set_nodelay(true);
                 if tx.is_closed() {
                     return;
                 }
+                let Some(slot) = gate.enter() else { continue };
+                let _ = sock.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
                         Ok(Ok(s)) => {
-                            let _ = tx.send((s, peer)).await;
+                            let _ = tx.send((s, slot)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -201,7 +205,25 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener { rx, local })
+        Ok(TlsListener { rx })
+    }
+
+    /// The next connection whose handshake is done, with its client
+    /// certificate's name if it presented one.
+    pub async fn accept(&mut self) -> (TlsStream<TcpStream>, crate::conn::Slot, PeerCert) {
+        match self.rx.recv().await {
+            Some((io, slot)) => {
+                let (_, conn) = io.get_ref();
+                let peer = PeerCert(
+                    conn.peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| cert_name(c.as_ref())),
+                );
+                (io, slot, peer)
+            }
+            // the accept task only ends when this listener is dropped
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -226,32 +248,4 @@ pub fn cert_name(der: &[u8]) -> Option<String> {
         x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
         _ => None,
     })
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PeerCert {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        let (_, conn) = stream.io().get_ref();
-        PeerCert(
-            conn.peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| cert_name(c.as_ref())),
-        )
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(x) => x,
-            // the accept task only ends when this listener is dropped
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }

@@ -185,6 +185,28 @@ settings! {
             range DRAIN_DELAY_MS_RANGE;
     }
 
+    /// The HTTP listener's connections: how many, and how long a client
+    /// may take.
+    [http] HttpConfig {
+        /// Most open connections; more are closed at once [default: 4096].
+        max_connections: value usize = 4096,
+            flag max_connections [Option<usize>] (long, env = "SWITCHBOARD_MAX_CONNECTIONS"),
+            range switchboard_api::conn::MAX_CONNECTIONS_RANGE;
+        /// Longest wait for a request's head, from its first byte, ms [default: 10000].
+        header_timeout_ms: value u64 = 10_000,
+            flag header_timeout_ms [Option<u64>] (long, env = "SWITCHBOARD_HEADER_TIMEOUT_MS"),
+            range switchboard_api::conn::HEADER_TIMEOUT_MS_RANGE;
+        /// Longest wait for a whole request body, ms [default: 60000].
+        body_timeout_ms: value u64 = 60_000,
+            flag body_timeout_ms [Option<u64>] (long, env = "SWITCHBOARD_BODY_TIMEOUT_MS"),
+            range switchboard_api::conn::BODY_TIMEOUT_MS_RANGE;
+        /// Longest time a connection may go without a byte either way, ms
+        /// (above the longest read wait) [default: 120000].
+        idle_timeout_ms: value u64 = 120_000,
+            flag idle_timeout_ms [Option<u64>] (long, env = "SWITCHBOARD_IDLE_TIMEOUT_MS"),
+            range switchboard_api::conn::IDLE_TIMEOUT_MS_RANGE;
+    }
+
     /// The process's own log lines.
     [logging] LoggingConfig {
         /// Log line format [default: text].
@@ -355,7 +377,7 @@ impl Config {
 /// `switchboard serve`'s arguments.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TOML config file, in sections: [node], [logging], [log], [session],
+    /// TOML config file, in sections: [node], [http], [logging], [log], [session],
     /// [auth], [tls], [encryption]; `serve --print-config` prints one with
     /// every key. Environment variables and flags override it.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]

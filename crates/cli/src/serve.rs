@@ -200,9 +200,30 @@ pub fn run(args: ServeArgs) -> Result<()> {
     rt.block_on(serve(s))
 }
 
+/// Raises the soft limit on open files to the hard one: every partition
+/// of the embedded log holds files open, and every connection one more.
+fn raise_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let lim = getrlimit(Resource::Nofile);
+    let (soft, hard) = (lim.current, lim.maximum);
+    if soft < hard {
+        let mut raised = lim;
+        raised.current = hard;
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(?soft, ?hard, error = %e, "could not raise the open-file limit");
+            return;
+        }
+    }
+    tracing::info!(limit = ?hard, was = ?soft, "open-file limit");
+    if hard.is_some_and(|h| h < 4096) {
+        tracing::warn!(limit = ?hard, "the open-file limit is low: each partition holds files open, each connection one more (raise `ulimit -n`)");
+    }
+}
+
 async fn serve(s: Settings) -> Result<()> {
     // first, so that what the layers below record at start is kept
     let metrics = switchboard_api::metrics_export::install();
+    raise_file_limit();
     // before anything is created in the data directory: a taken port
     // leaves no trace
     let listener = tokio::net::TcpListener::bind(s.listen)
@@ -274,7 +295,14 @@ async fn serve(s: Settings) -> Result<()> {
         .with_client_certs(&s.config.auth.client_certs)
         .map_err(|e| anyhow::anyhow!("config key `auth.client_certs`: {e}"))?
         .with_config(&s.config.redacted())
-        .map_err(|e| anyhow::anyhow!("serving the configuration: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("serving the configuration: {e}"))?
+        .with_limits(switchboard_api::ConnLimits {
+            header_timeout: Duration::from_millis(s.config.http.header_timeout_ms),
+            idle_timeout: Duration::from_millis(s.config.http.idle_timeout_ms),
+            body_timeout: Duration::from_millis(s.config.http.body_timeout_ms),
+            max_connections: s.config.http.max_connections,
+        })
+        .map_err(|e| anyhow::anyhow!("connection limits: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
         let _ = stop_rx.await;
