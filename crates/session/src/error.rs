@@ -84,8 +84,14 @@ impl From<SessionError> for switchboard_rpc::RpcError {
 impl From<crate::crypto::CryptoError> for SessionError {
     fn from(e: crate::crypto::CryptoError) -> Self {
         match e {
-            crate::crypto::CryptoError::Corrupt { .. } => SessionError::Internal(e.to_string()),
-            _ => SessionError::Unavailable(e.to_string()),
+            // a record that does not authenticate, or a data key that is
+            // missing or that no configured master key opens, cannot heal
+            // by retrying: say so once instead of inviting a retry loop
+            crate::crypto::CryptoError::Corrupt { .. } | crate::crypto::CryptoError::DataKey { .. } => {
+                SessionError::Internal(e.to_string())
+            }
+            // reading master keys or the keyring failed: may heal
+            crate::crypto::CryptoError::Keys(_) => SessionError::Unavailable(e.to_string()),
         }
     }
 }

@@ -385,22 +385,35 @@ impl SessionHost {
             }
             None => None,
         };
-        let req: PublishIn<'_> = crate::codec::parse_body(&body, "publish", r#"{"events": [...]}"#)?;
         let unkeyed = rand::random::<u32>() % settings.partitions;
         let sealer = self.sealer(&stream).await?;
-        let seal = sealer.as_deref().map(|sealer| crate::codec::Seal {
-            sealer,
-            stream: &stream,
-            encrypt_keys: settings.encrypt_keys,
-        });
-        let enc = crate::codec::encode_events(
-            &req.events,
-            settings.partitions,
-            unkeyed,
-            now,
-            None,
-            seal.as_ref(),
-        )?;
+        let encode = {
+            let (stream, body, sealer) = (stream.clone(), body.clone(), sealer.clone());
+            move || -> Result<crate::codec::EncodedBlock> {
+                let req: PublishIn<'_> = crate::codec::parse_body(&body, "publish", r#"{"events": [...]}"#)?;
+                let seal = sealer.as_deref().map(|sealer| crate::codec::Seal {
+                    sealer,
+                    stream: &stream,
+                    encrypt_keys: settings.encrypt_keys,
+                });
+                crate::codec::encode_events(
+                    &req.events,
+                    settings.partitions,
+                    unkeyed,
+                    now,
+                    None,
+                    seal.as_ref(),
+                )
+            }
+        };
+        // a large body is parsed and sealed off the runtime's threads
+        let enc = if body.len() < 256 * 1024 {
+            encode()?
+        } else {
+            tokio::task::spawn_blocking(encode)
+                .await
+                .map_err(|e| SessionError::Internal(format!("publish task failed: {e}")))??
+        };
         let (events, bytes, placement) = (enc.events, enc.bytes, enc.placement);
         let ranges = publish_block(&*self.inner.store, &stream, enc.block).await?;
         metrics::counter!("switchboard_events_in_total").increment(events);
@@ -712,7 +725,7 @@ impl SessionHost {
             }
             (Call::Ack(a), State::Reader(r)) => r.ack(a.batch).map(Response::Acked),
             (Call::Write(body), State::Writer(w)) => {
-                w.write(&body, now_ms(), sealer.as_deref()).map(Response::Written)
+                w.write(&body, now_ms(), sealer).await.map(Response::Written)
             }
             (Call::Commit(c), State::Writer(w)) => match w.commit(c.block, c.durable.unwrap_or(false))? {
                 CommitPlan::Now(a) => Ok(Response::Committed(a)),

@@ -54,6 +54,84 @@ struct Job {
     bytes: u64,
 }
 
+/// Bodies at least this large are handled off the runtime's threads.
+const OFF_RUNTIME_BYTES: usize = 256 * 1024;
+
+/// What a write needs to know of its session, borrowed.
+struct View<'a> {
+    stream: &'a str,
+    partitions: u32,
+    encrypt_keys: bool,
+    seed: u32,
+    producer: Option<&'a str>,
+    expected: u64,
+    last_block: Option<u64>,
+    written: &'a VecDeque<(u64, u128, u64)>,
+}
+
+/// What a write decided.
+enum Prepared {
+    /// A retry of a block already written: the same answer.
+    Repeat(WriteAnswer),
+    /// A new block, encoded.
+    Staged {
+        block: u64,
+        hash: u128,
+        enc: EncodedBlock,
+    },
+}
+
+/// Parses, checks and encodes a write body against the session's state;
+/// changes nothing.
+fn prepare(v: &View<'_>, body: &[u8], now_ms: i64, sealer: Option<&Sealer>) -> Result<Prepared> {
+    let req: WriteIn<'_> = crate::codec::parse_body(body, "write", r#"{"block": n, "events": [...]}"#)?;
+    let block = req.block;
+    let hash = xxhash_rust::xxh3::xxh3_128(body);
+    if let Some(&(_, h, events)) = v.written.iter().find(|w| w.0 == block) {
+        return if h == hash {
+            Ok(Prepared::Repeat(WriteAnswer { block, events }))
+        } else {
+            Err(SessionError::Conflict(format!(
+                "block {block} was already written with other events"
+            )))
+        };
+    }
+    if block == 0 {
+        return Err(SessionError::bad("block: block numbers start at 1"));
+    }
+    if let Some(last) = v.last_block.filter(|&l| block <= l) {
+        return Err(SessionError::Conflict(format!(
+            "block {block} is at or below the producer's last block {last}"
+        )));
+    }
+    if block != v.expected {
+        return Err(SessionError::Conflict(format!(
+            "block {block} is out of order: the next block is {}",
+            v.expected
+        )));
+    }
+    let unkeyed = (v.seed.wrapping_add(block as u32)) % v.partitions;
+    let producer = v.producer.map(|p| BlockProducer {
+        id: p.to_string(),
+        epoch: 0,
+        block,
+    });
+    let seal = sealer.map(|sealer| Seal {
+        sealer,
+        stream: v.stream,
+        encrypt_keys: v.encrypt_keys,
+    });
+    let enc = encode_events(
+        &req.events,
+        v.partitions,
+        unkeyed,
+        now_ms,
+        producer,
+        seal.as_ref(),
+    )?;
+    Ok(Prepared::Staged { block, hash, enc })
+}
+
 /// What a commit call does next.
 pub(crate) enum CommitPlan {
     /// Answer now.
@@ -144,64 +222,67 @@ impl Writer {
         }
     }
 
-    /// A `write` call with its raw body.
-    /// With `sealer`, the events are encrypted as they are staged.
-    pub fn write(&mut self, body: &Bytes, now_ms: i64, sealer: Option<&Sealer>) -> Result<WriteAnswer> {
+    /// A `write` call with its raw body. With `sealer`, the events are
+    /// encrypted as they are staged. A large body is parsed, checked and
+    /// encoded on the blocking pool, so that calls of other sessions on
+    /// this runtime thread (acks, reads) do not wait behind it.
+    pub async fn write(
+        &mut self,
+        body: &Bytes,
+        now_ms: i64,
+        sealer: Option<Arc<Sealer>>,
+    ) -> Result<WriteAnswer> {
         self.check_failed()?;
-        let req: WriteIn<'_> = crate::codec::parse_body(body, "write", r#"{"block": n, "events": [...]}"#)?;
-        let block = req.block;
-        let hash = xxhash_rust::xxh3::xxh3_128(body);
-        if let Some(&(_, h, events)) = self.written.iter().find(|w| w.0 == block) {
-            return if h == hash {
+        let prepared = if body.len() < OFF_RUNTIME_BYTES {
+            prepare(&self.view(), body, now_ms, sealer.as_deref())?
+        } else {
+            let (stream, producer) = (self.stream.clone(), self.producer.clone());
+            let written = self.written.clone();
+            let (partitions, encrypt_keys, seed) = (self.partitions, self.encrypt_keys, self.unkeyed_seed);
+            let (expected, last_block, body) = (self.expected, self.last_block, body.clone());
+            tokio::task::spawn_blocking(move || {
+                let view = View {
+                    stream: &stream,
+                    partitions,
+                    encrypt_keys,
+                    seed,
+                    producer: producer.as_deref(),
+                    expected,
+                    last_block,
+                    written: &written,
+                };
+                prepare(&view, &body, now_ms, sealer.as_deref())
+            })
+            .await
+            .map_err(|e| SessionError::Internal(format!("write task failed: {e}")))??
+        };
+        match prepared {
+            Prepared::Repeat(answer) => Ok(answer),
+            Prepared::Staged { block, hash, enc } => {
+                let events = enc.events;
+                // a staged block replaced by a retry with the same number is
+                // caught in `prepare`; this one is new
+                self.staged = Some(Staged { block, enc });
+                if self.written.len() == REMEMBERED_BLOCKS {
+                    self.written.pop_front();
+                }
+                self.written.push_back((block, hash, events));
                 Ok(WriteAnswer { block, events })
-            } else {
-                Err(SessionError::Conflict(format!(
-                    "block {block} was already written with other events"
-                )))
-            };
+            }
         }
-        if block == 0 {
-            return Err(SessionError::bad("block: block numbers start at 1"));
-        }
-        if let Some(last) = self.last_block.filter(|&l| block <= l) {
-            return Err(SessionError::Conflict(format!(
-                "block {block} is at or below the producer's last block {last}"
-            )));
-        }
-        if block != self.expected {
-            return Err(SessionError::Conflict(format!(
-                "block {block} is out of order: the next block is {}",
-                self.expected
-            )));
-        }
-        let unkeyed = (self.unkeyed_seed.wrapping_add(block as u32)) % self.partitions;
-        let producer = self.producer.as_ref().map(|p| BlockProducer {
-            id: p.clone(),
-            epoch: 0,
-            block,
-        });
-        let seal = sealer.map(|sealer| Seal {
-            sealer,
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
             stream: &self.stream,
+            partitions: self.partitions,
             encrypt_keys: self.encrypt_keys,
-        });
-        let enc = encode_events(
-            &req.events,
-            self.partitions,
-            unkeyed,
-            now_ms,
-            producer,
-            seal.as_ref(),
-        )?;
-        let events = enc.events;
-        // a staged block replaced by a retry with the same number is caught
-        // above; this one is new
-        self.staged = Some(Staged { block, enc });
-        if self.written.len() == REMEMBERED_BLOCKS {
-            self.written.pop_front();
+            seed: self.unkeyed_seed,
+            producer: self.producer.as_deref(),
+            expected: self.expected,
+            last_block: self.last_block,
+            written: &self.written,
         }
-        self.written.push_back((block, hash, events));
-        Ok(WriteAnswer { block, events })
     }
 
     /// A `commit` call.

@@ -276,7 +276,7 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
         )
         .await;
     match r {
-        Err(SessionError::Unavailable(m)) => {
+        Err(SessionError::Internal(m)) => {
             assert!(m.contains("data key ") && m.contains("not in the keyring"), "{m}")
         }
         other => panic!("expected an error naming the key, got {other:?}"),
@@ -495,4 +495,113 @@ async fn a_read_answer_names_what_retention_removed() {
     let Response::Acked(_) = call(Call::Ack(Ack { batch: ans.batch })).await.unwrap() else {
         panic!()
     };
+}
+
+/// Large bodies are handled off the runtime's threads, with the same
+/// answers: a block written, its retry answered the same, a bad event
+/// refused, and nothing staged by a refused write.
+#[tokio::test]
+async fn large_writes_and_publishes_answer_as_small_ones() {
+    use switchboard_proto::wire::{Allocate, Commit, Mode};
+    use switchboard_rpc::{Call, Request, Response};
+    use switchboard_session::{HostConfig, SessionError, SessionHost};
+
+    let store: Arc<dyn Store> = Arc::new(switchboard_store::memory::MemoryStore::new());
+    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
+    let host = SessionHost::start(store.clone(), keys, HostConfig::default(), None)
+        .await
+        .unwrap();
+    host.handle(
+        ctx(),
+        Request::CreateStream(switchboard_proto::wire::CreateStream {
+            name: "big".into(),
+            partitions: Some(3),
+            retention_ms: None,
+            retention_bytes: None,
+            encrypt_keys: None,
+        }),
+    )
+    .await
+    .unwrap();
+    let Response::Allocated(a) = host
+        .handle(
+            ctx(),
+            Request::Allocate(Allocate {
+                stream: "big".into(),
+                mode: Mode::Write,
+                cursor: None,
+                partitions: None,
+                producer: Some("p".into()),
+            }),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let call = |call: Call| {
+        host.handle(
+            ctx(),
+            Request::Session {
+                id: a.session.clone(),
+                call,
+            },
+        )
+    };
+    let value = "v".repeat(1000);
+    let events = |bad: bool| -> String {
+        (0..400)
+            .map(|i| {
+                if bad && i == 399 {
+                    r#"{"key":"k","value_b64":"***"}"#.to_string()
+                } else {
+                    format!(r#"{{"key":"k{i}","value":"{value}"}}"#)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let bad = format!(r#"{{"block":1,"events":[{}]}}"#, events(true));
+    assert!(bad.len() > 256 * 1024);
+    match call(Call::Write(bad.into())).await {
+        Err(SessionError::BadRequest(m)) => assert!(m.contains("events[399].value_b64"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let good = bytes::Bytes::from(format!(r#"{{"block":1,"events":[{}]}}"#, events(false)));
+    let Response::Written(w) = call(Call::Write(good.clone())).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((w.block, w.events), (1, 400));
+    let Response::Written(again) = call(Call::Write(good)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((again.block, again.events), (1, 400));
+    let Response::Committed(c) = call(Call::Commit(Commit {
+        block: 1,
+        durable: Some(true),
+    }))
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    let stored: u64 = c.offsets.unwrap().iter().map(|r| r.last - r.first + 1).sum();
+    assert_eq!(stored, 400);
+    // and a large one-shot publish
+    let body = format!(r#"{{"events":[{}]}}"#, events(false));
+    let Response::Published(p) = host
+        .handle(
+            ctx(),
+            Request::Publish {
+                stream: "big".into(),
+                idempotency_key: None,
+                body: body.into(),
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let p: serde_json::Value = serde_json::from_slice(&p).unwrap();
+    assert_eq!(p["offsets"].as_array().unwrap().len(), 400);
 }
