@@ -119,26 +119,34 @@ impl<T> Guarded<T> {
     }
 
     /// Pending I/O: an error once the deadline has passed, else a wake-up
-    /// at the deadline.
+    /// no later than the deadline. The timer is moved only when the
+    /// deadline comes earlier than it is set for (a new request's head);
+    /// when it fires early (the connection moved since), it is set again.
+    /// So busy connections do not touch the timer wheel on every I/O.
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let deadline = self.deadline();
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
-        }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                let what = if matches!(self.phase, Phase::Head(_))
-                    && self.deadline() < self.last_io + self.limits.idle_timeout
-                {
-                    "request head not received in time"
-                } else {
-                    "connection idle for too long"
-                };
-                metrics::counter!("switchboard_connections_timed_out_total", "reason" => if what.starts_with("request") { "header" } else { "idle" })
-                    .increment(1);
-                Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, what))
+        loop {
+            let deadline = self.deadline();
+            if self.timer.deadline() > deadline {
+                self.timer.as_mut().reset(deadline);
             }
-            Poll::Pending => Poll::Pending,
+            match self.timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if Instant::now() < deadline => {
+                    self.timer.as_mut().reset(deadline);
+                }
+                Poll::Ready(()) => {
+                    let head =
+                        matches!(self.phase, Phase::Head(d) if d <= self.last_io + self.limits.idle_timeout);
+                    let (what, reason) = if head {
+                        ("request head not received in time", "header")
+                    } else {
+                        ("connection idle for too long", "idle")
+                    };
+                    metrics::counter!("switchboard_connections_timed_out_total", "reason" => reason)
+                        .increment(1);
+                    return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, what));
+                }
+            }
         }
     }
 
