@@ -863,6 +863,9 @@ async fn health_metrics_request_ids_and_openapi() {
         "switchboard_store_append_seconds",
         "switchboard_events_in_total",
         "switchboard_sessions_open",
+        "switchboard_readahead_bytes",
+        "switchboard_write_buffer_bytes",
+        "switchboard_connections_open",
     ] {
         assert!(text.contains(metric), "{metric} missing:\n{text}");
     }

@@ -181,6 +181,8 @@ impl SessionHost {
         for mode in ["read", "write"] {
             metrics::gauge!("switchboard_sessions_open", "mode" => mode).set(0.0);
         }
+        metrics::gauge!("switchboard_readahead_bytes").set(0.0);
+        metrics::gauge!("switchboard_write_buffer_bytes").set(0.0);
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -272,6 +274,14 @@ impl SessionHost {
                 w.finish(left).await;
                 if w.in_flight() > 0 {
                     unfinished += 1;
+                    // committed `durable: false` and not stored by the bound:
+                    // name them, so that an operator knows what to replay
+                    tracing::error!(
+                        stream = %w.stream,
+                        producer = w.producer.as_deref().unwrap_or("-"),
+                        blocks = ?w.scheduled_blocks(),
+                        "shutdown bound reached: these scheduled blocks are not stored"
+                    );
                 }
             }
         }

@@ -78,6 +78,13 @@ struct Buffered {
     error: Option<SessionError>,
 }
 
+/// The bytes a read-ahead holds are in `switchboard_readahead_bytes`.
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        metrics::gauge!("switchboard_readahead_bytes").decrement(self.buf.get_mut().bytes as f64);
+    }
+}
+
 struct ReadAhead {
     buf: Mutex<Buffered>,
     /// The fetcher's last pass found nothing new: an empty buffer means
@@ -232,6 +239,7 @@ impl Reader {
         }
         buf.bytes -= taken_bytes;
         drop(buf);
+        metrics::gauge!("switchboard_readahead_bytes").decrement(taken_bytes as f64);
         self.ra.space.notify_one();
         let cursor = self.codec.seal(&Cursor {
             stream: self.stream.clone(),
@@ -427,13 +435,17 @@ fn push_pass(ra: &ReadAhead, gaps: Vec<Item>, pass: Vec<(usize, Form, Record)>) 
     if pass.is_empty() && gaps.is_empty() {
         return;
     }
+    let mut added = 0;
     let mut buf = ra.buf.lock();
     // a fetch reports a partition's gap before the records after it
     buf.records.extend(gaps);
     for (i, form, r) in pass {
-        buf.bytes += r.payload_len();
+        added += r.payload_len();
         buf.records.push_back(Item::Event(i, form, r));
     }
+    buf.bytes += added;
+    drop(buf);
+    metrics::gauge!("switchboard_readahead_bytes").increment(added as f64);
 }
 
 async fn fetch_loop(

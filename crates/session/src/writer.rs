@@ -26,6 +26,25 @@ const REMEMBERED_BLOCKS: usize = 1024;
 struct Staged {
     block: u64,
     enc: EncodedBlock,
+    held: Held,
+}
+
+/// Bytes of staged and in-flight blocks, in `switchboard_write_buffer_bytes`
+/// while this lives.
+pub(crate) struct Held(f64);
+
+impl Held {
+    fn new(bytes: usize) -> Held {
+        let b = bytes as f64;
+        metrics::gauge!("switchboard_write_buffer_bytes").increment(b);
+        Held(b)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        metrics::gauge!("switchboard_write_buffer_bytes").decrement(self.0);
+    }
 }
 
 enum Status {
@@ -52,6 +71,7 @@ struct Job {
     data: Block,
     events: u64,
     bytes: u64,
+    _held: Held,
 }
 
 /// Bodies at least this large are handled off the runtime's threads.
@@ -209,6 +229,16 @@ impl Writer {
         self.shared.state.lock().in_flight as u64
     }
 
+    /// Blocks committed and not yet durable, in order.
+    pub fn scheduled_blocks(&self) -> Vec<u64> {
+        let st = self.shared.state.lock();
+        st.statuses
+            .iter()
+            .filter(|(_, s)| matches!(s, Status::Scheduled))
+            .map(|(b, _)| *b)
+            .collect()
+    }
+
     /// After a publish failure the session is over. A failure that may
     /// heal answers `session_gone`, so that the client allocates a new
     /// session and replays what it has not seen durable; one that cannot
@@ -262,7 +292,8 @@ impl Writer {
                 let events = enc.events;
                 // a staged block replaced by a retry with the same number is
                 // caught in `prepare`; this one is new
-                self.staged = Some(Staged { block, enc });
+                let held = Held::new(enc.block.encoded_len());
+                self.staged = Some(Staged { block, enc, held });
                 if self.written.len() == REMEMBERED_BLOCKS {
                     self.written.pop_front();
                 }
@@ -347,6 +378,7 @@ impl Writer {
             data: staged.enc.block,
             events: staged.enc.events,
             bytes: staged.enc.bytes,
+            _held: staged.held,
         };
         if tx.send(job).is_err() {
             return Err(SessionError::Unavailable(
