@@ -170,3 +170,66 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Readers that were allocated and never read from hold no read-ahead: a
+/// session fills its buffer once it is read from.
+#[tokio::test]
+async fn unread_readers_hold_no_read_ahead() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Server::start(&d.path().join("data"), &[]);
+    let raw = s.raw();
+    assert_eq!(
+        raw.json(Method::POST, "/v1/streams", json!({"name": "m"}))
+            .await
+            .status,
+        201
+    );
+    let big = "x".repeat(10_000);
+    for _ in 0..10 {
+        let events: Vec<&str> = (0..50).map(|_| big.as_str()).collect();
+        publish(&raw, "m", &events).await;
+    }
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        let a = raw
+            .json(
+                Method::POST,
+                "/v1/sessions",
+                json!({"stream": "m", "mode": "read", "cursor": "earliest"}),
+            )
+            .await;
+        assert_eq!(a.status, 201);
+        sessions.push((
+            a.body["session"].as_str().unwrap().to_string(),
+            a.body["secret"].as_str().unwrap().to_string(),
+        ));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let m = raw.get("/metrics").await;
+    let held = gauge(&String::from_utf8_lossy(&m.bytes), "switchboard_readahead_bytes");
+    assert_eq!(held, 0.0, "idle readers fetched ahead");
+    // one reader reads: only it fills its buffer
+    let (id, secret) = &sessions[0];
+    let r = raw
+        .post_signed(&format!("/v1/sessions/{id}/read"), secret, br#"{"max_events":1}"#)
+        .await;
+    assert_eq!(r.body["events"].as_array().unwrap().len(), 1);
+    let grown = common::eventually(std::time::Duration::from_secs(5), || async {
+        let m = raw.get("/metrics").await;
+        gauge(&String::from_utf8_lossy(&m.bytes), "switchboard_readahead_bytes") > 0.0
+    })
+    .await;
+    assert!(grown);
+    let m = raw.get("/metrics").await;
+    let held = gauge(&String::from_utf8_lossy(&m.bytes), "switchboard_readahead_bytes");
+    assert!(held <= 5.0 * 1024.0 * 1024.0, "{held}");
+}

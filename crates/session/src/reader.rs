@@ -93,6 +93,10 @@ struct ReadAhead {
     data: Notify,
     space: Notify,
     limit: usize,
+    /// Set by the first read: until then the session fetches nothing, so
+    /// that readers allocated and not (yet) used hold no memory.
+    wanted: AtomicBool,
+    want: Notify,
 }
 
 /// Where a reader starts: the stream, its incarnation (sealed into every
@@ -130,6 +134,8 @@ impl Reader {
             data: Notify::new(),
             space: Notify::new(),
             limit: readahead_bytes.max(64 * 1024),
+            wanted: AtomicBool::new(false),
+            want: Notify::new(),
         });
         let task = tokio::spawn(fetch_loop(
             store,
@@ -286,6 +292,9 @@ impl Reader {
     /// not answer empty while the read-ahead has not yet looked at what the
     /// store holds (just after allocation, or just after new data).
     pub async fn read(&mut self, limits: ReadLimits) -> Result<Bytes> {
+        if !self.ra.wanted.swap(true, Ordering::AcqRel) {
+            self.ra.want.notify_one();
+        }
         if let Some(b) = self.take(limits)? {
             return Ok(b);
         }
@@ -465,6 +474,16 @@ async fn fetch_loop(
         }
         Duration::from_millis(100 * u64::from(failures.min(10)))
     };
+    // nothing is fetched before the session's first read
+    loop {
+        let want = ra.want.notified();
+        tokio::pin!(want);
+        want.as_mut().enable();
+        if ra.wanted.load(Ordering::Acquire) {
+            break;
+        }
+        want.await;
+    }
     let mut reader = loop {
         match store.open_reader(&stream, &positions).await {
             Ok(r) => break r,
