@@ -417,7 +417,7 @@ impl SessionHost {
             }
         };
         // a large body is parsed and sealed off the runtime's threads
-        let enc = if body.len() < 256 * 1024 {
+        let enc = if body.len() < 1 << 20 {
             encode()?
         } else {
             tokio::task::spawn_blocking(encode)

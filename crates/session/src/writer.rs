@@ -75,7 +75,7 @@ struct Job {
 }
 
 /// Bodies at least this large are handled off the runtime's threads.
-const OFF_RUNTIME_BYTES: usize = 256 * 1024;
+const OFF_RUNTIME_BYTES: usize = 1 << 20;
 
 /// What a write needs to know of its session, borrowed.
 struct View<'a> {

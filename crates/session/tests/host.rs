@@ -548,7 +548,7 @@ async fn large_writes_and_publishes_answer_as_small_ones() {
             },
         )
     };
-    let value = "v".repeat(1000);
+    let value = "v".repeat(3000);
     let events = |bad: bool| -> String {
         (0..400)
             .map(|i| {
@@ -562,7 +562,7 @@ async fn large_writes_and_publishes_answer_as_small_ones() {
             .join(",")
     };
     let bad = format!(r#"{{"block":1,"events":[{}]}}"#, events(true));
-    assert!(bad.len() > 256 * 1024);
+    assert!(bad.len() > 1 << 20);
     match call(Call::Write(bad.into())).await {
         Err(SessionError::BadRequest(m)) => assert!(m.contains("events[399].value_b64"), "{m}"),
         other => panic!("{other:?}"),
