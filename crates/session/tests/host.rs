@@ -605,3 +605,97 @@ async fn large_writes_and_publishes_answer_as_small_ones() {
     let p: serde_json::Value = serde_json::from_slice(&p).unwrap();
     assert_eq!(p["offsets"].as_array().unwrap().len(), 400);
 }
+
+/// Two sessions of one producer on one node: the newer one fences the
+/// older, which stores nothing more (its later calls are `session_gone`);
+/// what the older one had scheduled is stored before the newer one learns
+/// its `last_block`, so nothing is dropped or doubled.
+#[tokio::test]
+async fn a_newer_session_of_a_producer_fences_the_older() {
+    use switchboard_proto::wire::{Allocate, Commit, Mode};
+    use switchboard_rpc::{Call, Request, Response};
+    use switchboard_session::{HostConfig, SessionError, SessionHost};
+
+    let dir = tempfile::tempdir().unwrap();
+    for store in [
+        switchboard_store::open("memory://", Default::default()).unwrap(),
+        switchboard_store::open(&format!("file://{}", dir.path().display()), Default::default()).unwrap(),
+    ] {
+        let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
+        let host = SessionHost::start(store.clone(), keys, HostConfig::default(), None)
+            .await
+            .unwrap();
+        host.handle(
+            ctx(),
+            Request::CreateStream(switchboard_proto::wire::CreateStream {
+                name: "f".into(),
+                partitions: Some(2),
+                retention_ms: None,
+                retention_bytes: None,
+                encrypt_keys: None,
+            }),
+        )
+        .await
+        .unwrap();
+        let alloc = || {
+            host.handle(
+                ctx(),
+                Request::Allocate(Allocate {
+                    stream: "f".into(),
+                    mode: Mode::Write,
+                    cursor: None,
+                    partitions: None,
+                    producer: Some("p".into()),
+                }),
+            )
+        };
+        let call = |id: String, call: Call| host.handle(ctx(), Request::Session { id, call });
+        let write = |b: u64, tag: &str| {
+            Call::Write(format!(r#"{{"block":{b},"events":[{{"key":"k{b}","value":"{tag}"}}]}}"#).into())
+        };
+        let commit = |b: u64| {
+            Call::Commit(Commit {
+                block: b,
+                durable: Some(false),
+            })
+        };
+        let Response::Allocated(old) = alloc().await.unwrap() else {
+            panic!()
+        };
+        call(old.session.clone(), write(1, "old")).await.unwrap();
+        call(old.session.clone(), commit(1)).await.unwrap();
+        call(old.session.clone(), write(2, "old")).await.unwrap();
+        // the newer session: block 1 is in, block 2 (only staged) is not
+        let Response::Allocated(new) = alloc().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(new.last_block, Some(1));
+        // the older one can do nothing more
+        for c in [commit(2), write(3, "old")] {
+            assert_eq!(
+                call(old.session.clone(), c).await.unwrap_err(),
+                SessionError::SessionGone
+            );
+        }
+        call(new.session.clone(), write(2, "new")).await.unwrap();
+        let Response::Committed(c) = call(
+            new.session.clone(),
+            Call::Commit(Commit {
+                block: 2,
+                durable: Some(true),
+            }),
+        )
+        .await
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.status, switchboard_proto::wire::BlockStatus::Durable);
+        assert_eq!(store.last_block("f", "p").await.unwrap(), 2);
+        let d = store.describe_stream("f").await.unwrap();
+        assert_eq!(
+            d.end_offsets.iter().sum::<u64>(),
+            2,
+            "block 1 of the old, block 2 of the new"
+        );
+    }
+}
