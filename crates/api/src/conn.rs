@@ -181,6 +181,20 @@ impl<T> Guarded<T> {
         self.tail.copy_from_slice(&window[1..]);
     }
 
+    /// After a write: progress renews the connection, a stall is timed.
+    fn wrote(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.saw_write();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.check(cx).map(Err),
+        }
+    }
+
     fn saw_write(&mut self) {
         self.last_io = Instant::now();
         // an answer is going out: what is read next is the next request
@@ -211,16 +225,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
-        match Pin::new(&mut me.io).poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    me.saw_write();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => me.check(cx).map(Err),
-        }
+        let r = Pin::new(&mut me.io).poll_write(cx, data);
+        me.wrote(cx, r)
     }
 
     fn poll_write_vectored(
@@ -229,16 +235,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
-        match Pin::new(&mut me.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    me.saw_write();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => me.check(cx).map(Err),
-        }
+        let r = Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
+        me.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

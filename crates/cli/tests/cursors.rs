@@ -99,14 +99,14 @@ async fn a_cursor_past_the_end_is_refused() {
     );
     publish(&raw, "t", &["1", "2"]).await;
     assert!(s.terminate().success());
-    copy_dir(&data, &snapshot);
+    common::copy_dir(&data, &snapshot);
     s.restart();
     let raw = s.raw();
     publish(&raw, "t", &["3", "4"]).await;
     let (_, cursor) = first_read(&raw, "t", "earliest").await.unwrap();
     assert!(s.terminate().success());
     std::fs::remove_dir_all(&data).unwrap();
-    copy_dir(&snapshot, &data);
+    common::copy_dir(&snapshot, &data);
     s.restart();
     let raw = s.raw();
     let e = first_read(&raw, "t", &cursor).await.unwrap_err();
@@ -155,19 +155,6 @@ async fn at_cursors_start_at_a_time() {
     ] {
         let e = first_read(&raw, "at", bad).await.unwrap_err();
         assert!(e.starts_with("bad_request"), "{bad}: {e}");
-    }
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
     }
 }
 

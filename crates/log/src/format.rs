@@ -145,16 +145,7 @@ impl BatchBuilder {
         for p in value_parts {
             self.buf.extend_from_slice(p);
         }
-        let headers_at = self.buf.len();
-        self.buf.extend_from_slice(&[0u8; 4]);
-        for (name, val) in headers {
-            self.buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            self.buf.extend_from_slice(name);
-            self.buf.extend_from_slice(&(val.len() as u32).to_le_bytes());
-            self.buf.extend_from_slice(val);
-        }
-        let headers_len = (self.buf.len() - headers_at - 4) as u32;
-        self.buf[headers_at..headers_at + 4].copy_from_slice(&headers_len.to_le_bytes());
+        self.push_headers(headers);
         self.finish_record(start, timestamp_ms);
     }
 
@@ -172,6 +163,21 @@ impl BatchBuilder {
             None => self.buf.extend_from_slice(&u32::MAX.to_le_bytes()),
         }
         start
+    }
+
+    /// Writes a record's headers: their total length, then (u32 length,
+    /// bytes) name and value pairs.
+    fn push_headers<'h>(&mut self, headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) {
+        let headers_at = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; 4]);
+        for (name, val) in headers {
+            self.buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(name);
+            self.buf.extend_from_slice(&(val.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(val);
+        }
+        let headers_len = (self.buf.len() - headers_at - 4) as u32;
+        self.buf[headers_at..headers_at + 4].copy_from_slice(&headers_len.to_le_bytes());
     }
 
     /// Fills in the record's length and counts it.
@@ -208,16 +214,7 @@ impl BatchBuilder {
         debug_assert!(self.buf.len() >= value_at + 4);
         let value_len = (self.buf.len() - value_at - 4) as u32;
         self.buf[value_at..value_at + 4].copy_from_slice(&value_len.to_le_bytes());
-        let headers_at = self.buf.len();
-        self.buf.extend_from_slice(&[0u8; 4]);
-        for (name, val) in headers {
-            self.buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            self.buf.extend_from_slice(name);
-            self.buf.extend_from_slice(&(val.len() as u32).to_le_bytes());
-            self.buf.extend_from_slice(val);
-        }
-        let headers_len = (self.buf.len() - headers_at - 4) as u32;
-        self.buf[headers_at..headers_at + 4].copy_from_slice(&headers_len.to_le_bytes());
+        self.push_headers(headers);
         self.finish_record(start, timestamp_ms);
     }
 

@@ -87,18 +87,7 @@ async fn in_flight_bound(inner: Arc<dyn Store>) {
     };
     let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
     let host = SessionHost::start(store, keys, cfg, None).await.unwrap();
-    host.handle(
-        ctx(),
-        Request::CreateStream(switchboard_proto::wire::CreateStream {
-            name: "bp".into(),
-            partitions: Some(1),
-            retention_ms: None,
-            retention_bytes: None,
-            encrypt_keys: None,
-        }),
-    )
-    .await
-    .unwrap();
+    create(&host, "bp", 1, None).await;
     let Response::Allocated(a) = host
         .handle(
             ctx(),
@@ -206,18 +195,7 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
         )
         .await
         .unwrap();
-        host.handle(
-            ctx(),
-            Request::CreateStream(switchboard_proto::wire::CreateStream {
-                name: "k".into(),
-                partitions: Some(1),
-                retention_ms: None,
-                retention_bytes: None,
-                encrypt_keys: None,
-            }),
-        )
-        .await
-        .unwrap();
+        create(&host, "k", 1, None).await;
         host.handle(
             ctx(),
             Request::Publish {
@@ -424,18 +402,7 @@ async fn a_read_answer_names_what_retention_removed() {
     let host = SessionHost::start(store.clone(), keys, HostConfig::default(), None)
         .await
         .unwrap();
-    host.handle(
-        ctx(),
-        Request::CreateStream(switchboard_proto::wire::CreateStream {
-            name: "r".into(),
-            partitions: Some(1),
-            retention_ms: None,
-            retention_bytes: Some(2000),
-            encrypt_keys: None,
-        }),
-    )
-    .await
-    .unwrap();
+    create(&host, "r", 1, Some(2000)).await;
     let Response::Allocated(a) = host
         .handle(
             ctx(),
@@ -511,18 +478,7 @@ async fn large_writes_and_publishes_answer_as_small_ones() {
     let host = SessionHost::start(store.clone(), keys, HostConfig::default(), None)
         .await
         .unwrap();
-    host.handle(
-        ctx(),
-        Request::CreateStream(switchboard_proto::wire::CreateStream {
-            name: "big".into(),
-            partitions: Some(3),
-            retention_ms: None,
-            retention_bytes: None,
-            encrypt_keys: None,
-        }),
-    )
-    .await
-    .unwrap();
+    create(&host, "big", 3, None).await;
     let Response::Allocated(a) = host
         .handle(
             ctx(),
@@ -625,18 +581,7 @@ async fn a_newer_session_of_a_producer_fences_the_older() {
         let host = SessionHost::start(store.clone(), keys, HostConfig::default(), None)
             .await
             .unwrap();
-        host.handle(
-            ctx(),
-            Request::CreateStream(switchboard_proto::wire::CreateStream {
-                name: "f".into(),
-                partitions: Some(2),
-                retention_ms: None,
-                retention_bytes: None,
-                encrypt_keys: None,
-            }),
-        )
-        .await
-        .unwrap();
+        create(&host, "f", 2, None).await;
         let alloc = || {
             host.handle(
                 ctx(),
@@ -698,4 +643,25 @@ async fn a_newer_session_of_a_producer_fences_the_older() {
             "block 1 of the old, block 2 of the new"
         );
     }
+}
+
+/// Creates a stream through `host`.
+async fn create(
+    host: &switchboard_session::SessionHost,
+    name: &str,
+    partitions: u32,
+    retention_bytes: Option<u64>,
+) {
+    host.handle(
+        ctx(),
+        switchboard_rpc::Request::CreateStream(switchboard_proto::wire::CreateStream {
+            name: name.into(),
+            partitions: Some(partitions),
+            retention_ms: None,
+            retention_bytes,
+            encrypt_keys: None,
+        }),
+    )
+    .await
+    .unwrap();
 }

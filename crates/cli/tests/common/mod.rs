@@ -314,3 +314,17 @@ pub async fn read_all(c: &Client, stream: &str) -> Vec<switchboard_client::wire:
     r.close().await.unwrap();
     out
 }
+
+/// Copies a directory tree (a data directory, a fixture).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
