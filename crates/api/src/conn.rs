@@ -105,11 +105,6 @@ impl<T> Guarded<T> {
         }
     }
 
-    /// The inner connection.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
     fn deadline(&self) -> Instant {
         let idle = self.last_io + self.limits.idle_timeout;
         match self.phase {

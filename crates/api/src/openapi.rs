@@ -330,7 +330,7 @@ fn schemas() -> Value {
         "AllocateReader": { "type": "object", "additionalProperties": false, "required": ["stream", "mode"], "properties": {
             "stream": stream_name(), "mode": { "const": "read" },
             "cursor": { "type": ["string", "null"], "minLength": 1,
-                "description": "a cursor this server minted, earliest or latest (null or absent: latest); one it did not mint is bad_cursor" },
+                "description": "a cursor this server minted, earliest, latest, or at:<RFC 3339 time> (each partition from its first event at or after that time; a malformed time is bad_request); null or absent: latest. A cursor it did not mint, of an earlier stream of the same name, or past a partition's end is bad_cursor" },
             "partitions": { "type": ["array", "null"], "items": { "type": "integer", "minimum": 0, "maximum": limits::MAX_PARTITIONS - 1 },
                 "minItems": 1, "uniqueItems": true, "description": "only these partitions, each below the stream's count (null or absent: all)" },
             "producer": { "type": "null", "description": "writers only" } } },

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use switchboard_client::wire::{CreateStream, Event};
+use switchboard_client::wire::Event;
 use switchboard_client::{Writer, WriterOptions};
 use switchboard_proto::ErrorCode;
 
@@ -16,15 +16,7 @@ async fn a_block_that_cannot_be_stored_ends_with_its_error() {
     let d = tempfile::tempdir().unwrap();
     let s = Server::start(&d.path().join("data"), &[]);
     let c = s.client();
-    c.create_stream(&CreateStream {
-        name: "poison".into(),
-        partitions: Some(2),
-        retention_ms: None,
-        retention_bytes: None,
-        encrypt_keys: None,
-    })
-    .await
-    .unwrap();
+    common::create_stream(&c, "poison", 2).await;
     let opts = WriterOptions {
         producer: Some("p".into()),
         ..WriterOptions::default()

@@ -11,15 +11,7 @@ use switchboard_client::wire::{CreateStream, Event};
 use switchboard_client::{Client, Writer, WriterOptions};
 
 async fn create(c: &Client, name: &str) {
-    c.create_stream(&CreateStream {
-        name: name.into(),
-        partitions: Some(2),
-        retention_ms: None,
-        retention_bytes: None,
-        encrypt_keys: None,
-    })
-    .await
-    .unwrap();
+    common::create_stream(c, name, 2).await;
 }
 
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {

@@ -170,12 +170,7 @@ impl BatchBuilder {
     fn push_headers<'h>(&mut self, headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) {
         let headers_at = self.buf.len();
         self.buf.extend_from_slice(&[0u8; 4]);
-        for (name, val) in headers {
-            self.buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            self.buf.extend_from_slice(name);
-            self.buf.extend_from_slice(&(val.len() as u32).to_le_bytes());
-            self.buf.extend_from_slice(val);
-        }
+        put_headers(&mut self.buf, headers);
         let headers_len = (self.buf.len() - headers_at - 4) as u32;
         self.buf[headers_at..headers_at + 4].copy_from_slice(&headers_len.to_le_bytes());
     }
@@ -505,6 +500,17 @@ impl Record {
     }
 }
 
+/// Appends `headers` in their encoded form: (u32 length, bytes) name and
+/// value pairs.
+fn put_headers<'h>(buf: &mut Vec<u8>, headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) {
+    for (name, val) in headers {
+        buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(&(val.len() as u32).to_le_bytes());
+        buf.extend_from_slice(val);
+    }
+}
+
 /// A record's headers in their encoded form: (u32 length, bytes) name and
 /// value pairs, already validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -515,6 +521,13 @@ impl Headers {
     /// pairs, the form [`BatchBuilder::push`] writes); `None` if malformed.
     pub fn from_encoded(b: Bytes) -> Option<Headers> {
         valid_headers(&b).then_some(Headers(b))
+    }
+
+    /// Encodes `pairs`.
+    pub fn encode<'h>(pairs: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> Headers {
+        let mut buf = Vec::new();
+        put_headers(&mut buf, pairs);
+        Headers(Bytes::from(buf))
     }
 
     /// The encoded form.

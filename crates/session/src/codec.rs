@@ -15,7 +15,7 @@ use switchboard_proto::wire::limits::{
     MAX_EVENTS_PER_BLOCK, MAX_HEADERS, MAX_HEADER_NAME_BYTES, MAX_KEY_BYTES, RESERVED_HEADER_PREFIX,
 };
 use switchboard_proto::wire::EventIn;
-use switchboard_store::{Block, BlockProducer, Headers, Record};
+use switchboard_store::{Block, BlockProducer, Record};
 
 use crate::crypto::Sealer;
 use crate::error::{Result, SessionError};
@@ -271,11 +271,6 @@ pub fn rendered_max(form: Form, r: &Record) -> usize {
         Form::Bytes => r.value.len().div_ceil(3) * 4,
     };
     160 + value + r.key.as_ref().map_or(0, |k| k.len() + 8) + r.headers.encoded().len() * 2
-}
-
-/// Headers from their encoded form inside a sealed payload.
-pub fn headers_from(b: bytes::Bytes) -> Option<Headers> {
-    Headers::from_encoded(b)
 }
 
 fn write_b64(out: &mut Vec<u8>, raw: &[u8]) {

@@ -397,13 +397,12 @@ impl SessionHost {
         };
         let unkeyed = rand::random::<u32>() % settings.partitions;
         let sealer = self.sealer(&stream).await?;
-        let encode = {
-            let (stream, body, sealer) = (stream.clone(), body.clone(), sealer.clone());
-            move || -> Result<crate::codec::EncodedBlock> {
-                let req: PublishIn<'_> = crate::codec::parse_body(&body, "publish", r#"{"events": [...]}"#)?;
-                let seal = sealer.as_deref().map(|sealer| crate::codec::Seal {
+        let encode =
+            move |stream: &str, body: &[u8], sealer: Option<&Sealer>| -> Result<crate::codec::EncodedBlock> {
+                let req: PublishIn<'_> = crate::codec::parse_body(body, "publish", r#"{"events": [...]}"#)?;
+                let seal = sealer.map(|sealer| crate::codec::Seal {
                     sealer,
-                    stream: &stream,
+                    stream,
                     encrypt_keys: settings.encrypt_keys,
                 });
                 crate::codec::encode_events(
@@ -414,13 +413,13 @@ impl SessionHost {
                     None,
                     seal.as_ref(),
                 )
-            }
-        };
+            };
         // a large body is parsed and sealed off the runtime's threads
         let enc = if body.len() < 1 << 20 {
-            encode()?
+            encode(&stream, &body, sealer.as_deref())?
         } else {
-            tokio::task::spawn_blocking(encode)
+            let (stream, body, sealer) = (stream.clone(), body.clone(), sealer.clone());
+            tokio::task::spawn_blocking(move || encode(&stream, &body, sealer.as_deref()))
                 .await
                 .map_err(|e| SessionError::Internal(format!("publish task failed: {e}")))??
         };

@@ -393,21 +393,20 @@ async fn take_in(
     let mut pass: Vec<(usize, Form, Record)> = Vec::with_capacity(f.records.len());
     let Some(c) = crypto else {
         // nothing to open: each record's form is in its headers
-        for (p, mut r) in f.records {
-            if let Some(id) = crate::record::sealed_key_id(&r, legacy) {
-                // never hand out ciphertext as if it were the event
-                let e = SessionError::from(crate::crypto::CryptoError::DataKey {
-                    id,
-                    reason: "the record is encrypted and this server runs without encryption".into(),
-                });
-                tracing::error!(%stream, partition = p, error = %e, "cannot open stored events");
-                ra.buf.lock().error = Some(e);
-                ra.data.notify_waiters();
-                return false;
-            }
-            if let Ok(idx) = parts.binary_search(&p) {
-                let form = crate::record::plain_form(&mut r, legacy);
-                pass.push((idx, form, r));
+        for (p, r) in f.records {
+            match crate::crypto::open_plain(r, legacy) {
+                Ok((form, r)) => {
+                    if let Ok(idx) = parts.binary_search(&p) {
+                        pass.push((idx, form, r));
+                    }
+                }
+                Err(e) => {
+                    let e = SessionError::from(e);
+                    tracing::error!(%stream, partition = p, error = %e, "cannot open stored events");
+                    ra.buf.lock().error = Some(e);
+                    ra.data.notify_waiters();
+                    return false;
+                }
             }
         }
         push_pass(ra, gaps, pass);

@@ -72,7 +72,7 @@ async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() 
 }
 
 async fn in_flight_bound(inner: Arc<dyn Store>) {
-    use switchboard_proto::wire::{Allocate, BlockStatus, Commit, Mode};
+    use switchboard_proto::wire::{BlockStatus, Commit, Mode};
     use switchboard_rpc::{Call, Request, Response};
     use switchboard_session::{HostConfig, SessionError, SessionHost};
 
@@ -88,22 +88,7 @@ async fn in_flight_bound(inner: Arc<dyn Store>) {
     let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
     let host = SessionHost::start(store, keys, cfg, None).await.unwrap();
     create(&host, "bp", 1, None).await;
-    let Response::Allocated(a) = host
-        .handle(
-            ctx(),
-            Request::Allocate(Allocate {
-                stream: "bp".into(),
-                mode: Mode::Write,
-                cursor: None,
-                partitions: None,
-                producer: None,
-            }),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("not allocated")
-    };
+    let a = allocate(&host, "bp", Mode::Write, None, None).await;
     let call = |call: Call| {
         host.handle(
             ctx(),
@@ -159,8 +144,8 @@ async fn in_flight_bound(inner: Arc<dyn Store>) {
 
 #[tokio::test]
 async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
-    use switchboard_proto::wire::{Allocate, Mode, Read};
-    use switchboard_rpc::{Call, Request, Response};
+    use switchboard_proto::wire::{Mode, Read};
+    use switchboard_rpc::{Call, Request};
     use switchboard_session::crypto::{Crypto, CryptoConfig, MasterSource};
     use switchboard_session::{HostConfig, SessionError, SessionHost};
 
@@ -223,22 +208,7 @@ async fn records_without_their_key_are_an_error_naming_it_never_garbage() {
     )
     .await
     .unwrap();
-    let Response::Allocated(a) = host
-        .handle(
-            ctx(),
-            Request::Allocate(Allocate {
-                stream: "k".into(),
-                mode: Mode::Read,
-                cursor: Some("earliest".into()),
-                partitions: None,
-                producer: None,
-            }),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let a = allocate(&host, "k", Mode::Read, Some("earliest"), None).await;
     let read = Call::Read(Read {
         max_events: None,
         max_bytes: None,
@@ -273,7 +243,7 @@ fn ctx() -> switchboard_rpc::Context {
 /// and each node seals with data keys of its own.
 #[tokio::test]
 async fn any_node_with_the_master_key_opens_what_another_sealed() {
-    use switchboard_proto::wire::{Allocate, Mode, Read, ReadAnswer};
+    use switchboard_proto::wire::{Mode, Read, ReadAnswer};
     use switchboard_rpc::{Call, Request, Response};
     use switchboard_session::crypto::{Crypto, CryptoConfig, MasterSource};
     use switchboard_session::{HostConfig, SessionHost};
@@ -338,22 +308,7 @@ async fn any_node_with_the_master_key_opens_what_another_sealed() {
     assert_ne!(a, b, "each node seals with its own data key");
     // a reader on each node sees both nodes' events
     for h in &hosts {
-        let Response::Allocated(al) = h
-            .handle(
-                ctx(),
-                Request::Allocate(Allocate {
-                    stream: "shared".into(),
-                    mode: Mode::Read,
-                    cursor: Some("earliest".into()),
-                    partitions: None,
-                    producer: None,
-                }),
-            )
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
+        let al = allocate(h, "shared", Mode::Read, Some("earliest"), None).await;
         let read = Call::Read(Read {
             max_events: None,
             max_bytes: None,
@@ -393,7 +348,7 @@ async fn any_node_with_the_master_key_opens_what_another_sealed() {
 /// exactly, the cursor moves past it, and reading goes on.
 #[tokio::test]
 async fn a_read_answer_names_what_retention_removed() {
-    use switchboard_proto::wire::{Ack, Allocate, Mode, Read, ReadAnswer};
+    use switchboard_proto::wire::{Ack, Mode, Read, ReadAnswer};
     use switchboard_rpc::{Call, Request, Response};
     use switchboard_session::{HostConfig, SessionHost};
 
@@ -403,22 +358,7 @@ async fn a_read_answer_names_what_retention_removed() {
         .await
         .unwrap();
     create(&host, "r", 1, Some(2000)).await;
-    let Response::Allocated(a) = host
-        .handle(
-            ctx(),
-            Request::Allocate(Allocate {
-                stream: "r".into(),
-                mode: Mode::Read,
-                cursor: Some("earliest".into()),
-                partitions: None,
-                producer: None,
-            }),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let a = allocate(&host, "r", Mode::Read, Some("earliest"), None).await;
     let events: Vec<String> = (0..40).map(|i| format!(r#"{{"value":"{i:0>90}"}}"#)).collect();
     let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
     host.handle(
@@ -469,7 +409,7 @@ async fn a_read_answer_names_what_retention_removed() {
 /// refused, and nothing staged by a refused write.
 #[tokio::test]
 async fn large_writes_and_publishes_answer_as_small_ones() {
-    use switchboard_proto::wire::{Allocate, Commit, Mode};
+    use switchboard_proto::wire::{Commit, Mode};
     use switchboard_rpc::{Call, Request, Response};
     use switchboard_session::{HostConfig, SessionError, SessionHost};
 
@@ -479,22 +419,7 @@ async fn large_writes_and_publishes_answer_as_small_ones() {
         .await
         .unwrap();
     create(&host, "big", 3, None).await;
-    let Response::Allocated(a) = host
-        .handle(
-            ctx(),
-            Request::Allocate(Allocate {
-                stream: "big".into(),
-                mode: Mode::Write,
-                cursor: None,
-                partitions: None,
-                producer: Some("p".into()),
-            }),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let a = allocate(&host, "big", Mode::Write, None, Some("p")).await;
     let call = |call: Call| {
         host.handle(
             ctx(),
@@ -664,4 +589,31 @@ async fn create(
     )
     .await
     .unwrap();
+}
+
+/// Allocates a session through `host`.
+async fn allocate(
+    host: &switchboard_session::SessionHost,
+    stream: &str,
+    mode: switchboard_proto::wire::Mode,
+    cursor: Option<&str>,
+    producer: Option<&str>,
+) -> switchboard_proto::wire::Allocated {
+    let r = host
+        .handle(
+            ctx(),
+            switchboard_rpc::Request::Allocate(switchboard_proto::wire::Allocate {
+                stream: stream.into(),
+                mode,
+                cursor: cursor.map(str::to_string),
+                partitions: None,
+                producer: producer.map(str::to_string),
+            }),
+        )
+        .await
+        .unwrap();
+    match r {
+        switchboard_rpc::Response::Allocated(a) => a,
+        other => panic!("not allocated: {other:?}"),
+    }
 }

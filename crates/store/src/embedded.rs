@@ -85,7 +85,7 @@ fn record_of(r: switchboard_log::Record) -> Record {
         key: r.key,
         value: r.value,
         // the log validated them, and encodes them as the store does
-        headers: Headers::trusted(r.headers.into_bytes()),
+        headers: Headers::from_log(r.headers),
     }
 }
 

@@ -28,51 +28,43 @@ pub struct Record {
 impl Record {
     /// Payload size: key, value and headers.
     pub fn payload_len(&self) -> usize {
-        self.key.as_ref().map_or(0, |k| k.len()) + self.value.len() + self.headers.0.len()
+        self.key.as_ref().map_or(0, |k| k.len()) + self.value.len() + self.headers.encoded().len()
     }
 }
 
 /// A record's headers in their encoded form: (u32 LE length, bytes) name
-/// and value pairs, in the order they were written.
+/// and value pairs, in the order they were written. (The encoding is the
+/// embedded log's, so its records' headers are taken as they are.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Bytes);
+pub struct Headers(switchboard_log::Headers);
+
+/// Iterator over [`Headers`]: (name, value) pairs.
+pub type HeaderIter<'a> = switchboard_log::HeaderIter<'a>;
 
 impl Headers {
     /// Headers from their encoded form; `None` if malformed.
     pub fn from_encoded(b: Bytes) -> Option<Headers> {
-        let mut rest = &b[..];
-        while !rest.is_empty() {
-            take(&mut rest)?;
-            take(&mut rest)?;
-        }
-        Some(Headers(b))
-    }
-
-    /// Headers already checked (by the log, or written by [`Records`]).
-    pub(crate) fn trusted(b: Bytes) -> Headers {
-        Headers(b)
+        switchboard_log::Headers::from_encoded(b).map(Headers)
     }
 
     /// Encodes `pairs`.
     pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Headers {
-        let mut out = Vec::new();
-        for (n, v) in pairs {
-            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
-            out.extend_from_slice(n);
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v);
-        }
-        Headers(Bytes::from(out))
+        Headers(switchboard_log::Headers::encode(pairs))
+    }
+
+    /// Headers of a record read from the embedded log.
+    pub(crate) fn from_log(h: switchboard_log::Headers) -> Headers {
+        Headers(h)
     }
 
     /// The encoded form.
-    pub fn encoded(&self) -> &Bytes {
-        &self.0
+    pub fn encoded(&self) -> &[u8] {
+        self.0.encoded()
     }
 
     /// (name, value) pairs in order.
     pub fn iter(&self) -> HeaderIter<'_> {
-        HeaderIter { rest: &self.0 }
+        self.0.iter()
     }
 
     /// The first value of header `name`.
@@ -83,32 +75,6 @@ impl Headers {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-}
-
-fn take<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let len = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
-    let v = b.get(4..4usize.checked_add(len)?)?;
-    *b = &b[4 + len..];
-    Some(v)
-}
-
-/// Iterator over [`Headers`].
-#[derive(Debug, Clone)]
-pub struct HeaderIter<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for HeaderIter<'a> {
-    type Item = (&'a [u8], &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let n = take(&mut self.rest)?;
-        let v = take(&mut self.rest)?;
-        Some((n, v))
     }
 }
 
@@ -217,7 +183,8 @@ impl Records {
                 timestamp_ms: ts,
                 key: k.map(|k| buf.slice(k)),
                 value: buf.slice(v),
-                headers: Headers::trusted(buf.slice(h)),
+                // the builder wrote them: they are well formed
+                headers: Headers::from_encoded(buf.slice(h)).unwrap_or_default(),
             })
             .collect()
     }

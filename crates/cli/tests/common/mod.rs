@@ -328,3 +328,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Creates a stream with default settings and `partitions` partitions.
+pub async fn create_stream(c: &Client, name: &str, partitions: u32) {
+    c.create_stream(&switchboard_client::wire::CreateStream {
+        name: name.into(),
+        partitions: Some(partitions),
+        retention_ms: None,
+        retention_bytes: None,
+        encrypt_keys: None,
+    })
+    .await
+    .unwrap();
+}

@@ -218,12 +218,22 @@ impl Crypto {
         records: Vec<Record>,
         legacy: bool,
     ) -> Result<Vec<(Form, Record)>, CryptoError> {
+        // the keys these records name, looked up once (a handful per call)
+        let mut keys: Vec<(u64, Arc<RecordKey>)> = Vec::new();
+        {
+            let st = self.state.lock();
+            for id in records.iter().filter_map(|r| sealed_key_id(r, legacy)) {
+                if !keys.iter().any(|k| k.0 == id) {
+                    if let Some(c) = st.openers.get(&id) {
+                        keys.push((id, c.clone()));
+                    }
+                }
+            }
+        }
         let key_of = |id: u64| {
-            self.state
-                .lock()
-                .openers
-                .get(&id)
-                .cloned()
+            keys.iter()
+                .find(|k| k.0 == id)
+                .map(|k| k.1.clone())
                 .ok_or_else(|| CryptoError::DataKey {
                     id,
                     reason: "not loaded".into(),
@@ -245,16 +255,19 @@ pub fn open_records(
 ) -> Result<Vec<(Form, Record)>, CryptoError> {
     match crypto {
         Some(c) => c.open_records(stream, partition, records, legacy),
-        None => records
-            .into_iter()
-            .map(|mut r| match sealed_key_id(&r, legacy) {
-                Some(id) => Err(CryptoError::DataKey {
-                    id,
-                    reason: "the record is encrypted and this server runs without encryption".into(),
-                }),
-                None => Ok((plain_form(&mut r, legacy), r)),
-            })
-            .collect(),
+        None => records.into_iter().map(|r| open_plain(r, legacy)).collect(),
+    }
+}
+
+/// A record as written, on a node without encryption: its value form, or
+/// an error if it is sealed (never ciphertext handed out as the event).
+pub fn open_plain(mut r: Record, legacy: bool) -> Result<(Form, Record), CryptoError> {
+    match sealed_key_id(&r, legacy) {
+        Some(id) => Err(CryptoError::DataKey {
+            id,
+            reason: "the record is encrypted and this server runs without encryption".into(),
+        }),
+        None => Ok((plain_form(&mut r, legacy), r)),
     }
 }
 
