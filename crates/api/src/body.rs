@@ -10,6 +10,7 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 use switchboard_proto::wire::limits::MAX_BODY_BYTES;
 use switchboard_proto::ErrorCode;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
@@ -24,13 +25,64 @@ fn too_large() -> ApiError {
     )
 }
 
-/// Reads the raw body (as sent), at most the body limit. A body announced
-/// as larger is refused before any of it is read.
+/// The request bodies this tier holds at once, in bytes: every body
+/// claims its size (as announced, or as it arrives) before it is read, and
+/// keeps the claim until its request is answered. When the budget is spent
+/// a request answers `backpressure`, so that many slow large bodies cannot
+/// take the node's memory.
+#[derive(Debug, Clone)]
+pub struct BodyBudget(std::sync::Arc<Semaphore>);
+
+/// A body's claim on the [`BodyBudget`], given back when it drops.
+#[derive(Debug, Default)]
+pub struct BodyClaim(Option<OwnedSemaphorePermit>);
+
+impl BodyBudget {
+    /// A budget of `bytes` (counted in KiB).
+    pub fn new(bytes: usize) -> BodyBudget {
+        BodyBudget(std::sync::Arc::new(Semaphore::new(
+            bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS),
+        )))
+    }
+
+    /// Adds `bytes` to `claim`, or refuses with `backpressure`.
+    pub fn claim(&self, claim: &mut BodyClaim, bytes: usize) -> Result<(), ApiError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        if kib == 0 {
+            return Ok(());
+        }
+        match self.0.clone().try_acquire_many_owned(kib) {
+            Ok(p) => {
+                match &mut claim.0 {
+                    Some(held) => held.merge(p),
+                    None => claim.0 = Some(p),
+                }
+                Ok(())
+            }
+            Err(_) => {
+                metrics::counter!("switchboard_backpressure_total", "reason" => "request_bodies")
+                    .increment(1);
+                Err(ApiError {
+                    retry_after_ms: Some(200),
+                    ..ApiError::new(
+                        ErrorCode::Backpressure,
+                        "the server holds as many request bodies as it may: retry shortly",
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Reads the raw body (as sent), at most the body limit, claiming its
+/// bytes from `budget` before they are read. A body announced as larger
+/// than the limit is refused before any of it is read.
 pub async fn read_raw(
     headers: &HeaderMap,
     body: Body,
     timeout: std::time::Duration,
-) -> Result<Bytes, ApiError> {
+    budget: &BodyBudget,
+) -> Result<(Bytes, BodyClaim), ApiError> {
     let announced = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -38,22 +90,47 @@ pub async fn read_raw(
     if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await;
-    let Ok(read) = read else {
-        metrics::counter!("switchboard_connections_timed_out_total", "reason" => "body").increment(1);
-        return Err(ApiError::bad(format!(
-            "the request body did not arrive within {} s",
-            timeout.as_secs()
-        )));
-    };
-    read.map_err(|e| {
-        let inner = e.into_inner();
-        if inner.is::<http_body_util::LengthLimitError>() {
-            too_large()
-        } else {
-            ApiError::bad(format!("could not read the request body: {inner}"))
+    let mut claim = BodyClaim::default();
+    let announced = announced.map_or(0, |n| n as usize);
+    budget.claim(&mut claim, announced)?;
+    let read = async {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let mut buf = bytes::BytesMut::new();
+        let mut first: Option<Bytes> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::bad(format!("could not read the request body: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            let len = first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len();
+            if len > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            if len > announced {
+                budget.claim(&mut claim, len - announced.max(len - data.len()))?;
+            }
+            // one chunk is kept as it came; only a second one is copied
+            match first.take() {
+                None if buf.is_empty() => first = Some(data),
+                None => buf.extend_from_slice(&data),
+                Some(f) => {
+                    buf.reserve(announced.max(len));
+                    buf.extend_from_slice(&f);
+                    buf.extend_from_slice(&data);
+                }
+            }
         }
-    })
+        Ok(first.unwrap_or_else(|| buf.freeze()))
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(read) => Ok((read?, claim)),
+        Err(_) => {
+            metrics::counter!("switchboard_connections_timed_out_total", "reason" => "body").increment(1);
+            Err(ApiError::bad(format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            )))
+        }
+    }
 }
 
 /// Decodes `raw` per `Content-Encoding`.

@@ -37,6 +37,11 @@ pub const IDLE_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 31_000..=3_600_
 pub const BODY_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 /// Allowed connection caps.
 pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+/// Allowed `max_handshakes`.
+pub const MAX_HANDSHAKES_RANGE: std::ops::RangeInclusive<u64> = 1..=100_000;
+/// Allowed `body_buffer_bytes`: at least one largest body, at most 1 TiB.
+pub const BODY_BUFFER_BYTES_RANGE: std::ops::RangeInclusive<u64> =
+    switchboard_proto::wire::limits::MAX_BODY_BYTES as u64..=1 << 40;
 
 /// Bounds on the listener's connections.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +54,13 @@ pub struct ConnLimits {
     pub body_timeout: Duration,
     /// Most open connections.
     pub max_connections: usize,
+    /// Most TLS handshakes in progress; more wait (within the header
+    /// timeout) for their turn.
+    pub max_handshakes: usize,
+    /// Most concurrent requests on one HTTP/2 connection.
+    pub max_streams: u32,
+    /// Most bytes of request bodies held at once, node-wide.
+    pub body_buffer_bytes: usize,
 }
 
 impl Default for ConnLimits {
@@ -58,6 +70,9 @@ impl Default for ConnLimits {
             idle_timeout: Duration::from_secs(120),
             body_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            max_handshakes: 256,
+            max_streams: 128,
+            body_buffer_bytes: 256 << 20,
         }
     }
 }
@@ -301,6 +316,7 @@ mod tests {
             idle_timeout: Duration::from_millis(500),
             body_timeout: Duration::from_secs(1),
             max_connections: 2,
+            ..ConnLimits::default()
         }
     }
 

@@ -65,6 +65,7 @@ struct Inner {
     next_request: std::sync::atomic::AtomicU64,
     draining: AtomicBool,
     limits: ConnLimits,
+    bodies: body::BodyBudget,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The node's effective configuration, secrets redacted.
     config: Bytes,
@@ -88,6 +89,7 @@ impl ApiState {
                 next_request: std::sync::atomic::AtomicU64::new(1),
                 draining: AtomicBool::new(false),
                 limits: ConnLimits::default(),
+                bodies: body::BodyBudget::new(ConnLimits::default().body_buffer_bytes),
                 metrics,
                 config: Bytes::from_static(b"{}"),
             }),
@@ -119,6 +121,7 @@ impl ApiState {
     pub fn with_limits(mut self, limits: ConnLimits) -> Result<ApiState, String> {
         let inner = Arc::get_mut(&mut self.inner).ok_or("state already shared")?;
         inner.limits = limits;
+        inner.bodies = body::BodyBudget::new(limits.body_buffer_bytes);
         Ok(self)
     }
 
@@ -313,7 +316,12 @@ pub async fn run_tls(
 ) -> std::io::Result<()> {
     let limits = state.inner.limits;
     let gate = conn::Gate::new(limits.max_connections);
-    let listener = tokio::sync::Mutex::new(tls::TlsListener::new(listener, config, gate)?);
+    let listener = tokio::sync::Mutex::new(tls::TlsListener::new(
+        listener,
+        config,
+        gate,
+        limits.max_handshakes,
+    )?);
     let app = app(state).layer(axum::middleware::from_fn(client_cert));
     let accept = || async {
         let (io, slot, peer) = listener.lock().await.accept().await;
@@ -340,7 +348,9 @@ where
     use hyper_util::server::conn::auto::Builder;
     use tower::ServiceExt;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // an HTTP/2 connection's requests share its place under the caps
+    builder.http2().max_concurrent_streams(limits.max_streams);
     tokio::pin!(shutdown);
     loop {
         let (io, slot, peer) = tokio::select! {
@@ -568,9 +578,20 @@ fn reply(r: Reply) -> Response {
 }
 
 /// Reads and decodes the body of an authenticated call.
-async fn read_body(s: &ApiState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let raw = body::read_raw(headers, body, s.inner.limits.body_timeout).await?;
-    body::decode(headers, raw).await
+/// The claim on the body budget is held until the request is answered.
+async fn read_body(
+    s: &ApiState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, body::BodyClaim), ApiError> {
+    let (raw, mut claim) =
+        body::read_raw(headers, body, s.inner.limits.body_timeout, &s.inner.bodies).await?;
+    let raw_len = raw.len();
+    let decoded = body::decode(headers, raw).await?;
+    s.inner
+        .bodies
+        .claim(&mut claim, decoded.len().saturating_sub(raw_len))?;
+    Ok((decoded, claim))
 }
 
 async fn create_stream(
@@ -579,7 +600,7 @@ async fn create_stream(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = s.identity(&headers).await?;
-    let b = read_body(&s, &headers, body).await?;
+    let (b, _claim) = read_body(&s, &headers, body).await?;
     let req: CreateStream = body::json(&b, false)?;
     require(&id, Action::Admin, &req.name)?;
     Ok(reply(s.route(&id.subject, Request::CreateStream(req)).await?))
@@ -658,7 +679,7 @@ async fn publish(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = s.allowed(&headers, Action::Write, &name).await?;
-    let b = read_body(&s, &headers, body).await?;
+    let (b, _claim) = read_body(&s, &headers, body).await?;
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
@@ -682,7 +703,7 @@ async fn publish(
 
 async fn allocate(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let id = s.identity(&headers).await?;
-    let b = read_body(&s, &headers, body).await?;
+    let (b, _claim) = read_body(&s, &headers, body).await?;
     let req: Allocate = body::json(&b, false)?;
     check_stream_name(&req.stream)?;
     let action = match req.mode {
@@ -694,7 +715,7 @@ async fn allocate(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> 
 }
 
 /// Checks token and signature of a session call; returns the caller's
-/// subject and the decoded body.
+/// subject and the decoded body, with its claim on the body budget.
 async fn signed(
     s: &ApiState,
     id: &str,
@@ -702,9 +723,10 @@ async fn signed(
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(String, Bytes), ApiError> {
+) -> Result<(String, Bytes, body::BodyClaim), ApiError> {
     let caller = s.identity(headers).await?.subject;
-    let raw = body::read_raw(headers, body, s.inner.limits.body_timeout).await?;
+    let (raw, mut claim) =
+        body::read_raw(headers, body, s.inner.limits.body_timeout, &s.inner.bodies).await?;
     let mut sigs = headers.get_all(signing::HEADER).iter();
     let sig = sigs
         .next()
@@ -754,7 +776,12 @@ async fn signed(
             .await
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("signature task failed: {e}")))??;
     }
-    Ok((caller, body::decode(headers, raw).await?))
+    let raw_len = raw.len();
+    let decoded = body::decode(headers, raw).await?;
+    s.inner
+        .bodies
+        .claim(&mut claim, decoded.len().saturating_sub(raw_len))?;
+    Ok((caller, decoded, claim))
 }
 
 async fn session_call(s: &ApiState, id: String, caller: String, call: Call) -> Result<Response, ApiError> {
@@ -797,7 +824,8 @@ impl SessionReq {
     /// decoded body and routes it.
     async fn run(self, call: impl FnOnce(Bytes) -> Result<Call, ApiError>) -> Result<Response, ApiError> {
         let s = self.state;
-        let (caller, b) = signed(&s, &self.id, &self.method, &self.uri, &self.headers, self.body).await?;
+        let (caller, b, _claim) =
+            signed(&s, &self.id, &self.method, &self.uri, &self.headers, self.body).await?;
         let call = call(b)?;
         session_call(&s, self.id, caller, call).await
     }

@@ -175,8 +175,10 @@ impl TlsListener {
         tcp: TcpListener,
         config: Arc<rustls::ServerConfig>,
         gate: crate::conn::Gate,
+        max_handshakes: usize,
     ) -> std::io::Result<TlsListener> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
@@ -193,9 +195,15 @@ impl TlsListener {
                 }
                 let Some(slot) = gate.enter() else { continue };
                 let _ = sock.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let (acceptor, tx, handshakes) = (acceptor.clone(), tx.clone(), handshakes.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
+                    // a turn among the handshakes in progress, then the
+                    // handshake itself, all within the bound
+                    let handshake = async {
+                        let _turn = handshakes.acquire().await;
+                        acceptor.accept(sock).await
+                    };
+                    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
                         Ok(Ok(s)) => {
                             let _ = tx.send((s, slot)).await;
                         }

@@ -192,6 +192,15 @@ settings! {
         max_connections: value usize = 4096,
             flag max_connections [Option<usize>] (long, env = "SWITCHBOARD_MAX_CONNECTIONS"),
             range switchboard_api::conn::MAX_CONNECTIONS_RANGE;
+        /// Most TLS handshakes at once; more wait their turn [default: 256].
+        max_handshakes: value usize = 256,
+            flag max_handshakes [Option<usize>] (long, env = "SWITCHBOARD_MAX_HANDSHAKES"),
+            range switchboard_api::conn::MAX_HANDSHAKES_RANGE;
+        /// Most bytes of request bodies held at once; past it requests answer
+        /// `backpressure` [default: 268435456].
+        body_buffer_bytes: value usize = 256 << 20,
+            flag body_buffer_bytes [Option<usize>] (long, env = "SWITCHBOARD_BODY_BUFFER_BYTES"),
+            range switchboard_api::conn::BODY_BUFFER_BYTES_RANGE;
         /// Longest wait for a request's head, from its first byte, ms [default: 10000].
         header_timeout_ms: value u64 = 10_000,
             flag header_timeout_ms [Option<u64>] (long, env = "SWITCHBOARD_HEADER_TIMEOUT_MS"),
@@ -238,10 +247,18 @@ settings! {
         max_sessions: value usize = 10_000,
             flag max_sessions [Option<usize>] (long, env = "SWITCHBOARD_MAX_SESSIONS"),
             range switchboard_session::host::MAX_SESSIONS_RANGE;
-        /// Read-ahead bytes per reader [default: 4194304].
+        /// Most read-ahead bytes one reader buffers, within the node's memory
+        /// budget [default: 4194304].
         readahead_bytes: value usize = 4 << 20,
             flag readahead_bytes [Option<usize>] (long, env = "SWITCHBOARD_READAHEAD_BYTES"),
             range switchboard_session::host::READAHEAD_BYTES_RANGE;
+        /// The node's memory budget for read-ahead, pending batches and write
+        /// blocks, bytes [default: a quarter of the machine's memory (or
+        /// cgroup limit), 64 MiB to 2 GiB].
+        memory_budget: value u64 = switchboard_session::budget::default_budget(
+            switchboard_session::budget::machine_memory().unwrap_or(4 << 30)),
+            flag memory_budget [Option<u64>] (long, env = "SWITCHBOARD_MEMORY_BUDGET"),
+            range switchboard_session::host::MEMORY_BUDGET_RANGE;
         /// Blocks in flight per writer before backpressure [default: 16].
         max_blocks_in_flight: value usize = 16,
             flag max_blocks_in_flight [Option<usize>] (long, env = "SWITCHBOARD_MAX_BLOCKS_IN_FLIGHT"),

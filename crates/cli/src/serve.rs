@@ -278,11 +278,12 @@ async fn serve(s: Settings) -> Result<()> {
             lease_ms: s.config.session.lease_ms,
             max_sessions: s.config.session.max_sessions,
             readahead_bytes: s.config.session.readahead_bytes,
+            memory_budget: usize::try_from(s.config.session.memory_budget).unwrap_or(usize::MAX),
             max_blocks_in_flight: s.config.session.max_blocks_in_flight,
-            dispose_timeout: Duration::from_secs(10),
             idempotency_ttl_ms: s.config.session.idempotency_ttl_ms,
             // only the embedded log can hold records an older version wrote
             legacy_records: url.starts_with("file://"),
+            ..HostConfig::default()
         },
         crypto,
     )
@@ -301,6 +302,9 @@ async fn serve(s: Settings) -> Result<()> {
             idle_timeout: Duration::from_millis(s.config.http.idle_timeout_ms),
             body_timeout: Duration::from_millis(s.config.http.body_timeout_ms),
             max_connections: s.config.http.max_connections,
+            max_handshakes: s.config.http.max_handshakes,
+            body_buffer_bytes: s.config.http.body_buffer_bytes,
+            ..switchboard_api::ConnLimits::default()
         })
         .map_err(|e| anyhow::anyhow!("connection limits: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

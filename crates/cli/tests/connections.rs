@@ -111,3 +111,44 @@ async fn connections_past_the_cap_are_closed_at_once() {
     assert!(text.contains("switchboard_connections_open"));
     assert!(text.contains("switchboard_connections_timed_out_total"));
 }
+
+/// Slow large bodies claim the node's body budget as they are announced:
+/// past it, another request answers `backpressure` at once (JSON, with
+/// `Retry-After`, status 429) instead of taking more memory, and is served again once
+/// the budget is given back.
+#[tokio::test]
+async fn slow_large_bodies_cannot_take_the_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Server::start(&d.path().join("data"), &["--body-buffer-bytes", "16777216"]);
+    let head = |len: usize| {
+        format!(
+            "POST /v1/streams HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+            common::TOKEN
+        )
+    };
+    let mut slow = TcpStream::connect(&s.addr).await.unwrap();
+    slow.write_all(head(16 << 20).as_bytes()).await.unwrap();
+    slow.write_all(&[b' '; 1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut other = TcpStream::connect(&s.addr).await.unwrap();
+    other.write_all(head(20).as_bytes()).await.unwrap();
+    other.write_all(br#"{"name":"s"}        "#).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !got.ends_with(b"}}") {
+        let n = tokio::time::timeout(Duration::from_secs(2), other.read(&mut buf))
+            .await
+            .expect("answered at once")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&got).to_string();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer:?}");
+    assert!(answer.contains("\"backpressure\""), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after"), "{answer}");
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.client().list_streams().await.is_ok());
+    common::create_stream(&s.client(), "after", 1).await;
+}

@@ -15,6 +15,7 @@ use switchboard_proto::wire::{
 };
 use switchboard_store::{Store, StreamSettings};
 
+use crate::budget::{Kind, MemoryBudget};
 use crate::crypto::{Crypto, Sealer};
 use crate::cursor::CursorCodec;
 use crate::error::{Result, SessionError};
@@ -31,6 +32,8 @@ pub const LEASE_MS_RANGE: RangeInclusive<u64> = 1000..=3_600_000;
 pub const MAX_SESSIONS_RANGE: RangeInclusive<u64> = 1..=10_000_000;
 /// Allowed `readahead_bytes`.
 pub const READAHEAD_BYTES_RANGE: RangeInclusive<u64> = 64 * 1024..=1 << 30;
+/// Allowed `memory_budget`: 16 MiB to 1 TiB.
+pub const MEMORY_BUDGET_RANGE: RangeInclusive<u64> = 16 << 20..=1 << 40;
 /// Allowed `max_blocks_in_flight`.
 pub const MAX_BLOCKS_IN_FLIGHT_RANGE: RangeInclusive<u64> = 1..=1024;
 /// Allowed `idempotency_ttl_ms`: a minute to 30 days.
@@ -48,8 +51,13 @@ pub struct HostConfig {
     pub lease_ms: u64,
     /// Most open sessions on this node.
     pub max_sessions: usize,
-    /// Read-ahead buffer per reader, bytes.
+    /// Most read-ahead one reader buffers, bytes (its share of the budget).
     pub readahead_bytes: usize,
+    /// The node's memory budget, bytes: read-ahead, pending batches, staged
+    /// and in-flight blocks all draw on it.
+    pub memory_budget: usize,
+    /// A reader not read for this long gives its read-ahead back.
+    pub readahead_idle: Duration,
     /// Scheduled-but-not-durable blocks per writer before `backpressure`.
     pub max_blocks_in_flight: usize,
     /// How long a writer's dispose waits for its scheduled blocks.
@@ -69,6 +77,8 @@ impl Default for HostConfig {
             lease_ms: limits::LEASE_MS_DEFAULT,
             max_sessions: 10_000,
             readahead_bytes: 4 << 20,
+            memory_budget: 256 << 20,
+            readahead_idle: Duration::from_secs(5),
             max_blocks_in_flight: 16,
             dispose_timeout: Duration::from_secs(10),
             idempotency_ttl_ms: 24 * 3_600_000,
@@ -107,6 +117,7 @@ struct Inner {
     draining: AtomicBool,
     idem: Arc<Idempotency>,
     crypto: Option<Arc<Crypto>>,
+    budget: Arc<MemoryBudget>,
 }
 
 /// The backend tier of one node. Cheap to clone.
@@ -166,6 +177,7 @@ impl SessionHost {
                 cfg.node_id
             )));
         }
+        let cfg_budget = cfg.memory_budget;
         let idem = Arc::new(Idempotency::load(store.clone(), cfg.idempotency_ttl_ms, now_ms()).await?);
         let inner = Arc::new(Inner {
             codec: CursorCodec::new(keys.clone()),
@@ -177,12 +189,11 @@ impl SessionHost {
             draining: AtomicBool::new(false),
             idem,
             crypto,
+            budget: MemoryBudget::new(cfg_budget),
         });
         for mode in ["read", "write"] {
             metrics::gauge!("switchboard_sessions_open", "mode" => mode).set(0.0);
         }
-        metrics::gauge!("switchboard_readahead_bytes").set(0.0);
-        metrics::gauge!("switchboard_write_buffer_bytes").set(0.0);
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -208,6 +219,11 @@ impl SessionHost {
     /// Open sessions.
     pub fn session_count(&self) -> usize {
         self.inner.sessions.lock().len()
+    }
+
+    /// Bytes its sessions hold against the node's memory budget.
+    pub fn memory_used(&self) -> usize {
+        self.inner.budget.used()
     }
 
     /// Whether the host is draining.
@@ -395,6 +411,17 @@ impl SessionHost {
             }
             None => None,
         };
+        let _held = self
+            .inner
+            .budget
+            .try_take(Kind::Write, body.len())
+            .ok_or_else(|| {
+                metrics::counter!("switchboard_backpressure_total", "reason" => "memory").increment(1);
+                SessionError::Backpressure {
+                    reason: "the node's memory budget is spent".into(),
+                    retry_after_ms: 100,
+                }
+            })?;
         let unkeyed = rand::random::<u32>() % settings.partitions;
         let sealer = self.sealer(&stream).await?;
         let encode =
@@ -485,7 +512,8 @@ impl SessionHost {
                         incarnation,
                         positions,
                     },
-                    self.inner.cfg.readahead_bytes,
+                    (self.inner.cfg.readahead_bytes, self.inner.cfg.readahead_idle),
+                    &self.inner.budget,
                     self.inner.cfg.legacy_records,
                 );
                 let c = r.cursor().to_string();
@@ -516,6 +544,7 @@ impl SessionHost {
                     a.producer.clone(),
                     last,
                     self.inner.cfg.max_blocks_in_flight,
+                    self.inner.budget.clone(),
                 );
                 (State::Writer(w), None, last, key)
             }

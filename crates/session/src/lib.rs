@@ -13,6 +13,7 @@
 //! [`switchboard_rpc::RpcError`] in one place. It reaches storage only
 //! through [`switchboard_store::Store`].
 
+pub mod budget;
 pub mod codec;
 pub mod crypto;
 pub mod cursor;

@@ -8,7 +8,7 @@
 //! previously acked batch repeats its answer; any other ack is a conflict.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use switchboard_proto::wire::AckAnswer;
 use switchboard_store::{Fetched, Record, Store};
 use tokio::sync::Notify;
 
+use crate::budget::{Kind, Lease, MemoryBudget};
 use crate::codec::{render_event, rendered_len, rendered_max, Form};
 use crate::crypto::Crypto;
 use crate::cursor::{Cursor, CursorCodec};
@@ -25,6 +26,9 @@ use crate::error::{Result, SessionError};
 
 /// Longest a read without wait waits for the read-ahead to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
+/// What a reader with an empty buffer may fetch even when the node's
+/// budget is spent: reads degrade to fetching on demand, they never fail.
+const ON_DEMAND_BYTES: usize = 64 * 1024;
 
 /// Read limits of one call, already validated.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +46,7 @@ struct Pending {
     body: Bytes,
     next: Vec<u64>,
     cursor: String,
+    _held: Lease,
 }
 
 pub(crate) struct Reader {
@@ -74,15 +79,9 @@ enum Item {
 
 struct Buffered {
     records: VecDeque<Item>,
-    bytes: usize,
+    /// The buffered events' bytes, claimed from the node's budget.
+    held: Lease,
     error: Option<SessionError>,
-}
-
-/// The bytes a read-ahead holds are in `switchboard_readahead_bytes`.
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        metrics::gauge!("switchboard_readahead_bytes").decrement(self.buf.get_mut().bytes as f64);
-    }
 }
 
 struct ReadAhead {
@@ -92,7 +91,18 @@ struct ReadAhead {
     caught_up: AtomicBool,
     data: Notify,
     space: Notify,
+    /// Most bytes this reader buffers (its share).
     limit: usize,
+    /// What the reads ask for: the buffer is filled to about twice the
+    /// last read's `max_bytes` (within `limit`), not to `limit` at once.
+    target: AtomicUsize,
+    /// When the last read came, ms: a reader not read for a while gives its
+    /// buffer back.
+    last_read_ms: AtomicI64,
+    /// A reader not read for this long gives its read-ahead back (and
+    /// fetches again when it is next read).
+    idle: Duration,
+    budget: Arc<MemoryBudget>,
     /// Set by the first read: until then the session fetches nothing, so
     /// that readers allocated and not (yet) used hold no memory.
     wanted: AtomicBool,
@@ -114,7 +124,8 @@ impl Reader {
         crypto: Option<Arc<Crypto>>,
         codec: CursorCodec,
         from: Start,
-        readahead_bytes: usize,
+        (readahead_bytes, idle): (usize, Duration),
+        budget: &Arc<MemoryBudget>,
         legacy: bool,
     ) -> Reader {
         let Start {
@@ -127,13 +138,17 @@ impl Reader {
         let ra = Arc::new(ReadAhead {
             buf: Mutex::new(Buffered {
                 records: VecDeque::new(),
-                bytes: 0,
+                held: budget.empty(Kind::ReadAhead),
                 error: None,
             }),
             caught_up: AtomicBool::new(false),
             data: Notify::new(),
             space: Notify::new(),
-            limit: readahead_bytes.max(64 * 1024),
+            limit: readahead_bytes.max(ON_DEMAND_BYTES),
+            target: AtomicUsize::new(ON_DEMAND_BYTES),
+            last_read_ms: AtomicI64::new(0),
+            idle,
+            budget: budget.clone(),
             wanted: AtomicBool::new(false),
             want: Notify::new(),
         });
@@ -243,9 +258,8 @@ impl Reader {
             n += 1;
             buf.records.pop_front();
         }
-        buf.bytes -= taken_bytes;
+        buf.held.shrink(taken_bytes);
         drop(buf);
-        metrics::gauge!("switchboard_readahead_bytes").decrement(taken_bytes as f64);
         self.ra.space.notify_one();
         let cursor = self.codec.seal(&Cursor {
             stream: self.stream.clone(),
@@ -267,6 +281,9 @@ impl Reader {
         }
         out.push(b'}');
         let body = Bytes::from(out);
+        // the answer is kept until its ack: a read must answer, so it may
+        // overdraw the budget
+        let held = self.ra.budget.force(Kind::Pending, body.len());
         metrics::counter!("switchboard_events_out_total").increment(n as u64);
         metrics::counter!("switchboard_bytes_out_total").increment(body.len() as u64);
         self.pending = Some(Pending {
@@ -274,6 +291,7 @@ impl Reader {
             body: body.clone(),
             next,
             cursor,
+            _held: held,
         });
         self.next_batch += 1;
         Ok(Some(body))
@@ -292,6 +310,16 @@ impl Reader {
     /// not answer empty while the read-ahead has not yet looked at what the
     /// store holds (just after allocation, or just after new data).
     pub async fn read(&mut self, limits: ReadLimits) -> Result<Bytes> {
+        self.ra
+            .last_read_ms
+            .store(switchboard_proto::time::now_ms(), Ordering::Release);
+        let target = limits
+            .max_bytes
+            .saturating_mul(2)
+            .clamp(ON_DEMAND_BYTES, self.ra.limit);
+        if self.ra.target.swap(target, Ordering::AcqRel) < target {
+            self.ra.space.notify_one();
+        }
         if !self.ra.wanted.swap(true, Ordering::AcqRel) {
             self.ra.want.notify_one();
         }
@@ -451,16 +479,15 @@ fn push_pass(ra: &ReadAhead, gaps: Vec<Item>, pass: Vec<(usize, Form, Record)>) 
         added += r.payload_len();
         buf.records.push_back(Item::Event(i, form, r));
     }
-    buf.bytes += added;
-    drop(buf);
-    metrics::gauge!("switchboard_readahead_bytes").increment(added as f64);
+    // fetched within what the budget had, or on demand
+    buf.held.grow(added);
 }
 
 async fn fetch_loop(
     store: Arc<dyn Store>,
     crypto: Option<Arc<Crypto>>,
     stream: String,
-    positions: Vec<(u32, u64)>,
+    mut positions: Vec<(u32, u64)>,
     ra: Arc<ReadAhead>,
     legacy: bool,
 ) {
@@ -473,59 +500,116 @@ async fn fetch_loop(
         }
         Duration::from_millis(100 * u64::from(failures.min(10)))
     };
-    // nothing is fetched before the session's first read
     loop {
-        let want = ra.want.notified();
-        tokio::pin!(want);
-        want.as_mut().enable();
-        if ra.wanted.load(Ordering::Acquire) {
-            break;
-        }
-        want.await;
-    }
-    let mut reader = loop {
-        match store.open_reader(&stream, &positions).await {
-            Ok(r) => break r,
-            Err(e) => {
-                failures += 1;
-                tokio::time::sleep(fail(failures, e)).await;
-            }
-        }
-    };
-    loop {
-        // wait for room
+        // nothing is fetched before the session's (next) read
         loop {
-            let space = ra.space.notified();
-            tokio::pin!(space);
-            space.as_mut().enable();
-            if ra.buf.lock().bytes < ra.limit {
+            let want = ra.want.notified();
+            tokio::pin!(want);
+            want.as_mut().enable();
+            if ra.wanted.load(Ordering::Acquire) {
                 break;
             }
-            space.await;
+            want.await;
         }
-        let room = ra.limit.saturating_sub(ra.buf.lock().bytes).clamp(1, 1 << 20);
-        let mut f = reader.fetch(1000, room, Duration::ZERO).await;
-        if matches!(&f, Ok(f) if f.records.is_empty() && f.gaps.is_empty()) {
-            // nothing now: say so, then wait for more
-            ra.caught_up.store(true, Ordering::Release);
-            ra.data.notify_waiters();
-            f = reader.fetch(1000, room, Duration::from_secs(5)).await;
-        }
-        match f {
-            Ok(f) if f.records.is_empty() && f.gaps.is_empty() => {}
-            Ok(f) => {
-                failures = 0;
-                if !take_in(f, &crypto, &stream, &parts, &ra, legacy).await {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut reader = loop {
+            match store.open_reader(&stream, &positions).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    failures += 1;
+                    tokio::time::sleep(fail(failures, e)).await;
                 }
-                ra.caught_up.store(false, Ordering::Release);
-                // wake readers once per fetch, so that a batch spans partitions
-                ra.data.notify_waiters();
             }
-            Err(e) => {
-                failures += 1;
-                tokio::time::sleep(fail(failures, e)).await;
+        };
+        'fill: loop {
+            let room = loop {
+                let space = ra.space.notified();
+                tokio::pin!(space);
+                space.as_mut().enable();
+                if let Some(room) = room_to_fetch(&ra) {
+                    break room;
+                }
+                if tokio::time::timeout(ra.idle, space).await.is_err() {
+                    if let Some(at) = release_if_idle(&ra, &*reader) {
+                        positions = at;
+                        break 'fill;
+                    }
+                }
+            };
+            let mut f = reader.fetch(1000, room, Duration::ZERO).await;
+            if matches!(&f, Ok(f) if f.records.is_empty() && f.gaps.is_empty()) {
+                // nothing now: say so, then wait for more
+                ra.caught_up.store(true, Ordering::Release);
+                ra.data.notify_waiters();
+                f = reader.fetch(1000, room, Duration::from_secs(5)).await;
+            }
+            match f {
+                Ok(f) if f.records.is_empty() && f.gaps.is_empty() => {}
+                Ok(f) => {
+                    failures = 0;
+                    if !take_in(f, &crypto, &stream, &parts, &ra, legacy).await {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    ra.caught_up.store(false, Ordering::Release);
+                    // wake readers once per fetch, so that a batch spans partitions
+                    ra.data.notify_waiters();
+                }
+                Err(e) => {
+                    failures += 1;
+                    tokio::time::sleep(fail(failures, e)).await;
+                }
             }
         }
     }
+}
+
+/// How many bytes the read-ahead may fetch now, if any: up to its target,
+/// within what the node's budget has left. A reader with nothing buffered
+/// always gets a small fetch, so that reads work when the budget is spent.
+fn room_to_fetch(ra: &ReadAhead) -> Option<usize> {
+    let held = ra.buf.lock().held.bytes();
+    let want = ra.target.load(Ordering::Acquire).saturating_sub(held);
+    if want == 0 {
+        return None;
+    }
+    let want = want.min(1 << 20);
+    let available = ra.budget.available();
+    if held == 0 {
+        return Some(want.min(available.max(ON_DEMAND_BYTES)));
+    }
+    if available < ON_DEMAND_BYTES {
+        // keep what is buffered; fetch again once it is read
+        return None;
+    }
+    Some(want.min(available))
+}
+
+/// Gives the buffer back if the session has not been read for a while
+/// (`ra.idle`): returns where reading goes on (the first buffered
+/// position of each partition), for the next read to fetch from.
+fn release_if_idle(ra: &ReadAhead, reader: &dyn switchboard_store::StoreReader) -> Option<Vec<(u32, u64)>> {
+    let idle_ms = switchboard_proto::time::now_ms() - ra.last_read_ms.load(Ordering::Acquire);
+    if idle_ms < ra.idle.as_millis() as i64 {
+        return None;
+    }
+    let mut buf = ra.buf.lock();
+    if buf.records.is_empty() {
+        return None;
+    }
+    let mut at = reader.positions();
+    let mut seen = vec![false; at.len()];
+    for item in &buf.records {
+        let (idx, offset) = match item {
+            Item::Event(idx, _, r) => (*idx, r.offset),
+            Item::Gap(idx, from, _) => (*idx, *from),
+        };
+        if let Some(s) = seen.get_mut(idx).filter(|s| !**s) {
+            *s = true;
+            at[idx].1 = offset;
+        }
+    }
+    buf.records.clear();
+    buf.held.resize(0);
+    ra.caught_up.store(false, Ordering::Release);
+    ra.wanted.store(false, Ordering::Release);
+    Some(at)
 }

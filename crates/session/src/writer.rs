@@ -16,6 +16,7 @@ use switchboard_proto::wire::{BlockStatus, CommitAnswer, PartitionRange, WriteAn
 use switchboard_store::{Appended, Block, BlockProducer, Store, StreamSettings};
 use tokio::sync::{mpsc, watch};
 
+use crate::budget::{Kind, Lease, MemoryBudget};
 use crate::codec::{encode_events, EncodedBlock, Seal};
 use crate::crypto::Sealer;
 use crate::error::{Result, SessionError};
@@ -26,26 +27,14 @@ const REMEMBERED_BLOCKS: usize = 1024;
 struct Staged {
     block: u64,
     enc: EncodedBlock,
-    held: Held,
+    /// The block's bytes, claimed from the node's budget until it is stored.
+    held: Lease,
 }
 
-/// Bytes of staged and in-flight blocks, in `switchboard_write_buffer_bytes`
-/// while this lives.
-pub(crate) struct Held(f64);
-
-impl Held {
-    fn new(bytes: usize) -> Held {
-        let b = bytes as f64;
-        metrics::gauge!("switchboard_write_buffer_bytes").increment(b);
-        Held(b)
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        metrics::gauge!("switchboard_write_buffer_bytes").decrement(self.0);
-    }
-}
+/// Durable blocks whose offsets a commit still answers. Older durable
+/// blocks answer `durable` without offsets, so that a writer's bookkeeping
+/// stays small on streams with many partitions.
+const REMEMBERED_OFFSETS: usize = 64;
 
 enum Status {
     Scheduled,
@@ -71,7 +60,7 @@ struct Job {
     data: Block,
     events: u64,
     bytes: u64,
-    _held: Held,
+    _held: Lease,
 }
 
 /// Bodies at least this large are handled off the runtime's threads.
@@ -174,6 +163,7 @@ pub(crate) struct Writer {
     tx: Option<mpsc::UnboundedSender<Job>>,
     task: Option<tokio::task::JoinHandle<()>>,
     max_in_flight: usize,
+    budget: Arc<MemoryBudget>,
 }
 
 impl Drop for Writer {
@@ -192,6 +182,7 @@ impl Writer {
         producer: Option<String>,
         last_block: Option<u64>,
         max_in_flight: usize,
+        budget: Arc<MemoryBudget>,
     ) -> Writer {
         let base = last_block.unwrap_or(0);
         let (progress, _) = watch::channel(base);
@@ -218,6 +209,7 @@ impl Writer {
             tx: Some(tx),
             task: Some(task),
             max_in_flight: max_in_flight.max(1),
+            budget,
         }
     }
 
@@ -263,6 +255,14 @@ impl Writer {
         sealer: Option<Arc<Sealer>>,
     ) -> Result<WriteAnswer> {
         self.check_failed()?;
+        // the block will take about as much as its body: ask first
+        let mut held = self.budget.try_take(Kind::Write, body.len()).ok_or_else(|| {
+            metrics::counter!("switchboard_backpressure_total", "reason" => "memory").increment(1);
+            SessionError::Backpressure {
+                reason: "the node's memory budget is spent".into(),
+                retry_after_ms: 100,
+            }
+        })?;
         let prepared = if body.len() < OFF_RUNTIME_BYTES {
             prepare(&self.view(), body, now_ms, sealer.as_deref())?
         } else {
@@ -292,7 +292,7 @@ impl Writer {
                 let events = enc.events;
                 // a staged block replaced by a retry with the same number is
                 // caught in `prepare`; this one is new
-                let held = Held::new(enc.block.encoded_len());
+                held.resize(enc.block.encoded_len());
                 self.staged = Some(Staged { block, enc, held });
                 if self.written.len() == REMEMBERED_BLOCKS {
                     self.written.pop_front();
@@ -467,6 +467,7 @@ async fn publish_loop(
                 metrics::counter!("switchboard_bytes_in_total").increment(job.bytes);
                 st.statuses.insert(job.block, Status::Durable(ranges));
                 st.durable_through = st.durable_through.max(job.block);
+                forget_old_offsets(&mut st.statuses);
                 let d = st.durable_through;
                 drop(st);
                 shared.progress.send_replace(d);
@@ -481,6 +482,19 @@ async fn publish_loop(
                 drop(st);
                 shared.progress.send_modify(|_| {});
             }
+        }
+    }
+}
+
+/// Keeps the offsets of the newest [`REMEMBERED_OFFSETS`] durable blocks
+/// (the scheduled ones are few: `max_blocks_in_flight`).
+fn forget_old_offsets(statuses: &mut BTreeMap<u64, Status>) {
+    while statuses.len() > REMEMBERED_OFFSETS {
+        match statuses.first_key_value() {
+            Some((_, Status::Durable(_))) => {
+                statuses.pop_first();
+            }
+            _ => break,
         }
     }
 }

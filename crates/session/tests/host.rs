@@ -617,3 +617,142 @@ async fn allocate(
         other => panic!("not allocated: {other:?}"),
     }
 }
+
+/// A small node budget: readers fill it, a write then answers
+/// `backpressure` (and changes nothing); reads keep answering; readers
+/// left idle give their read-ahead back, the write goes through, and every
+/// reader goes on exactly where it was (nothing skipped, nothing twice).
+#[tokio::test]
+async fn a_spent_budget_degrades_to_backpressure_never_to_failure() {
+    use std::time::Duration;
+    use switchboard_proto::wire::{Ack, Mode, Read, ReadAnswer};
+    use switchboard_rpc::{Call, Request, Response};
+    use switchboard_session::{HostConfig, SessionError, SessionHost};
+
+    const BUDGET: usize = 512 << 10;
+    let store: Arc<dyn Store> = Arc::new(switchboard_store::memory::MemoryStore::new());
+    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
+    let cfg = HostConfig {
+        memory_budget: BUDGET,
+        readahead_idle: Duration::from_millis(300),
+        ..HostConfig::default()
+    };
+    let host = SessionHost::start(store, keys, cfg, None).await.unwrap();
+    create(&host, "m", 4, None).await;
+    let value = "x".repeat(1000);
+    for chunk in 0..10 {
+        let events: Vec<String> = (0..200)
+            .map(|i| format!(r#"{{"key":"k{chunk}-{i}","value":"{value}"}}"#))
+            .collect();
+        let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+        host.handle(
+            ctx(),
+            Request::Publish {
+                stream: "m".into(),
+                idempotency_key: None,
+                body: body.into(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let read = Read {
+        max_events: None,
+        max_bytes: Some(64 << 10),
+        wait_ms: Some(1000),
+    };
+    let session = |id: &str, call: Call| {
+        host.handle(
+            ctx(),
+            Request::Session {
+                id: id.to_string(),
+                call,
+            },
+        )
+    };
+    let mut readers = Vec::new();
+    let mut seen: Vec<Vec<(u32, u64)>> = Vec::new();
+    for _ in 0..40 {
+        let a = allocate(&host, "m", Mode::Read, Some("earliest"), None).await;
+        let Response::Batch(b) = session(&a.session, Call::Read(read.clone())).await.unwrap() else {
+            panic!()
+        };
+        let ans: ReadAnswer = serde_json::from_slice(&b).unwrap();
+        assert!(
+            !ans.events.is_empty(),
+            "a read answers events when the budget is spent"
+        );
+        seen.push(ans.events.iter().map(|e| (e.partition, e.offset)).collect());
+        session(&a.session, Call::Ack(Ack { batch: ans.batch }))
+            .await
+            .unwrap();
+        readers.push(a.session);
+    }
+    // the readers' read-ahead spends the budget (by a bounded overdraft at most)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while host.memory_used() + (100 << 10) <= BUDGET {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "used {}",
+            host.memory_used()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        host.memory_used() < BUDGET + 40 * (64 << 10) * 2,
+        "used {}",
+        host.memory_used()
+    );
+    let w = allocate(&host, "m", Mode::Write, None, Some("p")).await;
+    let block = format!(
+        r#"{{"block":1,"events":[{}]}}"#,
+        vec![format!(r#"{{"value":"{}"}}"#, "y".repeat(1000)); 100].join(",")
+    );
+    match session(&w.session, Call::Write(block.clone().into())).await {
+        Err(SessionError::Backpressure { retry_after_ms, .. }) => assert!(retry_after_ms > 0),
+        other => panic!("expected backpressure, got {other:?}"),
+    }
+    // idle readers give their read-ahead back
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while host.memory_used() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "used {}",
+            host.memory_used()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Response::Written(_) = session(&w.session, Call::Write(block.into())).await.unwrap() else {
+        panic!()
+    };
+    // every reader goes on from where it was, to the end
+    for (id, seen) in readers.iter().zip(seen.iter_mut()) {
+        loop {
+            let Response::Batch(b) = session(
+                id,
+                Call::Read(Read {
+                    wait_ms: Some(0),
+                    ..read.clone()
+                }),
+            )
+            .await
+            .unwrap() else {
+                panic!()
+            };
+            let ans: ReadAnswer = serde_json::from_slice(&b).unwrap();
+            if ans.events.is_empty() {
+                break;
+            }
+            seen.extend(ans.events.iter().map(|e| (e.partition, e.offset)));
+            session(id, Call::Ack(Ack { batch: ans.batch })).await.unwrap();
+        }
+        assert_eq!(seen.len(), 2000);
+        for p in 0..4u32 {
+            let offsets: Vec<u64> = seen.iter().filter(|e| e.0 == p).map(|e| e.1).collect();
+            assert!(
+                offsets.iter().enumerate().all(|(i, &o)| o == i as u64),
+                "partition {p}: {offsets:?}"
+            );
+        }
+    }
+}

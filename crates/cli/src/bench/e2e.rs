@@ -126,8 +126,9 @@ fn scan_timestamps(raw: &[u8]) -> Result<Vec<i64>> {
     Ok(timestamps)
 }
 
-struct Spawned {
-    child: Child,
+/// A started server, stopped (and its data removed) when dropped.
+pub(super) struct Spawned {
+    pub child: Child,
     dir: PathBuf,
 }
 
@@ -141,15 +142,18 @@ impl Drop for Spawned {
 
 /// How a started server runs.
 #[derive(Debug, Clone, Copy)]
-struct ServerOpts {
-    encryption: bool,
-    tls: bool,
+pub(super) struct ServerOpts {
+    pub encryption: bool,
+    pub tls: bool,
 }
 
-fn start_server(
+/// Starts `switchboard serve` on a temporary data directory under
+/// `parent`, with `extra` flags; returns it with its URL (and CA with TLS).
+pub(super) fn start_server(
     parent: &std::path::Path,
     token: &str,
     opts: ServerOpts,
+    extra: &[String],
 ) -> Result<(Spawned, String, Option<PathBuf>)> {
     let dir = parent.join(format!("e2e-{}-{}", std::process::id(), rand::random::<u32>()));
     std::fs::create_dir_all(&dir)?;
@@ -169,6 +173,7 @@ fn start_server(
         ])
         .arg(&dir)
         .args(if opts.tls { &["--tls-self-signed"][..] } else { &[] })
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -186,7 +191,8 @@ fn start_server(
     Ok((spawned, url, ca))
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
+/// The `p` quantile of `v` (seconds or ms alike), rounded to 3 places.
+pub(super) fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -195,7 +201,8 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     (v[i] * 1000.0).round() / 1000.0
 }
 
-fn ms(d: Duration) -> f64 {
+/// `d` in ms.
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -335,7 +342,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     let (_server, url, ca) = match &b.url {
         Some(u) => (None, u.clone(), b.ca_cert.clone()),
         None => {
-            let (s, u, ca) = start_server(&b.data_dir, &token, opts)?;
+            let (s, u, ca) = start_server(&b.data_dir, &token, opts, &[])?;
             (Some(s), u, ca)
         }
     };

@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 pub mod e2e;
 pub mod log;
+pub mod sessions;
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
@@ -18,6 +19,9 @@ pub enum Bench {
     /// The whole service over HTTP: writers and readers against a server,
     /// beside the log's append rate measured in the same run.
     E2e(e2e::E2eBench),
+    /// Many open sessions on one node (a tenth of them writers) on a stream
+    /// with data: the server's memory, allocation and read latency.
+    Sessions(sessions::SessionsBench),
 }
 
 /// Runs a benchmark.
@@ -25,5 +29,6 @@ pub fn run(bench: Bench) -> Result<()> {
     match bench {
         Bench::Log(b) => log::run(&b),
         Bench::E2e(b) => e2e::run(b),
+        Bench::Sessions(b) => sessions::run(b),
     }
 }
