@@ -8,6 +8,14 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc: frees from any thread go back to shared arenas, and its
+/// background threads (switched on at start) give freed memory back to the
+/// system within seconds, so that a node's memory follows what its
+/// sessions hold. (glibc's allocator kept much of what blocking-pool
+/// threads allocated and others freed.)
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Switchboard: an eventing service with an embedded durable log.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about)]
@@ -172,10 +180,32 @@ fn init_cli_logging() {
         .init();
 }
 
+/// Freed memory goes back to the system within about a second, from
+/// jemalloc's background threads, not only when a thread next allocates.
+fn tune_allocator() {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    let tune = || -> Result<(), tikv_jemalloc_ctl::Error> {
+        // new arenas, and (4096: all of them) the ones there are
+        for key in [&b"arenas.dirty_decay_ms\0"[..], b"arena.4096.dirty_decay_ms\0"] {
+            key.name().write(1000isize)?;
+        }
+        for key in [&b"arenas.muzzy_decay_ms\0"[..], b"arena.4096.muzzy_decay_ms\0"] {
+            key.name().write(1000isize)?;
+        }
+        tikv_jemalloc_ctl::background_thread::write(true)
+    };
+    if let Err(e) = tune() {
+        eprintln!("warning: tuning jemalloc: {e}");
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(*args),
+        Command::Serve(args) => {
+            tune_allocator();
+            serve::run(*args)
+        }
         other => {
             init_cli_logging();
             match other {

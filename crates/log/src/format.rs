@@ -500,6 +500,37 @@ impl Record {
     }
 }
 
+/// Moves the records' bytes into one buffer of their own, so that they no
+/// longer keep alive the (larger) chunks they were read from: worth it when
+/// a read used a small part of what it read, and its records are held.
+pub(crate) fn compact(records: &mut [Record]) {
+    let bytes: usize = records
+        .iter()
+        .map(|r| r.key.as_ref().map_or(0, Bytes::len) + r.value.len() + r.headers.0.len())
+        .sum();
+    let mut buf = bytes::BytesMut::with_capacity(bytes);
+    for r in records.iter() {
+        if let Some(k) = &r.key {
+            buf.extend_from_slice(k);
+        }
+        buf.extend_from_slice(&r.value);
+        buf.extend_from_slice(&r.headers.0);
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    let mut take = |len: usize| {
+        at += len;
+        buf.slice(at - len..at)
+    };
+    for r in records.iter_mut() {
+        if let Some(k) = &mut r.key {
+            *k = take(k.len());
+        }
+        r.value = take(r.value.len());
+        r.headers = Headers(take(r.headers.0.len()));
+    }
+}
+
 /// Appends `headers` in their encoded form: (u32 length, bytes) name and
 /// value pairs.
 fn put_headers<'h>(buf: &mut Vec<u8>, headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) {

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::{Durability, LogConfig, StreamSettings};
 use crate::error::{Error, Result};
-use crate::format::{decode_records, BatchBuilder, BatchHeader, Record, HEADER_LEN};
+use crate::format::{compact, decode_records, BatchBuilder, BatchHeader, Record, HEADER_LEN};
 use crate::index::{push_offset_entry, push_time_entry};
 use crate::producer::{self, ProducerState, Producers};
 use crate::segment::{self, Segment};
@@ -451,6 +451,7 @@ impl Partition {
         out.reserve(max_records.min(1024));
         let mut seg = self.segment_for(want)?;
         let mut pos = seg.index.read().position_for(want);
+        let mut read = 0usize;
         // slack: the index may place us up to one interval before `want`
         let slack = (self.cfg.index_interval_bytes as usize + HEADER_LEN).max(64 << 10);
         'read: while want < end && budget.0 > 0 && (budget.1 > 0 || out.is_empty()) {
@@ -472,6 +473,7 @@ impl Partition {
             }
             let chunk = (size - pos).min((budget.1.saturating_add(slack)) as u64) as usize;
             let mut buf = seg.read_exact(pos, chunk)?;
+            read += chunk;
             let mut p = 0usize;
             while buf.len() - p >= HEADER_LEN {
                 let at = pos + p as u64;
@@ -489,6 +491,7 @@ impl Partition {
                     }
                     // one batch larger than the chunk: read exactly that batch
                     buf = seg.read_exact(at, h.len as usize)?;
+                    read += h.len as usize;
                 }
                 let batch = buf.slice(p..p + h.len as usize);
                 if !h.verify_crc(&batch) {
@@ -522,6 +525,13 @@ impl Partition {
                 return Err(Error::corrupt(&seg.path, pos, "torn batch"));
             }
             pos += p as u64;
+        }
+        // records slice the chunks read: when much of what was read goes
+        // unused, they get a buffer of their own, so that a reader holding
+        // them holds what it asked for, not up to twice as much
+        let used: usize = out.iter().map(Record::encoded_len).sum();
+        if read - used.min(read) > used / 4 + (16 << 10) {
+            compact(&mut out);
         }
         Ok(ReadBatch {
             records: out,

@@ -26,6 +26,10 @@ use crate::error::{Result, SessionError};
 
 /// Longest a read without wait waits for the read-ahead to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
+/// The least read-ahead a reader that is read keeps.
+const MIN_READAHEAD: usize = 16 * 1024;
+/// What one buffered event costs beside its bytes (its place in the queue).
+const ITEM_BYTES: usize = std::mem::size_of::<Item>();
 /// What a reader with an empty buffer may fetch even when the node's
 /// budget is spent: reads degrade to fetching on demand, they never fail.
 const ON_DEMAND_BYTES: usize = 64 * 1024;
@@ -93,8 +97,9 @@ struct ReadAhead {
     space: Notify,
     /// Most bytes this reader buffers (its share).
     limit: usize,
-    /// What the reads ask for: the buffer is filled to about twice the
-    /// last read's `max_bytes` (within `limit`), not to `limit` at once.
+    /// How far the buffer is filled: about one batch of the size the reads
+    /// take, more for readers that outpace it (within `limit`), never
+    /// `limit` at once.
     target: AtomicUsize,
     /// When the last read came, ms: a reader not read for a while gives its
     /// buffer back.
@@ -144,8 +149,8 @@ impl Reader {
             caught_up: AtomicBool::new(false),
             data: Notify::new(),
             space: Notify::new(),
-            limit: readahead_bytes.max(ON_DEMAND_BYTES),
-            target: AtomicUsize::new(ON_DEMAND_BYTES),
+            limit: readahead_bytes.max(MIN_READAHEAD),
+            target: AtomicUsize::new(MIN_READAHEAD),
             last_read_ms: AtomicI64::new(0),
             idle,
             budget: budget.clone(),
@@ -254,12 +259,25 @@ impl Reader {
             render_event(&mut out, self.parts[*idx], *form, r);
             next[*idx] = r.offset + 1;
             bytes += len;
-            taken_bytes += r.payload_len();
+            taken_bytes += r.payload_len() + ITEM_BYTES;
             n += 1;
             buf.records.pop_front();
         }
         buf.held.shrink(taken_bytes);
+        // read-ahead of about one batch like this one (fetched while the
+        // client works on this one); twice as much when this one took all
+        // there was (the reader outpaces the fetches)
+        let starved = buf.records.is_empty() && n < limits.max_events && bytes < limits.max_bytes;
         drop(buf);
+        let target = self.ra.target.load(Ordering::Acquire);
+        let fill = if starved {
+            target.saturating_mul(2).max(taken_bytes)
+        } else {
+            taken_bytes
+        };
+        self.ra
+            .target
+            .store(fill.clamp(MIN_READAHEAD, self.ra.limit), Ordering::Release);
         self.ra.space.notify_one();
         let cursor = self.codec.seal(&Cursor {
             stream: self.stream.clone(),
@@ -313,13 +331,6 @@ impl Reader {
         self.ra
             .last_read_ms
             .store(switchboard_proto::time::now_ms(), Ordering::Release);
-        let target = limits
-            .max_bytes
-            .saturating_mul(2)
-            .clamp(ON_DEMAND_BYTES, self.ra.limit);
-        if self.ra.target.swap(target, Ordering::AcqRel) < target {
-            self.ra.space.notify_one();
-        }
         if !self.ra.wanted.swap(true, Ordering::AcqRel) {
             self.ra.want.notify_one();
         }
@@ -476,7 +487,7 @@ fn push_pass(ra: &ReadAhead, gaps: Vec<Item>, pass: Vec<(usize, Form, Record)>) 
     // a fetch reports a partition's gap before the records after it
     buf.records.extend(gaps);
     for (i, form, r) in pass {
-        added += r.payload_len();
+        added += r.payload_len() + ITEM_BYTES;
         buf.records.push_back(Item::Event(i, form, r));
     }
     // fetched within what the budget had, or on demand
@@ -572,7 +583,9 @@ fn room_to_fetch(ra: &ReadAhead) -> Option<usize> {
         return None;
     }
     let want = want.min(1 << 20);
-    let available = ra.budget.available();
+    // read-ahead takes from the first half of the budget only: the rest is
+    // for writes, which answer backpressure without it
+    let available = ra.budget.available().saturating_sub(ra.budget.limit() / 2);
     if held == 0 {
         return Some(want.min(available.max(ON_DEMAND_BYTES)));
     }
@@ -607,7 +620,8 @@ fn release_if_idle(ra: &ReadAhead, reader: &dyn switchboard_store::StoreReader) 
             at[idx].1 = offset;
         }
     }
-    buf.records.clear();
+    // a new queue: a cleared one keeps its capacity
+    buf.records = VecDeque::new();
     buf.held.resize(0);
     ra.caught_up.store(false, Ordering::Release);
     ra.wanted.store(false, Ordering::Release);

@@ -674,7 +674,7 @@ async fn a_spent_budget_degrades_to_backpressure_never_to_failure() {
     let mut seen: Vec<Vec<(u32, u64)>> = Vec::new();
     for _ in 0..40 {
         let a = allocate(&host, "m", Mode::Read, Some("earliest"), None).await;
-        let Response::Batch(b) = session(&a.session, Call::Read(read.clone())).await.unwrap() else {
+        let Response::Batch(b) = session(&a.session, Call::Read(read)).await.unwrap() else {
             panic!()
         };
         let ans: ReadAnswer = serde_json::from_slice(&b).unwrap();
@@ -732,7 +732,7 @@ async fn a_spent_budget_degrades_to_backpressure_never_to_failure() {
                 id,
                 Call::Read(Read {
                     wait_ms: Some(0),
-                    ..read.clone()
+                    ..read
                 }),
             )
             .await

@@ -41,9 +41,13 @@ pub struct SessionsBench {
     /// Reads on random readers after every reader has read once.
     #[arg(long, default_value_t = 20_000)]
     reads: usize,
-    /// Calls in flight at once (allocations, reads, commits).
+    /// Calls in flight at once (allocations, first reads, commits).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Reads in flight at once in the timed random reads (low, so that
+    /// they measure a read's latency, not the queue of a saturated node).
+    #[arg(long, default_value_t = 4)]
+    read_concurrency: usize,
     /// Encrypt events at rest in the server.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     encryption: bool,
@@ -96,6 +100,10 @@ struct Report {
     encryption: bool,
     rss: Rss,
     rss_per_open_session_kib: f64,
+    /// (budget used, read-ahead) MiB, as the server's gauges say.
+    held_after_first_reads_mib: (f64, f64),
+    held_after_all_reads_mib: (f64, f64),
+    held_after_idle_mib: (f64, f64),
     memory_budget_mib: f64,
     allocate: Latency,
     first_read: Latency,
@@ -106,7 +114,8 @@ struct Report {
 
 /// The server's resident set (and its peak), MiB.
 fn rss(pid: u32) -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's status")?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's status")?;
     let kib = |key: &str| {
         status
             .lines()
@@ -197,7 +206,9 @@ async fn drive(b: &SessionsBench) -> Result<Report> {
             .map(|i| format!(r#"{{"key":"k{i}","value":"{value}"}}"#))
             .collect();
         let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
-        client.publish_raw(&stream, bytes::Bytes::from(body), None).await?;
+        client
+            .publish_raw(&stream, bytes::Bytes::from(body), None)
+            .await?;
         stored += n;
     }
     let (with_data_mib, _) = rss(pid)?;
@@ -233,7 +244,7 @@ async fn drive(b: &SessionsBench) -> Result<Report> {
         wait_ms: Some(0),
     };
     let read_ack = |s: usize| {
-        let (client, sessions, read) = (client.clone(), reader_sessions.clone(), read.clone());
+        let (client, sessions, read) = (client.clone(), reader_sessions.clone(), read);
         async move {
             let s = &sessions[s];
             let t = Instant::now();
@@ -248,6 +259,7 @@ async fn drive(b: &SessionsBench) -> Result<Report> {
     eprintln!("a first read on every reader");
     let first = timed_reads(reader_sessions.len(), b.concurrency, &read_ack, |i| i).await?;
     let (after_first_reads_mib, _) = rss(pid)?;
+    let held_first = gauges(&url).await;
     eprintln!("{} reads on random readers", b.reads);
     let picks: Vec<usize> = (0..b.reads)
         .map(|_| rand::random::<u64>() as usize % reader_sessions.len().max(1))
@@ -255,7 +267,7 @@ async fn drive(b: &SessionsBench) -> Result<Report> {
     let again = if reader_sessions.is_empty() {
         Vec::new()
     } else {
-        timed_reads(b.reads, b.concurrency, &read_ack, |i| picks[i]).await?
+        timed_reads(b.reads, b.read_concurrency.max(1), &read_ack, |i| picks[i]).await?
     };
     eprintln!("a block of 10 events, committed durable, on every writer");
     let events_json = format!("[{}]", vec![format!(r#"{{"value":"{value}"}}"#); 10].join(","));
@@ -264,18 +276,31 @@ async fn drive(b: &SessionsBench) -> Result<Report> {
         let (client, sessions, events) = (client.clone(), writer_sessions.clone(), events_json.clone());
         async move {
             let s = &sessions[i];
-            client
-                .write(s, switchboard_client::write_body(1, events.as_bytes()))
-                .await?;
+            let body = switchboard_client::write_body(1, events.as_bytes());
+            // a write the node has no memory for is retried when it says
+            loop {
+                match client.write(s, body.clone()).await {
+                    Err(switchboard_client::Error::Api {
+                        retry_after_ms: Some(ms),
+                        ..
+                    }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                    other => {
+                        other?;
+                        break;
+                    }
+                }
+            }
             client.commit(s, 1, true).await?;
             Ok(())
         }
     })
     .await?;
     let (after_all_reads_mib, _) = rss(pid)?;
+    let held_all = gauges(&url).await;
     eprintln!("idle for 7 s (read-ahead of idle readers is given back after 5 s)");
     tokio::time::sleep(Duration::from_secs(7)).await;
     let (after_idle_mib, peak_mib) = rss(pid)?;
+    let held_idle = gauges(&url).await;
     let budget = budget_of(&b.server_args) as f64;
     drop(server);
     Ok(Report {
@@ -288,6 +313,9 @@ async fn drive(b: &SessionsBench) -> Result<Report> {
         event_size: b.event_size,
         encryption: b.encryption,
         rss_per_open_session_kib: round1((sessions_open_mib - with_data_mib) * 1024.0 / b.sessions as f64),
+        held_after_first_reads_mib: held_first,
+        held_after_all_reads_mib: held_all,
+        held_after_idle_mib: held_idle,
         rss: Rss {
             started_mib: round1(started_mib),
             with_data_mib: round1(with_data_mib),
@@ -320,6 +348,32 @@ where
 {
     let (_, reads) = timed(n, concurrency, |i| read_ack(pick(i))).await?;
     Ok(reads)
+}
+
+/// The server's memory gauges from `/metrics` (plain HTTP): bytes used
+/// against the budget, and held by read-ahead, MiB.
+async fn gauges(url: &str) -> (f64, f64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let text = async {
+        let host = url.strip_prefix("http://")?;
+        let mut c = tokio::net::TcpStream::connect(host).await.ok()?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    }
+    .await
+    .unwrap_or_default();
+    let gauge = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0.0, |v| round1(v / f64::from(1 << 20)))
+    };
+    (
+        gauge("switchboard_memory_used_bytes"),
+        gauge("switchboard_readahead_bytes"),
+    )
 }
 
 /// The budget the server runs with: the one given, else its default here.
