@@ -129,6 +129,7 @@ mod index;
 mod partition;
 mod producer;
 mod segment;
+pub mod sync_probe;
 
 use std::collections::BTreeMap;
 use std::fs::File;

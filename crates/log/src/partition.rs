@@ -364,9 +364,11 @@ impl Partition {
         // Offsets below `end` are in `seg` or in sealed segments, which were
         // synced when sealed.
         let started = Instant::now();
+        let len = seg.size();
         if let Err(e) = seg.file.sync_data() {
             return self.fail(Error::io("fsync", &seg.path)(e));
         }
+        crate::sync_probe::synced(&seg.path, len);
         metrics::histogram!("switchboard_log_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.mark_durable(end);
         Ok(())
@@ -403,9 +405,11 @@ impl Partition {
         let old = w.active.clone();
         let next = self.written.load(Ordering::Acquire);
         let started = Instant::now();
+        let len = old.size();
         if let Err(e) = old.file.sync_data() {
             return self.fail(Error::io("fsync", &old.path)(e));
         }
+        crate::sync_probe::synced(&old.path, len);
         metrics::histogram!("switchboard_log_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.mark_durable(next);
         segment::write_index_files(&self.dir, &old.index.read(), true)?;

@@ -167,6 +167,7 @@ impl Segment {
             file.set_len(end.valid_len)
                 .map_err(Error::io("truncate", &path))?;
             file.sync_all().map_err(Error::io("fsync", &path))?;
+            crate::sync_probe::synced(&path, end.valid_len);
         }
         write_index_files(dir, &index, false)?;
         Ok(Segment {

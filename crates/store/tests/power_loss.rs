@@ -1,0 +1,146 @@
+//! Acknowledged means on stable storage, whatever the fsync policy: blocks
+//! appended concurrently under `interval` and `never`, then a "power loss"
+//! that keeps of each segment only what the log's own syncs made durable
+//! (counted through `switchboard_log::sync_probe`; a kill alone would keep
+//! the page cache and prove nothing). Every block the store answered
+//! `Stored` must be read back whole after recovery.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchboard_log::{Durability, LogConfig};
+use switchboard_store::embedded::EmbeddedStore;
+use switchboard_store::{Appended, Block, Store, StreamSettings};
+
+type Synced = Arc<Mutex<HashMap<PathBuf, u64>>>;
+
+/// One probe per process: it records syncs under every data directory, keyed
+/// by path, so the two cases below can share it.
+fn probe() -> Synced {
+    static SYNCED: std::sync::OnceLock<Synced> = std::sync::OnceLock::new();
+    SYNCED
+        .get_or_init(|| {
+            let synced: Synced = Arc::default();
+            let s = synced.clone();
+            switchboard_log::sync_probe::set(move |path, len| {
+                let mut m = s.lock().unwrap();
+                let e = m.entry(path.to_path_buf()).or_insert(0);
+                *e = (*e).max(len);
+            });
+            synced
+        })
+        .clone()
+}
+
+/// Copies `from` to `to`, cutting every segment (`*.log`) back to its
+/// synced length (nothing, if it was never synced).
+fn copy_as_after_power_loss(from: &Path, to: &Path, synced: &HashMap<PathBuf, u64>) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().unwrap().is_dir() {
+            copy_as_after_power_loss(&src, &dst, synced);
+            continue;
+        }
+        std::fs::copy(&src, &dst).unwrap();
+        if src.extension().is_some_and(|x| x == "log") {
+            let keep = synced.get(&src).copied().unwrap_or(0);
+            let f = std::fs::OpenOptions::new().write(true).open(&dst).unwrap();
+            if f.metadata().unwrap().len() > keep {
+                f.set_len(keep).unwrap();
+            }
+        }
+    }
+}
+
+async fn acknowledged_blocks_survive(durability: Durability) {
+    let synced = probe();
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let cfg = LogConfig {
+        durability,
+        ..LogConfig::default()
+    };
+    let store = Arc::new(EmbeddedStore::open(&live, cfg.clone()).unwrap());
+    let settings = StreamSettings {
+        partitions: 3,
+        ..StreamSettings::default()
+    };
+    store.create_stream("s", settings).await.unwrap();
+    // writers append blocks until stopped; each remembers what was stored
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..4u32 {
+        let (store, stop) = (store.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for b in 0u32.. {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                let mut block = Block::new(None).unwrap();
+                for p in 0..3 {
+                    let v = format!("w{w}-b{b}-p{p}");
+                    block.records(p).push(1, None, &[v.as_bytes()], []);
+                }
+                match store.append("s", block).await.unwrap() {
+                    Appended::Stored(_) => acked.push((w, b)),
+                    other => panic!("{other:?}"),
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(acked.len() > 20, "the writers got going: {}", acked.len());
+    // the power goes out: what the log synced is all there is
+    let after = dir.path().join("after");
+    {
+        let synced = synced.lock().unwrap();
+        copy_as_after_power_loss(&live, &after, &synced);
+    }
+    drop(store);
+    let store = EmbeddedStore::open(&after, cfg).unwrap();
+    let d = store.describe_stream("s").await.unwrap();
+    let mut reader = store.open_reader("s", &[(0, 0), (1, 0), (2, 0)]).await.unwrap();
+    let mut found = std::collections::HashSet::new();
+    let total: u64 = d.end_offsets.iter().sum();
+    while (found.len() as u64) < total {
+        let f = reader.fetch(10_000, 1 << 20, Duration::ZERO).await.unwrap();
+        if f.records.is_empty() {
+            break;
+        }
+        for (p, r) in f.records {
+            found.insert((p, String::from_utf8(r.value.to_vec()).unwrap()));
+        }
+    }
+    for (w, b) in &acked {
+        for p in 0..3 {
+            let v = format!("w{w}-b{b}-p{p}");
+            assert!(
+                found.contains(&(p, v.clone())),
+                "{durability:?}: block {b} of writer {w} was acknowledged, and {v} is lost"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_blocks_survive_a_power_loss_under_every_fsync_policy() {
+    for durability in [
+        Durability::Interval { ms: 50 },
+        Durability::Never,
+        Durability::Always,
+    ] {
+        acknowledged_blocks_survive(durability).await;
+    }
+}
