@@ -235,6 +235,11 @@ settings! {
         segment_bytes: value u64 = 128 << 20,
             flag segment_bytes [Option<u64>] (long, env = "SWITCHBOARD_SEGMENT_BYTES"),
             range switchboard_log::SEGMENT_BYTES_RANGE;
+        /// Most sealed segment files open at once for reads; the least recently
+        /// read closes first [default: 1024].
+        max_open_segments: value usize = 1024,
+            flag max_open_segments [Option<usize>] (long, env = "SWITCHBOARD_MAX_OPEN_SEGMENTS"),
+            range switchboard_log::MAX_OPEN_SEGMENTS_RANGE;
     }
 
     /// Sessions of this node.

@@ -200,9 +200,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     rt.block_on(serve(s))
 }
 
-/// Raises the soft limit on open files to the hard one: every partition
-/// of the embedded log holds files open, and every connection one more.
-fn raise_file_limit() {
+/// Raises the soft limit on open files to the hard one (each partition of
+/// the embedded log holds its active segment open, each connection one
+/// more, and sealed segments up to `log.max_open_segments`); returns the
+/// limit in force.
+fn raise_file_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let lim = getrlimit(Resource::Nofile);
     let (soft, hard) = (lim.current, lim.maximum);
@@ -211,19 +213,32 @@ fn raise_file_limit() {
         raised.current = hard;
         if let Err(e) = setrlimit(Resource::Nofile, raised) {
             tracing::warn!(?soft, ?hard, error = %e, "could not raise the open-file limit");
-            return;
+            return soft;
         }
     }
     tracing::info!(limit = ?hard, was = ?soft, "open-file limit");
-    if hard.is_some_and(|h| h < 4096) {
-        tracing::warn!(limit = ?hard, "the open-file limit is low: each partition holds files open, each connection one more (raise `ulimit -n`)");
+    hard
+}
+
+/// Warns when the open-file limit leaves little room for what this node
+/// may hold open: sealed segments, connections, and one file per partition.
+fn check_file_limit(limit: Option<u64>, s: &Settings) {
+    let Some(limit) = limit else { return };
+    let wanted = s.config.log.max_open_segments as u64 + s.config.http.max_connections as u64 + 256;
+    if wanted > limit {
+        tracing::warn!(
+            limit,
+            segments = s.config.log.max_open_segments,
+            connections = s.config.http.max_connections,
+            "the open-file limit is low for this configuration: sealed segments and connections alone may take {wanted} files, and each partition takes one more (raise `ulimit -n`, or lower log.max_open_segments and http.max_connections)"
+        );
     }
 }
 
 async fn serve(s: Settings) -> Result<()> {
     // first, so that what the layers below record at start is kept
     let metrics = switchboard_api::metrics_export::install();
-    raise_file_limit();
+    check_file_limit(raise_file_limit(), &s);
     // before anything is created in the data directory: a taken port
     // leaves no trace
     let listener = tokio::net::TcpListener::bind(s.listen)
@@ -245,6 +260,7 @@ async fn serve(s: Settings) -> Result<()> {
     let log_cfg = LogConfig {
         durability: s.durability,
         segment_bytes: s.config.log.segment_bytes,
+        max_open_segments: s.config.log.max_open_segments,
         ..LogConfig::default()
     };
     let url = store_url(&s);

@@ -61,6 +61,10 @@ pub struct LogConfig {
     pub producer_ttl_ms: u64,
     /// How often the background thread applies retention.
     pub retention_check_ms: u64,
+    /// Most sealed segments' files open at once for reads (each active
+    /// segment holds its own for good): beyond it, the least recently read
+    /// is closed.
+    pub max_open_segments: usize,
 }
 
 impl Default for LogConfig {
@@ -72,10 +76,13 @@ impl Default for LogConfig {
             max_batch_bytes: 64 << 20,
             producer_ttl_ms: 7 * 24 * 3600 * 1000,
             retention_check_ms: 30_000,
+            max_open_segments: 1024,
         }
     }
 }
 
+/// Allowed `max_open_segments`.
+pub const MAX_OPEN_SEGMENTS_RANGE: std::ops::RangeInclusive<u64> = 16..=1_000_000;
 /// Allowed `segment_bytes`: 4 KiB to 2 GiB (positions in a segment are u32).
 pub const SEGMENT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=1 << 31;
 

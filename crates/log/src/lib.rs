@@ -143,7 +143,8 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    is_valid_stream_name, Durability, LogConfig, StreamSettings, MAX_PARTITIONS, SEGMENT_BYTES_RANGE,
+    is_valid_stream_name, Durability, LogConfig, StreamSettings, MAX_OPEN_SEGMENTS_RANGE, MAX_PARTITIONS,
+    SEGMENT_BYTES_RANGE,
 };
 pub use error::{Error, Result};
 pub use event_listener::EventListener;
@@ -248,6 +249,8 @@ impl Stream {
 struct Inner {
     root: PathBuf,
     cfg: Arc<LogConfig>,
+    /// Read handles of sealed segments, bounded.
+    files: Arc<segment::FileCache>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serializes stream creation and deletion.
     admin: Mutex<()>,
@@ -303,6 +306,7 @@ impl Log {
         for d in [root.join("tmp"), root.join("trash")] {
             empty_dir(&d)?;
         }
+        let files = segment::FileCache::new(cfg.max_open_segments);
         let cfg = Arc::new(cfg);
         let mut streams = BTreeMap::new();
         let sdir = root.join("streams");
@@ -312,12 +316,13 @@ impl Log {
                 tracing::warn!(path = %e.path().display(), "ignoring a file that is not a stream directory");
                 continue;
             }
-            let stream = open_stream(&e.path(), &cfg)?;
+            let stream = open_stream(&e.path(), &cfg, &files)?;
             streams.insert(stream.name.clone(), Arc::new(stream));
         }
         let inner = Arc::new(Inner {
             root,
             cfg,
+            files,
             streams: RwLock::new(streams),
             admin: Mutex::new(()),
             stop: Mutex::new(false),
@@ -382,7 +387,7 @@ impl Log {
         let dest = root.join("streams").join(dir_name(name));
         std::fs::rename(&staging, &dest).map_err(Error::io("rename", &staging))?;
         fsync_dir(&root.join("streams"))?;
-        let stream = Arc::new(open_stream(&dest, &self.inner.cfg)?);
+        let stream = Arc::new(open_stream(&dest, &self.inner.cfg, &self.inner.files)?);
         self.inner
             .streams
             .write()
@@ -431,6 +436,12 @@ impl Log {
     /// segments deleted. The background thread calls this periodically.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         self.inner.apply_retention(now_ms)
+    }
+
+    /// Sealed segments' files open now (at most `max_open_segments`, plus
+    /// any a reader still holds).
+    pub fn open_segment_files(&self) -> usize {
+        self.inner.files.open_count()
     }
 
     /// Syncs every partition.
@@ -553,7 +564,7 @@ fn empty_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn open_stream(dir: &Path, cfg: &Arc<LogConfig>) -> Result<Stream> {
+fn open_stream(dir: &Path, cfg: &Arc<LogConfig>, files: &Arc<segment::FileCache>) -> Result<Stream> {
     let meta_path = dir.join("stream.json");
     let bytes = std::fs::read(&meta_path).map_err(Error::io("read", &meta_path))?;
     let meta: StreamFile = serde_json::from_slice(&bytes)
@@ -581,7 +592,13 @@ fn open_stream(dir: &Path, cfg: &Arc<LogConfig>) -> Result<Stream> {
         if !pdir.is_dir() {
             return Err(Error::corrupt(&pdir, 0, "partition directory is missing"));
         }
-        partitions.push(Arc::new(Partition::open(&meta.name, p, pdir, cfg.clone())?));
+        partitions.push(Arc::new(Partition::open(
+            &meta.name,
+            p,
+            pdir,
+            cfg.clone(),
+            files.clone(),
+        )?));
     }
     Ok(Stream {
         name: meta.name,

@@ -1,8 +1,6 @@
 //! One partition: a directory of segments with one writer and any number of
 //! concurrent readers.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,9 +13,8 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::{Durability, LogConfig, StreamSettings};
 use crate::error::{Error, Result};
 use crate::format::{compact, decode_records, BatchBuilder, BatchHeader, Record, HEADER_LEN};
-use crate::index::{push_offset_entry, push_time_entry};
 use crate::producer::{self, ProducerState, Producers};
-use crate::segment::{self, Segment};
+use crate::segment::{self, FileCache, Segment};
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,12 +48,13 @@ pub struct ReadBatch {
     pub next_offset: u64,
 }
 
+/// The active segment's index lives in memory: it is written to its files
+/// when the segment is sealed, and rebuilt by the scan that recovery runs
+/// over the active segment anyway. So a partition holds one descriptor for
+/// good (its active segment), whatever else it has.
 struct Writer {
     active: Arc<Segment>,
-    index_file: File,
-    time_file: File,
     producers: Producers,
-    entry_buf: Vec<u8>,
 }
 
 /// One partition of a stream. All methods take `&self`: appends are
@@ -66,6 +64,8 @@ pub struct Partition {
     id: u32,
     dir: PathBuf,
     cfg: Arc<LogConfig>,
+    /// Read handles of sealed segments, shared with the log's other partitions.
+    files: Arc<FileCache>,
     writer: Mutex<Writer>,
     segments: RwLock<Vec<Arc<Segment>>>,
     start: AtomicU64,
@@ -99,16 +99,15 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn open_append(p: &Path) -> Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .open(p)
-        .map_err(Error::io("open", p))
-}
-
 impl Partition {
     /// Opens a partition directory, running recovery (see the crate docs).
-    pub(crate) fn open(stream: &str, id: u32, dir: PathBuf, cfg: Arc<LogConfig>) -> Result<Partition> {
+    pub(crate) fn open(
+        stream: &str,
+        id: u32,
+        dir: PathBuf,
+        cfg: Arc<LogConfig>,
+        files: Arc<FileCache>,
+    ) -> Result<Partition> {
         let mut bases = Vec::new();
         let mut others = Vec::new();
         for e in std::fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
@@ -135,18 +134,18 @@ impl Partition {
         }
         let fresh = bases.is_empty();
         if fresh {
-            Segment::create(&dir, 0)?;
+            Segment::create(&dir, 0, &files)?;
             bases.push(0);
         }
         let interval = cfg.index_interval_bytes;
         let mut segments = Vec::with_capacity(bases.len());
         for &b in &bases[..bases.len() - 1] {
-            segments.push(Arc::new(Segment::open_sealed(&dir, b, interval)?));
+            segments.push(Arc::new(Segment::open_sealed(&dir, b, interval, &files)?));
         }
         let last = bases[bases.len() - 1];
         // producer batches of the active segment, replayed over the snapshot below
         let mut active_batches: Vec<(String, ProducerState)> = Vec::new();
-        let active = Segment::open_active(&dir, last, interval, |h, batch| {
+        let active = Segment::open_active(&dir, last, interval, &files, |h, batch| {
             if let Some(id) = h.producer_id(batch) {
                 active_batches.push((id.to_string(), state_of(h)));
             }
@@ -156,18 +155,13 @@ impl Partition {
         let end = segments[segments.len() - 1].next_offset();
         let producers = recover_producers(&dir, &segments, active_batches, start, end, &cfg)?;
         let active = segments[segments.len() - 1].clone();
-        let writer = Writer {
-            index_file: open_append(&segment::index_path(&dir, last))?,
-            time_file: open_append(&segment::time_index_path(&dir, last))?,
-            active,
-            producers,
-            entry_buf: Vec::with_capacity(64),
-        };
+        let writer = Writer { active, producers };
         Ok(Partition {
             stream: stream.to_string(),
             id,
             dir,
             cfg,
+            files,
             writer: Mutex::new(writer),
             segments: RwLock::new(segments),
             start: AtomicU64::new(start),
@@ -279,31 +273,19 @@ impl Partition {
         let pos = active.size();
         let append_time = now_ms();
         let (h, bytes) = batch.seal(base, append_time, crc);
-        if let Err(e) = active.file.write_all_at(bytes, pos) {
+        let file = active.file()?;
+        if let Err(e) = file.write_all_at(bytes, pos) {
             // take back whatever part of the batch reached the file
             let err = Error::io("write", &active.path)(e);
-            if active.file.set_len(pos).is_err() {
+            if file.set_len(pos).is_err() {
                 return self.fail(err);
             }
             return Err(err);
         }
-        let added = active
+        active
             .index
             .write()
             .on_batch(&h, pos, self.cfg.index_interval_bytes);
-        if let Some((o, t)) = added {
-            let w = &mut *w;
-            w.entry_buf.clear();
-            push_offset_entry(&mut w.entry_buf, o);
-            let r1 = w.index_file.write_all(&w.entry_buf);
-            w.entry_buf.clear();
-            push_time_entry(&mut w.entry_buf, t);
-            let r2 = w.time_file.write_all(&w.entry_buf);
-            if r1.is_err() || r2.is_err() {
-                // the active segment's index files are rebuilt on open
-                tracing::warn!(segment = %active.path.display(), "could not extend index file");
-            }
-        }
         let next = base + count;
         if let Some((id, block)) = batch.producer() {
             let state = ProducerState {
@@ -365,7 +347,11 @@ impl Partition {
         // synced when sealed.
         let started = Instant::now();
         let len = seg.size();
-        if let Err(e) = seg.file.sync_data() {
+        let file = match seg.file() {
+            Ok(f) => f,
+            Err(e) => return self.fail(e),
+        };
+        if let Err(e) = file.sync_data() {
             return self.fail(Error::io("fsync", &seg.path)(e));
         }
         crate::sync_probe::synced(&seg.path, len);
@@ -406,7 +392,11 @@ impl Partition {
         let next = self.written.load(Ordering::Acquire);
         let started = Instant::now();
         let len = old.size();
-        if let Err(e) = old.file.sync_data() {
+        let file = match old.file() {
+            Ok(f) => f,
+            Err(e) => return self.fail(e),
+        };
+        if let Err(e) = file.sync_data() {
             return self.fail(Error::io("fsync", &old.path)(e));
         }
         crate::sync_probe::synced(&old.path, len);
@@ -415,14 +405,14 @@ impl Partition {
         segment::write_index_files(&self.dir, &old.index.read(), true)?;
         producer::expire(&mut w.producers, now_ms(), self.cfg.producer_ttl_ms);
         producer::write_snapshot(&self.dir, next, &w.producers, next)?;
-        let seg = Segment::create(&self.dir, next)?;
+        let seg = Segment::create(&self.dir, next, &self.files)?;
         crate::fsync_dir(&self.dir)?;
         self.dir_unsynced.store(false, Ordering::Release);
-        w.index_file = open_append(&segment::index_path(&self.dir, next))?;
-        w.time_file = open_append(&segment::time_index_path(&self.dir, next))?;
         let seg = Arc::new(seg);
         self.segments.write().push(seg.clone());
         w.active = seg;
+        // the sealed segment's handle goes: its reads use the log's cache
+        old.seal();
         Ok(())
     }
 
@@ -767,7 +757,7 @@ fn recover_producers(
             continue;
         }
         let len = seg.size();
-        segment::scan(&seg.file, &seg.path, seg.base, len, |h, _, batch| {
+        segment::scan(&*seg.file()?, &seg.path, seg.base, len, |h, _, batch| {
             if let Some(id) = h.producer_id(batch) {
                 apply(id, state_of(h));
             }

@@ -6,7 +6,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::format::{BatchHeader, HEADER_LEN};
@@ -34,12 +37,97 @@ pub(crate) fn time_index_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{}.timeindex", file_stem(base)))
 }
 
+/// Read handles of sealed segments, shared by every partition of a log and
+/// bounded in number: a node with many partitions and segments holds a
+/// fixed number of descriptors for them, whatever its data. The least
+/// recently read handle is closed first (it closes for good once its last
+/// reader is done with it).
+#[derive(Debug)]
+pub(crate) struct FileCache {
+    cap: usize,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    /// segment id -> (handle, last use)
+    files: HashMap<u64, (Arc<File>, u64)>,
+    /// last use -> segment id
+    by_use: BTreeMap<u64, u64>,
+    tick: u64,
+}
+
+impl FileCache {
+    /// A cache of at most `cap` open handles.
+    pub fn new(cap: usize) -> Arc<FileCache> {
+        Arc::new(FileCache {
+            cap: cap.max(1),
+            state: Mutex::new(CacheState::default()),
+        })
+    }
+
+    /// The open handle of segment `id`, opening `path` if need be.
+    fn get(&self, id: u64, path: &Path) -> Result<Arc<File>> {
+        {
+            let mut st = self.state.lock();
+            st.tick += 1;
+            let tick = st.tick;
+            if let Some((f, used)) = st.files.get_mut(&id) {
+                let (f, old) = (f.clone(), std::mem::replace(used, tick));
+                st.by_use.remove(&old);
+                st.by_use.insert(tick, id);
+                return Ok(f);
+            }
+        }
+        // opened outside the lock: a slow open holds up no other reader
+        let f = Arc::new(File::open(path).map_err(Error::io("open", path))?);
+        metrics::counter!("switchboard_log_segment_opens_total").increment(1);
+        let mut st = self.state.lock();
+        st.tick += 1;
+        let tick = st.tick;
+        if let Some((old, _)) = st.files.insert(id, (f.clone(), tick)) {
+            // another reader opened it meanwhile: one of the two stays
+            drop(old);
+        }
+        st.by_use.retain(|_, v| *v != id);
+        st.by_use.insert(tick, id);
+        while st.files.len() > self.cap {
+            let Some((_, victim)) = st.by_use.pop_first() else {
+                break;
+            };
+            st.files.remove(&victim);
+        }
+        metrics::gauge!("switchboard_log_open_segment_files").set(st.files.len() as f64);
+        Ok(f)
+    }
+
+    /// Closes segment `id`'s handle (it is gone).
+    fn forget(&self, id: u64) {
+        let mut st = self.state.lock();
+        if let Some((_, used)) = st.files.remove(&id) {
+            st.by_use.remove(&used);
+        }
+    }
+
+    /// Handles open now.
+    pub fn open_count(&self) -> usize {
+        self.state.lock().files.len()
+    }
+}
+
+/// Ids of segments in this process, for the file cache.
+static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A segment as readers and the writer share it.
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub base: u64,
     pub path: PathBuf,
-    pub file: File,
+    /// The active segment's file, open for good (read and write); `None`
+    /// once sealed: reads then go through `cache`.
+    active_file: RwLock<Option<Arc<File>>>,
+    cache: Arc<FileCache>,
+    id: u64,
     /// Bytes of complete batches: readers never read past this.
     size: AtomicU64,
     pub index: RwLock<SegmentIndex>,
@@ -57,7 +145,49 @@ pub(crate) struct ScanEnd {
     pub stopped: Option<String>,
 }
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.cache.forget(self.id);
+    }
+}
+
 impl Segment {
+    fn new(
+        base: u64,
+        path: PathBuf,
+        file: Option<File>,
+        cache: &Arc<FileCache>,
+        size: u64,
+        index: SegmentIndex,
+        damage: Option<(u64, String)>,
+    ) -> Segment {
+        Segment {
+            base,
+            path,
+            active_file: RwLock::new(file.map(Arc::new)),
+            cache: cache.clone(),
+            id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
+            size: AtomicU64::new(size),
+            index: RwLock::new(index),
+            damage,
+        }
+    }
+
+    /// The segment's file: the active one's own handle, or a sealed one's
+    /// from the cache.
+    pub fn file(&self) -> Result<Arc<File>> {
+        if let Some(f) = &*self.active_file.read() {
+            return Ok(f.clone());
+        }
+        self.cache.get(self.id, &self.path)
+    }
+
+    /// The segment is sealed: its handle goes (reads open it through the
+    /// cache from now on).
+    pub fn seal(&self) {
+        self.active_file.write().take();
+    }
+
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
     }
@@ -71,7 +201,7 @@ impl Segment {
     }
 
     /// Creates an empty segment with empty index files.
-    pub fn create(dir: &Path, base: u64) -> Result<Segment> {
+    pub fn create(dir: &Path, base: u64, cache: &Arc<FileCache>) -> Result<Segment> {
         let path = log_path(dir, base);
         let file = OpenOptions::new()
             .read(true)
@@ -82,20 +212,21 @@ impl Segment {
         for p in [index_path(dir, base), time_index_path(dir, base)] {
             File::create(&p).map_err(Error::io("create", &p))?;
         }
-        Ok(Segment {
+        Ok(Segment::new(
             base,
             path,
-            file,
-            size: AtomicU64::new(0),
-            index: RwLock::new(SegmentIndex::new(base)),
-            damage: None,
-        })
+            Some(file),
+            cache,
+            0,
+            SegmentIndex::new(base),
+            None,
+        ))
     }
 
     /// Opens a sealed segment. Trusts its index files if their checksums and
     /// lengths hold; otherwise rebuilds them by a full validating scan, and
     /// records (without truncating) any damage that scan finds.
-    pub fn open_sealed(dir: &Path, base: u64, interval: u64) -> Result<Segment> {
+    pub fn open_sealed(dir: &Path, base: u64, interval: u64, cache: &Arc<FileCache>) -> Result<Segment> {
         let path = log_path(dir, base);
         let file = File::open(&path).map_err(Error::io("open", &path))?;
         let len = file.metadata().map_err(Error::io("stat", &path))?.len();
@@ -106,14 +237,7 @@ impl Segment {
             _ => None,
         };
         if let Some(index) = loaded {
-            return Ok(Segment {
-                base,
-                path,
-                file,
-                size: AtomicU64::new(index.size),
-                index: RwLock::new(index),
-                damage: None,
-            });
+            return Ok(Segment::new(base, path, None, cache, index.size, index, None));
         }
         tracing::info!(segment = %path.display(), "rebuilding index of sealed segment");
         let mut index = SegmentIndex::new(base);
@@ -125,14 +249,16 @@ impl Segment {
             (end.valid_len, why)
         });
         write_index_files(dir, &index, true)?;
-        Ok(Segment {
+        drop(file);
+        Ok(Segment::new(
             base,
             path,
-            file,
-            size: AtomicU64::new(end.valid_len),
-            index: RwLock::new(index),
+            None,
+            cache,
+            end.valid_len,
+            index,
             damage,
-        })
+        ))
     }
 
     /// Opens the last segment for appending: validates every batch, truncates
@@ -142,6 +268,7 @@ impl Segment {
         dir: &Path,
         base: u64,
         interval: u64,
+        cache: &Arc<FileCache>,
         mut on_batch: impl FnMut(&BatchHeader, &[u8]),
     ) -> Result<Segment> {
         let path = log_path(dir, base);
@@ -170,21 +297,22 @@ impl Segment {
             crate::sync_probe::synced(&path, end.valid_len);
         }
         write_index_files(dir, &index, false)?;
-        Ok(Segment {
+        Ok(Segment::new(
             base,
             path,
-            file,
-            size: AtomicU64::new(end.valid_len),
-            index: RwLock::new(index),
-            damage: None,
-        })
+            Some(file),
+            cache,
+            end.valid_len,
+            index,
+            None,
+        ))
     }
 
     /// Reads exactly `len` bytes at `pos` into a fresh buffer: the one copy on
     /// the read path.
     pub fn read_exact(&self, pos: u64, len: usize) -> Result<bytes::Bytes> {
         let mut buf = vec![0u8; len];
-        self.file
+        self.file()?
             .read_exact_at(&mut buf, pos)
             .map_err(Error::io("read", &self.path))?;
         Ok(bytes::Bytes::from(buf))

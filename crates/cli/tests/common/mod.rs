@@ -20,6 +20,8 @@ pub struct Server {
     pub addr: String,
     pub dir: PathBuf,
     extra: Vec<String>,
+    /// (soft, hard) open-file limit the server starts with.
+    nofile: Option<(u64, u64)>,
 }
 
 /// `SWITCHBOARD_TEST_STORE=memory` runs the servers of a test binary on
@@ -36,6 +38,15 @@ fn bin() -> &'static str {
 impl Server {
     /// Starts a server on `dir` with a free port.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Server::launch(dir, extra, None)
+    }
+
+    /// Like [`Server::start`], with a (soft, hard) limit on open files.
+    pub fn start_with_file_limit(dir: &Path, extra: &[&str], nofile: (u64, u64)) -> Server {
+        Server::launch(dir, extra, Some(nofile))
+    }
+
+    fn launch(dir: &Path, extra: &[&str], nofile: Option<(u64, u64)>) -> Server {
         let mut s = Server {
             child: None,
             stdout: None,
@@ -43,6 +54,7 @@ impl Server {
             addr: "127.0.0.1:0".into(),
             dir: dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile,
         };
         s.spawn();
         s
@@ -54,7 +66,11 @@ impl Server {
             .append(true)
             .open(self.dir.with_extension("server.log"))
             .unwrap();
-        let mut child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        if let Some(limit) = self.nofile {
+            limit_files(&mut cmd, limit);
+        }
+        let mut child = cmd
             .arg("serve")
             .arg("--listen")
             .arg(&self.addr)
@@ -152,6 +168,24 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+}
+
+#[allow(unsafe_code)]
+fn limit_files(cmd: &mut Command, (soft, hard): (u64, u64)) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit(2) only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
