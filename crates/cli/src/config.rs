@@ -272,6 +272,10 @@ settings! {
         idempotency_ttl_ms: value u64 = 24 * 3_600_000,
             flag idempotency_ttl_ms [Option<u64>] (long, env = "SWITCHBOARD_IDEMPOTENCY_TTL_MS"),
             range switchboard_session::host::IDEMPOTENCY_TTL_MS_RANGE;
+        /// Most idempotency keys remembered; the oldest go first [default: 1000000].
+        idempotency_max_keys: value usize = 1_000_000,
+            flag idempotency_max_keys [Option<usize>] (long, env = "SWITCHBOARD_IDEMPOTENCY_MAX_KEYS"),
+            range switchboard_session::host::IDEMPOTENCY_MAX_KEYS_RANGE;
     }
 
     /// Who may call: static tokens, OAuth2, client certificates.

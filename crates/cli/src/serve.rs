@@ -261,6 +261,8 @@ async fn serve(s: Settings) -> Result<()> {
         durability: s.durability,
         segment_bytes: s.config.log.segment_bytes,
         max_open_segments: s.config.log.max_open_segments,
+        // the producers of keyed publishes outlive their keys by an hour
+        short_producer_ttl_ms: s.config.session.idempotency_ttl_ms + 3_600_000,
         ..LogConfig::default()
     };
     let url = store_url(&s);
@@ -297,6 +299,7 @@ async fn serve(s: Settings) -> Result<()> {
             memory_budget: usize::try_from(s.config.session.memory_budget).unwrap_or(usize::MAX),
             max_blocks_in_flight: s.config.session.max_blocks_in_flight,
             idempotency_ttl_ms: s.config.session.idempotency_ttl_ms,
+            idempotency_max_keys: s.config.session.idempotency_max_keys,
             // only the embedded log can hold records an older version wrote
             legacy_records: url.starts_with("file://"),
             ..HostConfig::default()

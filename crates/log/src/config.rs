@@ -59,6 +59,8 @@ pub struct LogConfig {
     pub max_batch_bytes: u64,
     /// How long a producer's state is kept after its last append.
     pub producer_ttl_ms: u64,
+    /// The same for short-lived producers (ids starting with `~`).
+    pub short_producer_ttl_ms: u64,
     /// How often the background thread applies retention.
     pub retention_check_ms: u64,
     /// Most sealed segments' files open at once for reads (each active
@@ -75,6 +77,7 @@ impl Default for LogConfig {
             durability: Durability::Always,
             max_batch_bytes: 64 << 20,
             producer_ttl_ms: 7 * 24 * 3600 * 1000,
+            short_producer_ttl_ms: 25 * 3600 * 1000,
             retention_check_ms: 30_000,
             max_open_segments: 1024,
         }

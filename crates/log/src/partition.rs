@@ -403,7 +403,7 @@ impl Partition {
         metrics::histogram!("switchboard_log_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.mark_durable(next);
         segment::write_index_files(&self.dir, &old.index.read(), true)?;
-        producer::expire(&mut w.producers, now_ms(), self.cfg.producer_ttl_ms);
+        producer::expire(&mut w.producers, now_ms(), &self.cfg);
         producer::write_snapshot(&self.dir, next, &w.producers, next)?;
         let seg = Segment::create(&self.dir, next, &self.files)?;
         crate::fsync_dir(&self.dir)?;
@@ -679,7 +679,7 @@ impl Partition {
                 if w.producers.is_empty() {
                     return Ok(());
                 }
-                producer::expire(&mut w.producers, now_ms(), self.cfg.producer_ttl_ms);
+                producer::expire(&mut w.producers, now_ms(), &self.cfg);
                 let end = self.written.load(Ordering::Acquire);
                 producer::write_snapshot(&self.dir, end, &w.producers, w.active.base)
             })
@@ -766,6 +766,6 @@ fn recover_producers(
     for (id, s) in active_batches {
         apply(&id, s);
     }
-    producer::expire(&mut producers, now_ms(), cfg.producer_ttl_ms);
+    producer::expire(&mut producers, now_ms(), cfg);
     Ok(producers)
 }

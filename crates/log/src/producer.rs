@@ -134,10 +134,16 @@ pub(crate) fn write_snapshot(dir: &Path, offset: u64, producers: &Producers, act
 }
 
 /// Drops producers unused for longer than `ttl_ms`.
-pub(crate) fn expire(producers: &mut Producers, now_ms: i64, ttl_ms: u64) {
-    let cutoff = now_ms.saturating_sub(ttl_ms.min(i64::MAX as u64) as i64);
-    producers.retain(|_, s| s.last_seen_ms >= cutoff);
+pub(crate) fn expire(producers: &mut Producers, now_ms: i64, cfg: &crate::LogConfig) {
+    let cutoff = |ttl: u64| now_ms.saturating_sub(ttl.min(i64::MAX as u64) as i64);
+    let (long, short) = (cutoff(cfg.producer_ttl_ms), cutoff(cfg.short_producer_ttl_ms));
+    producers.retain(|id, s| s.last_seen_ms >= if id.starts_with(SHORT_LIVED) { short } else { long });
 }
+
+/// Producer ids starting with this are short-lived (one block each, such as
+/// the idempotency keys of one-shot publishes): their state is kept for
+/// `short_producer_ttl_ms`, not `producer_ttl_ms`.
+pub const SHORT_LIVED: char = '~';
 
 #[cfg(test)]
 mod tests {
@@ -167,7 +173,27 @@ mod tests {
             assert!(decode_snapshot(&b[..i]).is_none());
         }
         let mut q = p.clone();
-        expire(&mut q, 1_015, 5);
+        let cfg = crate::LogConfig {
+            producer_ttl_ms: 5,
+            short_producer_ttl_ms: 1,
+            ..crate::LogConfig::default()
+        };
+        expire(&mut q, 1_015, &cfg);
         assert_eq!(q.len(), 10);
+        // short-lived producers go sooner
+        let mut r = Producers::new();
+        for (id, seen) in [("~k", 1_013), ("~j", 1_014), ("p", 1_013)] {
+            r.insert(
+                id.to_string(),
+                ProducerState {
+                    last_seen_ms: seen,
+                    ..p["producer-0"]
+                },
+            );
+        }
+        expire(&mut r, 1_015, &cfg);
+        let mut left: Vec<&str> = r.keys().map(String::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["p", "~j"]);
     }
 }

@@ -36,6 +36,8 @@ pub const READAHEAD_BYTES_RANGE: RangeInclusive<u64> = 64 * 1024..=1 << 30;
 pub const MEMORY_BUDGET_RANGE: RangeInclusive<u64> = 16 << 20..=1 << 40;
 /// Allowed `max_blocks_in_flight`.
 pub const MAX_BLOCKS_IN_FLIGHT_RANGE: RangeInclusive<u64> = 1..=1024;
+/// Allowed `idempotency_max_keys`.
+pub const IDEMPOTENCY_MAX_KEYS_RANGE: RangeInclusive<u64> = 1..=100_000_000;
 /// Allowed `idempotency_ttl_ms`: a minute to 30 days.
 pub const IDEMPOTENCY_TTL_MS_RANGE: RangeInclusive<u64> = 60_000..=30 * 24 * 3_600_000;
 
@@ -64,6 +66,8 @@ pub struct HostConfig {
     pub dispose_timeout: Duration,
     /// How long idempotency keys are remembered.
     pub idempotency_ttl_ms: u64,
+    /// Most idempotency keys remembered; the oldest go first.
+    pub idempotency_max_keys: usize,
     /// The store may hold records in the previous record format (the
     /// embedded log written by an older version): read them as such.
     pub legacy_records: bool,
@@ -82,6 +86,7 @@ impl Default for HostConfig {
             max_blocks_in_flight: 16,
             dispose_timeout: Duration::from_secs(10),
             idempotency_ttl_ms: 24 * 3_600_000,
+            idempotency_max_keys: 1_000_000,
             legacy_records: false,
         }
     }
@@ -178,7 +183,15 @@ impl SessionHost {
             )));
         }
         let cfg_budget = cfg.memory_budget;
-        let idem = Arc::new(Idempotency::load(store.clone(), cfg.idempotency_ttl_ms, now_ms()).await?);
+        let idem = Arc::new(
+            Idempotency::load(
+                store.clone(),
+                cfg.idempotency_ttl_ms,
+                cfg.idempotency_max_keys,
+                now_ms(),
+            )
+            .await?,
+        );
         let inner = Arc::new(Inner {
             codec: CursorCodec::new(keys.clone()),
             store,
@@ -354,7 +367,7 @@ impl SessionHost {
                 stream,
                 idempotency_key,
                 body,
-            } => self.publish(stream, idempotency_key, body).await,
+            } => self.publish(stream, idempotency_key, body, &ctx.caller).await,
             Request::Allocate(req) => self.allocate(req, ctx.caller).await,
             Request::Session { id, call } => self.call(&id, &ctx.caller, call).await,
         }
@@ -389,7 +402,13 @@ impl SessionHost {
         Ok(Response::StreamCreated(info(c.name, settings), created))
     }
 
-    async fn publish(&self, stream: String, key: Option<String>, body: Bytes) -> Result<Response> {
+    async fn publish(
+        &self,
+        stream: String,
+        key: Option<String>,
+        body: Bytes,
+        caller: &str,
+    ) -> Result<Response> {
         visible_stream(&stream)?;
         let settings = self.inner.store.stream_settings(&stream).await?;
         let now = now_ms();
@@ -404,7 +423,7 @@ impl SessionHost {
                     ));
                 }
                 let hash = xxhash_rust::xxh3::xxh3_128(&body);
-                match self.inner.idem.begin(&stream, k, hash, now).await? {
+                match self.inner.idem.begin(caller, &stream, k, hash, now).await? {
                     Begin::Done(answer) => return Ok(Response::Published(answer)),
                     Begin::Go(g) => Some(g),
                 }
@@ -422,7 +441,18 @@ impl SessionHost {
                     retry_after_ms: 100,
                 }
             })?;
-        let unkeyed = rand::random::<u32>() % settings.partitions;
+        // a keyed publish is block 1 of a producer named after its key, with
+        // its unkeyed events placed by the key: a retry sends the very same
+        // parts, and the store keeps each at most once
+        let producer = key.as_deref().map(|k| switchboard_store::BlockProducer {
+            id: crate::idempotency::producer_id(caller, &stream, k),
+            epoch: 0,
+            block: 1,
+        });
+        let unkeyed = match &key {
+            Some(k) => (xxhash_rust::xxh3::xxh3_64(k.as_bytes()) % u64::from(settings.partitions)) as u32,
+            None => rand::random::<u32>() % settings.partitions,
+        };
         let sealer = self.sealer(&stream).await?;
         let encode =
             move |stream: &str, body: &[u8], sealer: Option<&Sealer>| -> Result<crate::codec::EncodedBlock> {
@@ -437,7 +467,7 @@ impl SessionHost {
                     settings.partitions,
                     unkeyed,
                     now,
-                    None,
+                    producer.clone(),
                     seal.as_ref(),
                 )
             };

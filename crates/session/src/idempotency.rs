@@ -2,12 +2,20 @@
 //! in memory and in an internal single-partition stream, so that keys
 //! outlive restarts for at least the configured time (24 h by default).
 //!
-//! A second request with a key that is still in flight waits for the
-//! first; a request that reuses a key with another body is a conflict.
-//! Known gap: a crash after the events are durable but before the key's
-//! record is makes a retry publish the events again.
+//! Keys are scoped by the caller's identity and the stream, and bounded in
+//! number (`max_keys`; the oldest go first; `switchboard_idempotency_keys`
+//! shows the count). A second request with a key that is still in flight
+//! waits for the first; a request that reuses a key with another body is a
+//! conflict.
+//!
+//! The events of a keyed publish are one producer block of a short-lived
+//! producer named after the key (see [`producer_id`]), so the store keeps
+//! each part at most once: a publish that failed half-way and is retried
+//! completes the block instead of storing its events twice, and a crash
+//! between the events becoming durable and the key's record does the same
+//! (the store answers where the block is).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,7 +29,20 @@ use crate::error::{Result, SessionError};
 /// The internal stream that holds the keys.
 pub const STREAM: &str = "__idempotency";
 
-type Key = (String, String);
+/// (caller identity, stream, key)
+type Key = (String, String, String);
+
+/// The producer whose block 1 holds the events of `key`'s publish: named
+/// by a hash of the caller, the stream and the key, behind `~`, which no
+/// client producer id can start with (short-lived producers in the log).
+pub fn producer_id(identity: &str, stream: &str, key: &str) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [identity, stream, key] {
+        h.update(part.as_bytes());
+        h.update(&[0]);
+    }
+    format!("~idem.{:032x}", h.digest128())
+}
 
 enum Entry {
     InFlight(Arc<Notify>),
@@ -30,6 +51,9 @@ enum Entry {
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    /// The caller's identity (records of older versions have none).
+    #[serde(default)]
+    i: String,
     s: String,
     k: String,
     h: String,
@@ -39,7 +63,42 @@ struct Stored {
 pub(crate) struct Idempotency {
     store: Arc<dyn Store>,
     ttl_ms: u64,
-    table: Mutex<HashMap<Key, Entry>>,
+    max_keys: usize,
+    table: Mutex<Table>,
+}
+
+/// Answered keys, and the order they were answered in (for expiry and the
+/// bound).
+#[derive(Default)]
+struct Table {
+    entries: HashMap<Key, Entry>,
+    order: VecDeque<(Key, i64)>,
+}
+
+impl Table {
+    /// Records an answered key, then drops expired keys and the oldest
+    /// beyond `max_keys`.
+    fn done(&mut self, k: Key, entry: Entry, cutoff_ms: i64, max_keys: usize) -> Option<Entry> {
+        let at = match &entry {
+            Entry::Done { at_ms, .. } => *at_ms,
+            Entry::InFlight(_) => i64::MAX,
+        };
+        self.order.push_back((k.clone(), at));
+        let old = self.entries.insert(k, entry);
+        while let Some((k, at)) = self.order.front() {
+            let (k, at) = (k.clone(), *at);
+            if at >= cutoff_ms && self.order.len() <= max_keys {
+                break;
+            }
+            self.order.pop_front();
+            // only the entry this place was kept for (a key used again has a newer one)
+            if matches!(self.entries.get(&k), Some(Entry::Done { at_ms, .. }) if *at_ms == at) {
+                self.entries.remove(&k);
+            }
+        }
+        metrics::gauge!("switchboard_idempotency_keys").set(self.order.len() as f64);
+        old
+    }
 }
 
 /// What [`Idempotency::begin`] decided.
@@ -59,7 +118,12 @@ pub(crate) struct Guard {
 impl Idempotency {
     /// Creates the internal stream if needed and loads the keys younger
     /// than `ttl_ms`.
-    pub async fn load(store: Arc<dyn Store>, ttl_ms: u64, now_ms: i64) -> Result<Idempotency> {
+    pub async fn load(
+        store: Arc<dyn Store>,
+        ttl_ms: u64,
+        max_keys: usize,
+        now_ms: i64,
+    ) -> Result<Idempotency> {
         let settings = StreamSettings {
             partitions: 1,
             retention_ms: Some(ttl_ms.saturating_add(3_600_000)),
@@ -71,7 +135,7 @@ impl Idempotency {
                 return Err(e.into());
             }
         }
-        let mut table = HashMap::new();
+        let mut table = Table::default();
         let state = store.describe_stream(STREAM).await?;
         let mut reader = store.open_reader(STREAM, &[(0, state.start_offsets[0])]).await?;
         let cutoff = now_ms - ttl_ms as i64;
@@ -91,31 +155,38 @@ impl Idempotency {
                 let Ok(hash) = u128::from_str_radix(&s.h, 16) else {
                     continue;
                 };
-                table.insert(
-                    (s.s, s.k),
-                    Entry::Done {
-                        hash,
-                        answer: Bytes::from(s.a.get().to_string()),
-                        at_ms: r.timestamp_ms,
-                    },
-                );
+                let entry = Entry::Done {
+                    hash,
+                    answer: Bytes::from(s.a.get().to_string()),
+                    at_ms: r.timestamp_ms,
+                };
+                table.done((s.i, s.s, s.k), entry, cutoff, max_keys.max(1));
             }
         }
-        tracing::info!(keys = table.len(), "idempotency keys loaded");
+        tracing::info!(keys = table.entries.len(), "idempotency keys loaded");
+        metrics::gauge!("switchboard_idempotency_keys").set(table.order.len() as f64);
         Ok(Idempotency {
             store,
             ttl_ms,
+            max_keys: max_keys.max(1),
             table: Mutex::new(table),
         })
     }
 
     /// Claims `key` for a request whose body hashes to `hash`.
-    pub async fn begin(self: &Arc<Self>, stream: &str, key: &str, hash: u128, now_ms: i64) -> Result<Begin> {
-        let k = (stream.to_string(), key.to_string());
+    pub async fn begin(
+        self: &Arc<Self>,
+        identity: &str,
+        stream: &str,
+        key: &str,
+        hash: u128,
+        now_ms: i64,
+    ) -> Result<Begin> {
+        let k = (identity.to_string(), stream.to_string(), key.to_string());
         loop {
             let notify = {
                 let mut t = self.table.lock();
-                match t.get(&k) {
+                match t.entries.get(&k) {
                     Some(Entry::Done {
                         hash: h,
                         answer,
@@ -130,7 +201,8 @@ impl Idempotency {
                     }
                     Some(Entry::InFlight(n)) => n.clone(),
                     _ => {
-                        t.insert(k.clone(), Entry::InFlight(Arc::new(Notify::new())));
+                        t.entries
+                            .insert(k.clone(), Entry::InFlight(Arc::new(Notify::new())));
                         return Ok(Begin::Go(Guard {
                             idem: self.clone(),
                             key: Some(k),
@@ -142,17 +214,11 @@ impl Idempotency {
             let n = notify.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            if matches!(self.table.lock().get(&k), Some(Entry::InFlight(m)) if Arc::ptr_eq(m, &notify)) {
+            if matches!(self.table.lock().entries.get(&k), Some(Entry::InFlight(m)) if Arc::ptr_eq(m, &notify))
+            {
                 n.await;
             }
         }
-    }
-
-    fn prune(&self, now_ms: i64) {
-        let cutoff = now_ms - self.ttl_ms as i64;
-        self.table
-            .lock()
-            .retain(|_, e| !matches!(e, Entry::Done { at_ms, .. } if *at_ms < cutoff));
     }
 }
 
@@ -161,8 +227,9 @@ impl Guard {
     pub async fn complete(mut self, answer: Bytes, now_ms: i64) -> Result<()> {
         let Some(k) = self.key.take() else { return Ok(()) };
         let rec = Stored {
-            s: k.0.clone(),
-            k: k.1.clone(),
+            i: k.0.clone(),
+            s: k.1.clone(),
+            k: k.2.clone(),
             h: format!("{:032x}", self.hash),
             a: serde_json::value::RawValue::from_string(String::from_utf8_lossy(&answer).into_owned())
                 .map_err(|e| SessionError::Internal(e.to_string()))?,
@@ -173,19 +240,17 @@ impl Guard {
         let r = self.idem.store.append(STREAM, block).await;
         if let Err(e) = r {
             // the events are durable; the answer stays in memory only
-            tracing::warn!(stream = %k.0, error = %e, "could not store an idempotency key");
+            tracing::warn!(stream = %k.1, error = %e, "could not store an idempotency key");
         }
         let entry = Entry::Done {
             hash: self.hash,
             answer,
             at_ms: now_ms,
         };
-        let old = self.idem.table.lock().insert(k, entry);
+        let cutoff = now_ms - self.idem.ttl_ms as i64;
+        let old = self.idem.table.lock().done(k, entry, cutoff, self.idem.max_keys);
         if let Some(Entry::InFlight(n)) = old {
             n.notify_waiters();
-        }
-        if rand::random::<u16>() == 0 {
-            self.idem.prune(now_ms);
         }
         Ok(())
     }
@@ -194,7 +259,7 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(k) = self.key.take() {
-            if let Some(Entry::InFlight(n)) = self.idem.table.lock().remove(&k) {
+            if let Some(Entry::InFlight(n)) = self.idem.table.lock().entries.remove(&k) {
                 n.notify_waiters();
             }
         }

@@ -26,3 +26,4 @@ mod writer;
 
 pub use error::{Result, SessionError};
 pub use host::{HostConfig, SessionHost};
+pub use idempotency::producer_id as idempotency_producer_id;

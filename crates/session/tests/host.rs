@@ -756,3 +756,132 @@ async fn a_spent_budget_degrades_to_backpressure_never_to_failure() {
         }
     }
 }
+
+/// A keyed publish is block 1 of a producer named after the caller and the
+/// key. Retried after it failed half-way (the embedded log holds one part
+/// of the block, as a crash or a failed append leaves it), the retry
+/// completes the block: each event stored once. A host that lost the key's
+/// record answers a retry from where the store holds the block, with the
+/// same offsets; the same key from another caller is another publish.
+#[tokio::test]
+async fn a_keyed_publish_retried_after_a_partial_failure_stores_each_event_once() {
+    use switchboard_log::{BatchBuilder, Log, StreamSettings as LogSettings};
+    use switchboard_rpc::{Request, Response};
+    use switchboard_session::{HostConfig, SessionHost};
+
+    // every event keyed: where they go depends on the keys alone
+    let events: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"key":"k{i}","value":{i}}}"#))
+        .collect();
+    let body = bytes::Bytes::from(format!(r#"{{"events":[{}]}}"#, events.join(",")));
+    let mut per_partition = [0u32; 4];
+    for i in 0..40 {
+        per_partition
+            [switchboard_proto::partition::partition_for_key(format!("k{i}").as_bytes(), 4) as usize] += 1;
+    }
+    let span = per_partition.iter().filter(|n| **n > 0).count() as u32;
+    let first = per_partition.iter().position(|n| *n > 0).unwrap() as u32;
+    assert!(span > 1);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // as a failed first attempt leaves it: one part of the block
+        let log = Log::open(dir.path(), Default::default()).unwrap();
+        let (s, _) = log
+            .create_stream(
+                "idem",
+                LogSettings {
+                    partitions: 4,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let producer = switchboard_session::idempotency_producer_id("alice", "idem", "order-17");
+        let mut b = BatchBuilder::for_producer(&producer, 1).unwrap();
+        b.set_block_parts(span);
+        for _ in 0..per_partition[first as usize] {
+            b.push(1, None, b"1", []);
+        }
+        s.partition(first).unwrap().append(&mut b).unwrap();
+        log.close().unwrap();
+    }
+    let url = format!("file://{}", dir.path().display());
+    let store = switchboard_store::open(&url, Default::default()).unwrap();
+    let start = || {
+        SessionHost::start(
+            store.clone(),
+            switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]),
+            HostConfig::default(),
+            None,
+        )
+    };
+    let host = start().await.unwrap();
+    let publish = |host: &SessionHost, caller: &str| {
+        let host = host.clone();
+        let (caller, body) = (caller.to_string(), body.clone());
+        async move {
+            let r = host
+                .handle(
+                    switchboard_rpc::Context {
+                        caller,
+                        ..Default::default()
+                    },
+                    Request::Publish {
+                        stream: "idem".into(),
+                        idempotency_key: Some("order-17".into()),
+                        body,
+                    },
+                )
+                .await
+                .unwrap();
+            let Response::Published(b) = r else { panic!() };
+            b
+        }
+    };
+    let stored = || async {
+        store
+            .describe_stream("idem")
+            .await
+            .unwrap()
+            .end_offsets
+            .iter()
+            .sum::<u64>()
+    };
+    let answer = publish(&host, "alice").await;
+    assert_eq!(
+        stored().await,
+        40,
+        "the retry completed the block: each event once"
+    );
+    assert_eq!(publish(&host, "alice").await, answer);
+    // the offsets answered hold the events (the part stored before holds
+    // its own records)
+    let offsets: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    let offsets = offsets["offsets"].as_array().unwrap();
+    assert_eq!(offsets.len(), 40);
+    let mut reader = store
+        .open_reader("idem", &[(0, 0), (1, 0), (2, 0), (3, 0)])
+        .await
+        .unwrap();
+    let f = reader
+        .fetch(1000, 1 << 20, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let at: std::collections::HashSet<(u32, u64)> = f.records.iter().map(|(p, r)| (*p, r.offset)).collect();
+    for o in offsets {
+        let key = (
+            o["partition"].as_u64().unwrap() as u32,
+            o["offset"].as_u64().unwrap(),
+        );
+        assert!(at.contains(&key), "{key:?}");
+    }
+    // the key's record lost (as a crash between the events and the record
+    // would lose it): the store still holds the block once
+    drop(host);
+    store.delete_stream("__idempotency").await.unwrap();
+    let host = start().await.unwrap();
+    assert_eq!(publish(&host, "alice").await, answer);
+    assert_eq!(stored().await, 40);
+    // another caller's key of the same name is its own publish
+    assert_ne!(publish(&host, "bob").await, answer);
+    assert_eq!(stored().await, 80);
+}
