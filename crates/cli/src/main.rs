@@ -10,9 +10,9 @@ use clap::{Parser, Subcommand};
 
 /// jemalloc: frees from any thread go back to shared arenas, and its
 /// background threads (switched on at start) give freed memory back to the
-/// system within seconds, so that a node's memory follows what its
-/// sessions hold. (glibc's allocator kept much of what blocking-pool
-/// threads allocated and others freed.)
+/// system, so that a node's memory follows what its sessions hold. (glibc's
+/// allocator kept much of what blocking-pool threads allocated and others
+/// freed.)
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -180,22 +180,12 @@ fn init_cli_logging() {
         .init();
 }
 
-/// Freed memory goes back to the system within about a second, from
-/// jemalloc's background threads, not only when a thread next allocates.
+/// jemalloc's background threads give memory freed for about ten seconds
+/// (its default decay) back to the system, also when no thread allocates.
+/// (A shorter decay made busy nodes fault the same pages in again.)
 fn tune_allocator() {
-    use tikv_jemalloc_ctl::{Access, AsName};
-    let tune = || -> Result<(), tikv_jemalloc_ctl::Error> {
-        // new arenas, and (4096: all of them) the ones there are
-        for key in [&b"arenas.dirty_decay_ms\0"[..], b"arena.4096.dirty_decay_ms\0"] {
-            key.name().write(1000isize)?;
-        }
-        for key in [&b"arenas.muzzy_decay_ms\0"[..], b"arena.4096.muzzy_decay_ms\0"] {
-            key.name().write(1000isize)?;
-        }
-        tikv_jemalloc_ctl::background_thread::write(true)
-    };
-    if let Err(e) = tune() {
-        eprintln!("warning: tuning jemalloc: {e}");
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("warning: jemalloc background threads: {e}");
     }
 }
 

@@ -89,6 +89,20 @@ impl Error {
     pub fn is_session_gone(&self) -> bool {
         self.code() == Some(ErrorCode::SessionGone)
     }
+
+    /// A writer session fenced by a newer session of its producer (a
+    /// `session_gone` whose message says it is fenced): another process
+    /// writes as this producer now. Allocating again would fence that one
+    /// in turn, so the writer stops with this error instead.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            Error::Api { code, message, .. } => {
+                *code == ErrorCode::SessionGone && message.contains(" is fenced")
+            }
+            Error::GaveUp { last, .. } => last.is_fenced(),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -191,6 +191,7 @@ impl Writer {
                     backoff.reset();
                     i += 1;
                 }
+                Err(e) if e.is_fenced() => return Err(e),
                 Err(e) if e.is_session_gone() => {
                     tracing::info!(stream = %self.stream, "write session gone, allocating again and replaying");
                     self.session = None;
@@ -225,6 +226,7 @@ impl Writer {
                     return Ok(());
                 }
                 Ok(_) => {}
+                Err(e) if e.is_fenced() => return Err(e),
                 Err(e) if e.is_session_gone() => self.session = None,
                 Err(e) => retry_or_fail(&mut backoff, e).await?,
             }

@@ -24,6 +24,10 @@ pub enum SessionError {
     /// The session expired, was disposed, or never existed here.
     #[error("session is gone: allocate a new one")]
     SessionGone,
+    /// A newer session of the writer's producer took over: this one stores
+    /// nothing more (answered as `session_gone`, saying so).
+    #[error("{0}")]
+    Fenced(String),
     /// The call contradicts the session's state or the stream's settings.
     #[error("{0}")]
     Conflict(String),
@@ -54,7 +58,7 @@ impl SessionError {
             SessionError::BadCursor(_) => ErrorCode::BadCursor,
             SessionError::Forbidden(_) => ErrorCode::Forbidden,
             SessionError::StreamNotFound(_) => ErrorCode::StreamNotFound,
-            SessionError::SessionGone => ErrorCode::SessionGone,
+            SessionError::SessionGone | SessionError::Fenced(_) => ErrorCode::SessionGone,
             SessionError::Conflict(_) => ErrorCode::Conflict,
             SessionError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             SessionError::Backpressure { .. } => ErrorCode::Backpressure,
@@ -65,6 +69,11 @@ impl SessionError {
 
     pub(crate) fn bad(msg: impl Into<String>) -> Self {
         SessionError::BadRequest(msg.into())
+    }
+
+    /// A writer's block refused by fencing.
+    pub(crate) fn fenced(producer: &str, epoch: u64) -> Self {
+        SessionError::Fenced(fenced(producer, epoch))
     }
 }
 
@@ -105,7 +114,7 @@ impl From<switchboard_store::Error> for SessionError {
                 SessionError::Conflict(format!("stream {s:?} already exists with other settings"))
             }
             S::Invalid(m) => SessionError::BadRequest(m),
-            S::Fenced { .. } => SessionError::SessionGone,
+            S::Fenced { producer, epoch } => SessionError::Fenced(fenced(&producer, epoch)),
             S::Backpressure(m) => SessionError::Backpressure {
                 reason: m,
                 retry_after_ms: 100,
@@ -114,4 +123,10 @@ impl From<switchboard_store::Error> for SessionError {
             S::Corrupt(m) => SessionError::Internal(m),
         }
     }
+}
+
+fn fenced(producer: &str, epoch: u64) -> String {
+    format!(
+        "this session of producer {producer:?} is fenced: a newer session (epoch {epoch}) took over, and this one stores nothing more"
+    )
 }

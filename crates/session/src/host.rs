@@ -561,9 +561,12 @@ impl SessionHost {
                             )));
                         }
                         let key = (a.stream.clone(), p.clone());
+                        // the older session on this node finishes what it
+                        // scheduled; then the store fences every older one
+                        // (on any node) and answers the last block
                         self.fence_producer(&key).await;
-                        let last = self.inner.store.last_block(&a.stream, p).await?;
-                        (Some(last), Some(key))
+                        let f = self.inner.store.fence_producer(&a.stream, p).await?;
+                        (Some((f.last_block, f.epoch)), Some(key))
                     }
                     None => (None, None),
                 };
@@ -571,12 +574,12 @@ impl SessionHost {
                     self.inner.store.clone(),
                     a.stream.clone(),
                     settings,
-                    a.producer.clone(),
-                    last,
+                    a.producer.clone().zip(last.map(|l| l.1)),
+                    last.map(|l| l.0),
                     self.inner.cfg.max_blocks_in_flight,
                     self.inner.budget.clone(),
                 );
-                (State::Writer(w), None, last, key)
+                (State::Writer(w), None, last.map(|l| l.0), key)
             }
         };
         let slot = Arc::new(Slot {

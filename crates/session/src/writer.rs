@@ -73,6 +73,7 @@ struct View<'a> {
     encrypt_keys: bool,
     seed: u32,
     producer: Option<&'a str>,
+    epoch: u64,
     expected: u64,
     last_block: Option<u64>,
     written: &'a VecDeque<(u64, u128, u64)>,
@@ -122,7 +123,7 @@ fn prepare(v: &View<'_>, body: &[u8], now_ms: i64, sealer: Option<&Sealer>) -> R
     let unkeyed = (v.seed.wrapping_add(block as u32)) % v.partitions;
     let producer = v.producer.map(|p| BlockProducer {
         id: p.to_string(),
-        epoch: 0,
+        epoch: v.epoch,
         block,
     });
     let seal = sealer.map(|sealer| Seal {
@@ -152,6 +153,8 @@ pub(crate) enum CommitPlan {
 pub(crate) struct Writer {
     pub stream: String,
     pub producer: Option<String>,
+    /// The producer's epoch this session took at allocation.
+    epoch: u64,
     pub last_block: Option<u64>,
     partitions: u32,
     encrypt_keys: bool,
@@ -179,11 +182,15 @@ impl Writer {
         store: Arc<dyn Store>,
         stream: String,
         settings: StreamSettings,
-        producer: Option<String>,
+        producer: Option<(String, u64)>,
         last_block: Option<u64>,
         max_in_flight: usize,
         budget: Arc<MemoryBudget>,
     ) -> Writer {
+        let (producer, epoch) = match producer {
+            Some((p, e)) => (Some(p), e),
+            None => (None, 0),
+        };
         let base = last_block.unwrap_or(0);
         let (progress, _) = watch::channel(base);
         let shared = Arc::new(Shared {
@@ -198,6 +205,7 @@ impl Writer {
         Writer {
             stream,
             producer,
+            epoch,
             last_block,
             partitions: settings.partitions,
             encrypt_keys: settings.encrypt_keys,
@@ -238,7 +246,7 @@ impl Writer {
     /// own error, so that the client does not replay into it forever.
     fn check_failed(&self) -> Result<()> {
         match &self.shared.state.lock().failed {
-            Some(e) if is_final(e) => Err(e.clone()),
+            Some(e) if is_final(e) || matches!(e, SessionError::Fenced(_)) => Err(e.clone()),
             Some(_) => Err(SessionError::SessionGone),
             None => Ok(()),
         }
@@ -266,7 +274,7 @@ impl Writer {
         let prepared = if body.len() < OFF_RUNTIME_BYTES {
             prepare(&self.view(), body, now_ms, sealer.as_deref())?
         } else {
-            let (stream, producer) = (self.stream.clone(), self.producer.clone());
+            let (stream, producer, epoch) = (self.stream.clone(), self.producer.clone(), self.epoch);
             let written = self.written.clone();
             let (partitions, encrypt_keys, seed) = (self.partitions, self.encrypt_keys, self.unkeyed_seed);
             let (expected, last_block, body) = (self.expected, self.last_block, body.clone());
@@ -277,6 +285,7 @@ impl Writer {
                     encrypt_keys,
                     seed,
                     producer: producer.as_deref(),
+                    epoch,
                     expected,
                     last_block,
                     written: &written,
@@ -310,6 +319,7 @@ impl Writer {
             encrypt_keys: self.encrypt_keys,
             seed: self.unkeyed_seed,
             producer: self.producer.as_deref(),
+            epoch: self.epoch,
             expected: self.expected,
             last_block: self.last_block,
             written: &self.written,
@@ -474,7 +484,7 @@ async fn publish_loop(
             }
             Err(e) => {
                 tracing::error!(%stream, block = job.block, error = %e, "publishing a block failed; the session stops");
-                st.failed = Some(if is_final(&e) {
+                st.failed = Some(if is_final(&e) || matches!(e, SessionError::Fenced(_)) {
                     e
                 } else {
                     SessionError::Unavailable(format!("publishing block {} failed: {e}", job.block))
@@ -516,15 +526,15 @@ pub(crate) async fn publish_block(
     block: Block,
 ) -> Result<Vec<PartitionRange>> {
     let started = std::time::Instant::now();
+    let block_producer = block.producer().map(|p| p.id.clone());
     let appended = store.append(stream, block).await;
     metrics::histogram!("switchboard_store_append_seconds").record(started.elapsed().as_secs_f64());
     let ranges = match appended? {
         Appended::Stored(r) => r,
         Appended::Duplicate { ranges, .. } => ranges.unwrap_or_default(),
         Appended::Fenced { epoch } => {
-            return Err(SessionError::Unavailable(format!(
-                "a newer session of this producer (epoch {epoch}) writes to the stream"
-            )))
+            let producer = block_producer.unwrap_or_default();
+            return Err(SessionError::fenced(&producer, epoch));
         }
     };
     Ok(ranges

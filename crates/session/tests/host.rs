@@ -44,6 +44,13 @@ impl Store for GatedStore {
     async fn last_block(&self, stream: &str, producer: &str) -> switchboard_store::Result<u64> {
         self.inner.last_block(stream, producer).await
     }
+    async fn fence_producer(
+        &self,
+        stream: &str,
+        producer: &str,
+    ) -> switchboard_store::Result<switchboard_store::Fencing> {
+        self.inner.fence_producer(stream, producer).await
+    }
     async fn offsets_for_time(&self, stream: &str, ts: i64) -> switchboard_store::Result<Vec<u64>> {
         self.inner.offsets_for_time(stream, ts).await
     }
@@ -566,6 +573,113 @@ async fn a_newer_session_of_a_producer_fences_the_older() {
             d.end_offsets.iter().sum::<u64>(),
             2,
             "block 1 of the old, block 2 of the new"
+        );
+    }
+}
+
+/// Two nodes over one store (as over one Kafka cluster), a producer's
+/// session on each: the newer one's allocation fences the older at the
+/// store. The older one's next block is refused, its commit answers
+/// `session_gone` naming the fencing, and it stores nothing more; the
+/// newer one stores its own block 2. Nothing is dropped silently, nothing
+/// doubled.
+#[tokio::test]
+async fn a_newer_session_on_another_node_fences_the_older_at_the_store() {
+    use switchboard_proto::wire::{Allocate, BlockStatus, Commit, Mode};
+    use switchboard_rpc::{Call, Request, Response};
+    use switchboard_session::{HostConfig, SessionError, SessionHost};
+
+    let dir = tempfile::tempdir().unwrap();
+    for store in [
+        switchboard_store::open("memory://", Default::default()).unwrap(),
+        switchboard_store::open(&format!("file://{}", dir.path().display()), Default::default()).unwrap(),
+    ] {
+        let node = |id: &str| {
+            let cfg = HostConfig {
+                node_id: id.into(),
+                ..HostConfig::default()
+            };
+            let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
+            SessionHost::start(store.clone(), keys, cfg, None)
+        };
+        let (a, b) = (node("a").await.unwrap(), node("b").await.unwrap());
+        create(&a, "x", 2, None).await;
+        let alloc = |host: &SessionHost| {
+            let host = host.clone();
+            async move {
+                let r = host
+                    .handle(
+                        ctx(),
+                        Request::Allocate(Allocate {
+                            stream: "x".into(),
+                            mode: Mode::Write,
+                            cursor: None,
+                            partitions: None,
+                            producer: Some("p".into()),
+                        }),
+                    )
+                    .await
+                    .unwrap();
+                let Response::Allocated(s) = r else { panic!() };
+                s
+            }
+        };
+        let call = |host: &SessionHost, id: &str, call: Call| {
+            let (host, id) = (host.clone(), id.to_string());
+            async move { host.handle(ctx(), Request::Session { id, call }).await }
+        };
+        let write = |n: u64, tag: &str| {
+            Call::Write(format!(r#"{{"block":{n},"events":[{{"key":"k{n}","value":"{tag}"}}]}}"#).into())
+        };
+        let commit = |n: u64| {
+            Call::Commit(Commit {
+                block: n,
+                durable: Some(true),
+            })
+        };
+        let old = alloc(&a).await;
+        call(&a, &old.session, write(1, "old")).await.unwrap();
+        call(&a, &old.session, commit(1)).await.unwrap();
+        let new = alloc(&b).await;
+        assert_eq!(new.last_block, Some(1));
+        // the older session, on its own node, knows nothing yet: its block 2
+        // is refused by the store
+        call(&a, &old.session, write(2, "old")).await.unwrap();
+        match call(&a, &old.session, commit(2)).await {
+            Err(SessionError::Fenced(m)) => assert!(m.contains("fenced") && m.contains("\"p\""), "{m}"),
+            other => panic!("expected fencing, got {other:?}"),
+        }
+        match call(&a, &old.session, write(3, "old")).await {
+            Err(e @ SessionError::Fenced(_)) => {
+                assert_eq!(e.code(), switchboard_proto::ErrorCode::SessionGone)
+            }
+            other => panic!("expected fencing, got {other:?}"),
+        }
+        call(&b, &new.session, write(2, "new")).await.unwrap();
+        let Response::Committed(c) = call(&b, &new.session, commit(2)).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.status, BlockStatus::Durable);
+        let d = store.describe_stream("x").await.unwrap();
+        assert_eq!(
+            d.end_offsets.iter().sum::<u64>(),
+            2,
+            "block 1 of the old, block 2 of the new"
+        );
+        let mut reader = store.open_reader("x", &[(0, 0), (1, 0)]).await.unwrap();
+        let f = reader
+            .fetch(100, 1 << 20, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        let values: Vec<String> = f
+            .records
+            .iter()
+            .map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned())
+            .collect();
+        assert!(values.iter().any(|v| v.contains("new")), "{values:?}");
+        assert!(
+            !values.iter().any(|v| v.contains("old") && v.contains("2")),
+            "{values:?}"
         );
     }
 }

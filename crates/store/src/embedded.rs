@@ -10,6 +10,7 @@
 //! a time, so only its newest block can be partial; counting the
 //! partitions that hold it against its span tells whether it is complete.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use parking_lot::RwLock;
 use switchboard_log::{AppendOutcome, Durability, Log, LogConfig, Partition, ProducerState};
 
 use crate::{
-    Appended, Block, Error, Fetched, Gap, Headers, PartRange, Record, Result, Store, StoreReader,
+    Appended, Block, Error, Fencing, Fetched, Gap, Headers, PartRange, Record, Result, Store, StoreReader,
     StreamSettings, StreamState,
 };
 
@@ -32,7 +33,17 @@ const READ_CHUNK: usize = 1 << 20;
 /// [`Store`] over the embedded segmented log.
 pub struct EmbeddedStore {
     log: RwLock<Option<Arc<Log>>>,
+    /// Producers' epochs, by (stream, producer). An append holds its
+    /// producer's lock for reading while it checks the epoch and runs; a
+    /// fence holds it for writing, so it waits for the appends under way
+    /// and none of an older epoch starts after it. (They live in memory: a
+    /// session never outlives the process that holds the log, which no
+    /// other process can open meanwhile.)
+    epochs: parking_lot::Mutex<HashMap<(String, String), EpochLock>>,
 }
+
+/// A producer's epoch, held for reading by its appends.
+type EpochLock = Arc<tokio::sync::RwLock<u64>>;
 
 impl EmbeddedStore {
     /// Opens (or creates) the log under `root`. Blocks: call before serving
@@ -41,6 +52,7 @@ impl EmbeddedStore {
         let log = Log::open(root, cfg)?;
         Ok(EmbeddedStore {
             log: RwLock::new(Some(Arc::new(log))),
+            epochs: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -49,6 +61,68 @@ impl EmbeddedStore {
     pub fn durable_end_offsets(&self, stream: &str) -> Result<Vec<u64>> {
         let s = self.log()?.stream(stream)?;
         Ok(s.partitions().iter().map(|p| p.durable_end()).collect())
+    }
+
+    fn epoch_lock(&self, stream: &str, producer: &str) -> EpochLock {
+        self.epochs
+            .lock()
+            .entry((stream.to_string(), producer.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Appends a block's parts, each to its partition, at once.
+    async fn append_parts(&self, stream: &str, block: Block) -> Result<Appended> {
+        let log = self.log()?;
+
+        let durability = log.config().durability;
+        let s = log.stream(stream)?;
+        let (producer, parts) = block.into_parts();
+        let span = parts.len() as u32;
+        let mut appends = Vec::with_capacity(parts.len());
+        for (partition, records) in parts {
+            let p = s.partition(partition)?.clone();
+            let mut batch = records.into_batch();
+            batch.set_block_parts(span);
+            appends.push(append_part(p, batch, stream, durability));
+        }
+        let outcomes = futures::future::join_all(appends).await;
+        let block_no = producer.as_ref().map_or(0, |p| p.block);
+        let mut ranges = Vec::with_capacity(outcomes.len());
+        let (mut stored, mut newest_dup) = (false, None::<u64>);
+        let mut first_err = None;
+        for o in outcomes {
+            match o {
+                Ok(PartOutcome::Stored(r)) => {
+                    stored = true;
+                    ranges.push(r);
+                }
+                Ok(PartOutcome::Duplicate(partition, st)) => {
+                    newest_dup = Some(newest_dup.unwrap_or(0).max(st.last_block));
+                    if st.last_block == block_no {
+                        ranges.push(PartRange {
+                            partition,
+                            first: st.first_offset,
+                            last: st.last_offset,
+                        });
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        ranges.sort_by_key(|r| r.partition);
+        Ok(match newest_dup {
+            Some(last_block) if !stored => Appended::Duplicate {
+                last_block,
+                ranges: (last_block == block_no).then_some(ranges),
+            },
+            _ => Appended::Stored(ranges),
+        })
     }
 
     fn log(&self) -> Result<Arc<Log>> {
@@ -242,54 +316,32 @@ impl Store for EmbeddedStore {
     }
 
     async fn append(&self, stream: &str, block: Block) -> Result<Appended> {
-        let log = self.log()?;
-        let durability = log.config().durability;
-        let s = log.stream(stream)?;
-        let (producer, parts) = block.into_parts();
-        let span = parts.len() as u32;
-        let mut appends = Vec::with_capacity(parts.len());
-        for (partition, records) in parts {
-            let p = s.partition(partition)?.clone();
-            let mut batch = records.into_batch();
-            batch.set_block_parts(span);
-            appends.push(append_part(p, batch, stream, durability));
-        }
-        let outcomes = futures::future::join_all(appends).await;
-        let block_no = producer.as_ref().map_or(0, |p| p.block);
-        let mut ranges = Vec::with_capacity(outcomes.len());
-        let (mut stored, mut newest_dup) = (false, None::<u64>);
-        let mut first_err = None;
-        for o in outcomes {
-            match o {
-                Ok(PartOutcome::Stored(r)) => {
-                    stored = true;
-                    ranges.push(r);
+        // a producer's block is checked against its epoch, and holds the
+        // epoch while it is appended (a fence waits for it)
+        let fence = match block.producer() {
+            Some(p) => {
+                let lock = self.epoch_lock(stream, &p.id);
+                let guard = lock.read_owned().await;
+                if p.epoch < *guard {
+                    return Ok(Appended::Fenced { epoch: *guard });
                 }
-                Ok(PartOutcome::Duplicate(partition, st)) => {
-                    newest_dup = Some(newest_dup.unwrap_or(0).max(st.last_block));
-                    if st.last_block == block_no {
-                        ranges.push(PartRange {
-                            partition,
-                            first: st.first_offset,
-                            last: st.last_offset,
-                        });
-                    }
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+                Some(guard)
             }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
-        ranges.sort_by_key(|r| r.partition);
-        Ok(match newest_dup {
-            Some(last_block) if !stored => Appended::Duplicate {
-                last_block,
-                ranges: (last_block == block_no).then_some(ranges),
-            },
-            _ => Appended::Stored(ranges),
+            None => None,
+        };
+        let appended = self.append_parts(stream, block).await;
+        drop(fence);
+        appended
+    }
+
+    async fn fence_producer(&self, stream: &str, producer: &str) -> Result<Fencing> {
+        let lock = self.epoch_lock(stream, producer);
+        let mut epoch = lock.write().await;
+        *epoch += 1;
+        let last_block = self.last_block(stream, producer).await?;
+        Ok(Fencing {
+            epoch: *epoch,
+            last_block,
         })
     }
 

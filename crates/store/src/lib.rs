@@ -107,6 +107,15 @@ pub enum Appended {
     },
 }
 
+/// What [`Store::fence_producer`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fencing {
+    /// The new session's epoch.
+    pub epoch: u64,
+    /// The producer's last block stored in full (0: none).
+    pub last_block: u64,
+}
+
 /// Retention removed records a reader was about to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap {
@@ -166,6 +175,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The producer's last block stored in full on `stream` (0: none).
     async fn last_block(&self, stream: &str, producer: &str) -> Result<u64>;
+
+    /// Starts a new session of `producer` on `stream`: takes an epoch
+    /// higher than any the producer had, so that from now on appends of
+    /// older epochs are [`Appended::Fenced`], waits for the appends already
+    /// under way, and answers the epoch with the producer's last block
+    /// stored in full (which nothing older can change any more).
+    async fn fence_producer(&self, stream: &str, producer: &str) -> Result<Fencing>;
 
     /// Per partition, the first offset whose record's timestamp is at or
     /// after `timestamp_ms` (the end offset if there is none).

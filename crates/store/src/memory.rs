@@ -14,8 +14,8 @@ use switchboard_proto::time::now_ms;
 use tokio::sync::Notify;
 
 use crate::{
-    Appended, Block, Error, Fetched, Gap, PartRange, Record, Result, Store, StoreReader, StreamSettings,
-    StreamState,
+    Appended, Block, Error, Fencing, Fetched, Gap, PartRange, Record, Result, Store, StoreReader,
+    StreamSettings, StreamState,
 };
 
 struct Partition {
@@ -252,6 +252,22 @@ impl Store for MemoryStore {
         let s = self.stream(stream)?;
         let d = s.state.lock();
         Ok(d.producers.get(producer).map_or(0, |p| p.last_block))
+    }
+
+    async fn fence_producer(&self, stream: &str, producer: &str) -> Result<Fencing> {
+        let s = self.stream(stream)?;
+        // appends take the same lock: none is under way
+        let mut d = s.state.lock();
+        let st = d.producers.entry(producer.to_string()).or_insert(ProducerState {
+            last_block: 0,
+            epoch: 0,
+            ranges: Vec::new(),
+        });
+        st.epoch += 1;
+        Ok(Fencing {
+            epoch: st.epoch,
+            last_block: st.last_block,
+        })
     }
 
     async fn offsets_for_time(&self, stream: &str, timestamp_ms: i64) -> Result<Vec<u64>> {

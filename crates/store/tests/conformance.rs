@@ -243,3 +243,50 @@ async fn memory_retention_leaves_a_gap_readers_are_told_of() {
     assert_eq!((f.gaps[0].from, f.gaps[0].to), (0, 3));
     assert_eq!(f.records.len(), 1);
 }
+
+/// Fencing: each new session of a producer takes a higher epoch; blocks of
+/// older epochs are refused from then on (nothing written); the newest
+/// epoch's blocks are stored; `last_block` comes with the epoch.
+#[tokio::test]
+async fn a_fence_refuses_blocks_of_older_epochs() {
+    for c in stores() {
+        let s = &*c.store;
+        s.create_stream("f", settings(2)).await.unwrap();
+        let with_epoch = |epoch: u64, n: u64, v: &str| {
+            let mut b = Block::new(Some(BlockProducer {
+                id: "p".into(),
+                epoch,
+                block: n,
+            }))
+            .unwrap();
+            for p in 0..2 {
+                b.records(p)
+                    .push(7, Some(v.as_bytes()), &[v.as_bytes()], [(&b"h"[..], &b"x"[..])]);
+            }
+            b
+        };
+        let first = s.fence_producer("f", "p").await.unwrap();
+        assert_eq!(first.last_block, 0, "{}", c.name);
+        assert!(matches!(
+            s.append("f", with_epoch(first.epoch, 1, "a")).await.unwrap(),
+            Appended::Stored(_)
+        ));
+        let second = s.fence_producer("f", "p").await.unwrap();
+        assert!(second.epoch > first.epoch, "{}", c.name);
+        assert_eq!(second.last_block, 1, "{}", c.name);
+        assert_eq!(
+            s.append("f", with_epoch(first.epoch, 2, "old")).await.unwrap(),
+            Appended::Fenced { epoch: second.epoch },
+            "{}",
+            c.name
+        );
+        assert!(matches!(
+            s.append("f", with_epoch(second.epoch, 2, "new")).await.unwrap(),
+            Appended::Stored(_)
+        ));
+        let values: Vec<String> = read_all(s, "f", 2).await.into_iter().map(|r| r.2).collect();
+        assert_eq!(values.iter().filter(|v| *v == "old").count(), 0, "{}", c.name);
+        assert_eq!(values.iter().filter(|v| *v == "new").count(), 2, "{}", c.name);
+        assert_eq!(s.last_block("f", "p").await.unwrap(), 2, "{}", c.name);
+    }
+}
