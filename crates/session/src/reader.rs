@@ -62,6 +62,8 @@ pub(crate) struct Reader {
     pending: Option<Pending>,
     last_ack: Option<AckAnswer>,
     next_batch: u64,
+    /// A large batch being rendered on the blocking pool.
+    rendering: Option<tokio::task::JoinHandle<Rendered>>,
     ra: Arc<ReadAhead>,
     task: tokio::task::JoinHandle<()>,
     codec: CursorCodec,
@@ -179,6 +181,7 @@ impl Reader {
             pending: None,
             last_ack: None,
             next_batch: 1,
+            rendering: None,
             ra,
             task,
             codec,
@@ -196,11 +199,36 @@ impl Reader {
     }
 
     /// Takes buffered events into a new pending batch, if there are any.
-    /// Returns the answer body, or `None` if nothing is buffered.
-    fn take(&mut self, limits: ReadLimits) -> Result<Option<Bytes>> {
+    /// Returns the answer body, or `None` if nothing is buffered. A large
+    /// answer is rendered on the blocking pool; if the call is dropped
+    /// meanwhile, the next one picks the rendering up (events taken from
+    /// the buffer are never lost).
+    async fn take(&mut self, limits: ReadLimits) -> Result<Option<Bytes>> {
         if let Some(p) = &self.pending {
             return Ok(Some(p.body.clone()));
         }
+        if self.rendering.is_none() {
+            let Some(job) = self.select(limits)? else {
+                return Ok(None);
+            };
+            if job.room < OFF_RUNTIME_BYTES {
+                return Ok(Some(self.install(job.render())));
+            }
+            self.rendering = Some(tokio::task::spawn_blocking(move || job.render()));
+        }
+        let Some(handle) = self.rendering.as_mut() else {
+            unreachable!()
+        };
+        let rendered = handle
+            .await
+            .map_err(|e| SessionError::Internal(format!("rendering task failed: {e}")));
+        self.rendering = None;
+        Ok(Some(self.install(rendered?)))
+    }
+
+    /// Takes the next batch's events (and the gaps before them) out of the
+    /// read-ahead, within `limits`.
+    fn select(&mut self, limits: ReadLimits) -> Result<Option<RenderJob>> {
         let mut buf = self.ra.buf.lock();
         if buf.records.is_empty() {
             if let Some(e) = buf.error.take() {
@@ -208,60 +236,29 @@ impl Reader {
             }
             return Ok(None);
         }
-        let batch = self.next_batch;
-        let mut next = self.acked.clone();
-        // size the answer first, so that rendering never moves it
-        let (mut n, mut bytes, mut room) = (0usize, 0usize, 256 + self.acked_cursor.len() * 2);
-        for item in buf.records.iter() {
-            let Item::Event(_, form, r) = item else {
-                room += 64;
-                continue;
-            };
-            if n == limits.max_events {
-                break;
-            }
-            let len = rendered_len(r);
-            if n > 0 && bytes + len > limits.max_bytes {
-                break;
-            }
-            bytes += len;
-            room += rendered_max(*form, r);
-            n += 1;
-        }
-        let mut out = Vec::with_capacity(room);
-        out.extend_from_slice(b"{\"batch\":");
-        out.extend_from_slice(batch.to_string().as_bytes());
-        out.extend_from_slice(b",\"events\":[");
+        let mut items = Vec::new();
         let (mut n, mut bytes, mut taken_bytes) = (0usize, 0usize, 0usize);
-        let mut gaps: Vec<(u32, u64, u64)> = Vec::new();
-        loop {
-            let (idx, form, r) = match buf.records.front() {
-                None => break,
-                Some(&Item::Gap(idx, from, to)) => {
-                    // the batch's cursor moves past what retention removed
-                    gaps.push((self.parts[idx], from, to));
-                    next[idx] = next[idx].max(to);
-                    buf.records.pop_front();
-                    continue;
+        // the answer's size, so that rendering never moves it
+        let mut room = 256 + self.acked_cursor.len() * 2;
+        while let Some(item) = buf.records.front() {
+            if let Item::Event(_, form, r) = item {
+                if n == limits.max_events {
+                    break;
                 }
-                Some(Item::Event(idx, form, r)) => (idx, form, r),
-            };
-            if n == limits.max_events {
-                break;
+                let len = rendered_len(r);
+                if n > 0 && bytes + len > limits.max_bytes {
+                    break;
+                }
+                bytes += len;
+                room += rendered_max(*form, r);
+                taken_bytes += r.payload_len() + ITEM_BYTES;
+                n += 1;
+            } else {
+                room += 64;
             }
-            let len = rendered_len(r);
-            if n > 0 && bytes + len > limits.max_bytes {
-                break;
+            if let Some(item) = buf.records.pop_front() {
+                items.push(item);
             }
-            if n > 0 {
-                out.push(b',');
-            }
-            render_event(&mut out, self.parts[*idx], *form, r);
-            next[*idx] = r.offset + 1;
-            bytes += len;
-            taken_bytes += r.payload_len() + ITEM_BYTES;
-            n += 1;
-            buf.records.pop_front();
         }
         buf.held.shrink(taken_bytes);
         // read-ahead of about one batch like this one (fetched while the
@@ -279,40 +276,36 @@ impl Reader {
             .target
             .store(fill.clamp(MIN_READAHEAD, self.ra.limit), Ordering::Release);
         self.ra.space.notify_one();
-        let cursor = self.codec.seal(&Cursor {
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        Ok(Some(RenderJob {
+            batch,
+            items,
+            events: n,
+            room,
+            parts: self.parts.clone(),
+            next: self.acked.clone(),
             stream: self.stream.clone(),
             incarnation: self.incarnation,
-            positions: self.parts.iter().copied().zip(next.iter().copied()).collect(),
-        });
-        out.extend_from_slice(b"],\"cursor\":");
-        let _ = serde_json::to_writer(&mut out, &cursor);
-        if !gaps.is_empty() {
-            use std::io::Write;
-            out.extend_from_slice(b",\"gaps\":[");
-            for (i, (p, from, to)) in gaps.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let _ = write!(out, "{{\"partition\":{p},\"from\":{from},\"to\":{to}}}");
-            }
-            out.push(b']');
-        }
-        out.push(b'}');
-        let body = Bytes::from(out);
+            codec: self.codec.clone(),
+        }))
+    }
+
+    /// Makes a rendered batch the pending one; returns its body.
+    fn install(&mut self, r: Rendered) -> Bytes {
         // the answer is kept until its ack: a read must answer, so it may
         // overdraw the budget
-        let held = self.ra.budget.force(Kind::Pending, body.len());
-        metrics::counter!("switchboard_events_out_total").increment(n as u64);
-        metrics::counter!("switchboard_bytes_out_total").increment(body.len() as u64);
+        let held = self.ra.budget.force(Kind::Pending, r.body.len());
+        metrics::counter!("switchboard_events_out_total").increment(r.events as u64);
+        metrics::counter!("switchboard_bytes_out_total").increment(r.body.len() as u64);
         self.pending = Some(Pending {
-            batch,
-            body: body.clone(),
-            next,
-            cursor,
+            batch: r.batch,
+            body: r.body.clone(),
+            next: r.next,
+            cursor: r.cursor,
             _held: held,
         });
-        self.next_batch += 1;
-        Ok(Some(body))
+        r.body
     }
 
     fn empty_answer(&self) -> Bytes {
@@ -334,7 +327,7 @@ impl Reader {
         if !self.ra.wanted.swap(true, Ordering::AcqRel) {
             self.ra.want.notify_one();
         }
-        if let Some(b) = self.take(limits)? {
+        if let Some(b) = self.take(limits).await? {
             return Ok(b);
         }
         let start = tokio::time::Instant::now();
@@ -343,7 +336,7 @@ impl Reader {
             let notified = ra.data.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(b) = self.take(limits)? {
+            if let Some(b) = self.take(limits).await? {
                 return Ok(b);
             }
             let until = if ra.caught_up.load(Ordering::Acquire) {
@@ -382,6 +375,97 @@ impl Reader {
                 Some(p) => format!("batch {batch} is not pending: batch {p} is"),
                 None => format!("batch {batch} is not pending: no batch is"),
             })),
+        }
+    }
+}
+
+/// Answers at least this large are rendered off the runtime's threads.
+const OFF_RUNTIME_BYTES: usize = 1 << 20;
+
+/// A batch to render: what it needs, owned, so that it can run anywhere.
+struct RenderJob {
+    batch: u64,
+    items: Vec<Item>,
+    events: usize,
+    room: usize,
+    parts: Vec<u32>,
+    /// The acked positions, moved past what the batch holds as it renders.
+    next: Vec<u64>,
+    stream: String,
+    incarnation: u64,
+    codec: CursorCodec,
+}
+
+/// A rendered batch.
+struct Rendered {
+    batch: u64,
+    body: Bytes,
+    next: Vec<u64>,
+    cursor: String,
+    events: usize,
+}
+
+impl RenderJob {
+    fn render(self) -> Rendered {
+        let RenderJob {
+            batch,
+            items,
+            events,
+            room,
+            parts,
+            mut next,
+            stream,
+            incarnation,
+            codec,
+        } = self;
+        let mut out = Vec::with_capacity(room);
+        out.extend_from_slice(b"{\"batch\":");
+        out.extend_from_slice(batch.to_string().as_bytes());
+        out.extend_from_slice(b",\"events\":[");
+        let mut gaps: Vec<(u32, u64, u64)> = Vec::new();
+        let mut first = true;
+        for item in &items {
+            match item {
+                Item::Gap(idx, from, to) => {
+                    // the batch's cursor moves past what retention removed
+                    gaps.push((parts[*idx], *from, *to));
+                    next[*idx] = next[*idx].max(*to);
+                }
+                Item::Event(idx, form, r) => {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    render_event(&mut out, parts[*idx], *form, r);
+                    next[*idx] = r.offset + 1;
+                }
+            }
+        }
+        let cursor = codec.seal(&Cursor {
+            stream,
+            incarnation,
+            positions: parts.iter().copied().zip(next.iter().copied()).collect(),
+        });
+        out.extend_from_slice(b"],\"cursor\":");
+        let _ = serde_json::to_writer(&mut out, &cursor);
+        if !gaps.is_empty() {
+            use std::io::Write;
+            out.extend_from_slice(b",\"gaps\":[");
+            for (i, (p, from, to)) in gaps.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = write!(out, "{{\"partition\":{p},\"from\":{from},\"to\":{to}}}");
+            }
+            out.push(b']');
+        }
+        out.push(b'}');
+        Rendered {
+            batch,
+            body: Bytes::from(out),
+            next,
+            cursor,
+            events,
         }
     }
 }
