@@ -311,7 +311,12 @@ impl Segment {
     /// Reads exactly `len` bytes at `pos` into a fresh buffer: the one copy on
     /// the read path.
     pub fn read_exact(&self, pos: u64, len: usize) -> Result<bytes::Bytes> {
-        let mut buf = vec![0u8; len];
+        // allocated, then zeroed in place: `vec![0; len]` asks the allocator
+        // for zeroed memory, which jemalloc provides for large sizes by
+        // handing pages back to the kernel and faulting them in again, at
+        // several times the cost of the memset
+        let mut buf = Vec::with_capacity(len);
+        buf.resize(len, 0u8);
         self.file()?
             .read_exact_at(&mut buf, pos)
             .map_err(Error::io("read", &self.path))?;
