@@ -148,16 +148,21 @@ pub(super) struct ServerOpts {
 }
 
 /// Starts `switchboard serve` on a temporary data directory under
-/// `parent`, with `extra` flags; returns it with its URL (and CA with TLS).
+/// `parent`, with `extra` flags (`bin`, or this binary); returns it with its
+/// URL (and CA with TLS).
 pub(super) fn start_server(
     parent: &std::path::Path,
     token: &str,
     opts: ServerOpts,
     extra: &[String],
+    bin: Option<&std::path::Path>,
 ) -> Result<(Spawned, String, Option<PathBuf>)> {
     let dir = parent.join(format!("e2e-{}-{}", std::process::id(), rand::random::<u32>()));
     std::fs::create_dir_all(&dir)?;
-    let exe = std::env::current_exe().context("finding the switchboard binary")?;
+    let exe = match bin {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe().context("finding the switchboard binary")?,
+    };
     let mut child = Command::new(exe)
         .args([
             "serve",
@@ -342,7 +347,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     let (_server, url, ca) = match &b.url {
         Some(u) => (None, u.clone(), b.ca_cert.clone()),
         None => {
-            let (s, u, ca) = start_server(&b.data_dir, &token, opts, &[])?;
+            let (s, u, ca) = start_server(&b.data_dir, &token, opts, &[], None)?;
             (Some(s), u, ca)
         }
     };

@@ -55,6 +55,10 @@ pub struct SessionsBench {
     /// `--server-arg=--memory-budget=268435456`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// The server binary to start (another build, for a side-by-side
+    /// comparison) [default: this one].
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
     /// Where the started server keeps its data.
     #[arg(long, default_value = "./switchboard-bench")]
     data_dir: PathBuf,
@@ -181,7 +185,7 @@ async fn drive(b: &SessionsBench) -> Result<Report> {
         encryption: b.encryption,
         tls: false,
     };
-    let (server, url, _) = start_server(&b.data_dir, &token, opts, &extra)?;
+    let (server, url, _) = start_server(&b.data_dir, &token, opts, &extra, b.server_bin.as_deref())?;
     let pid = server.child.id();
     let client = Client::new(&url, &token)?;
     let (started_mib, _) = rss(pid)?;
@@ -297,8 +301,10 @@ async fn drive(b: &SessionsBench) -> Result<Report> {
     .await?;
     let (after_all_reads_mib, _) = rss(pid)?;
     let held_all = gauges(&url).await;
-    eprintln!("idle for 7 s (read-ahead of idle readers is given back after 5 s)");
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // read-ahead of idle readers is given back after 5 s, and jemalloc
+    // gives freed memory back to the system within about 10 s more
+    eprintln!("idle for 16 s");
+    tokio::time::sleep(Duration::from_secs(16)).await;
     let (after_idle_mib, peak_mib) = rss(pid)?;
     let held_idle = gauges(&url).await;
     let budget = budget_of(&b.server_args) as f64;
