@@ -310,6 +310,7 @@ impl Segment {
 
     /// Reads exactly `len` bytes at `pos` into a fresh buffer: the one copy on
     /// the read path.
+    #[allow(clippy::slow_vector_initialization)] // on purpose: see below
     pub fn read_exact(&self, pos: u64, len: usize) -> Result<bytes::Bytes> {
         // allocated, then zeroed in place: `vec![0; len]` asks the allocator
         // for zeroed memory, which jemalloc provides for large sizes by
