@@ -363,7 +363,8 @@ async fn serve(s: Settings) -> Result<()> {
     if s.config.node.drain_delay_ms > 0 {
         // keep answering (503) so that load balancers see /readyz fail
         // before the listener goes away
-        tokio::time::sleep(Duration::from_millis(s.config.node.drain_delay_ms)).await;
+        let until = tokio::time::Instant::now() + Duration::from_millis(s.config.node.drain_delay_ms);
+        tokio::time::sleep_until(until.min(deadline)).await;
     }
     // the delay is part of the bound, not added to it: the process is gone
     // within shutdown_timeout_ms of the signal, as orchestrators expect

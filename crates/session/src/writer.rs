@@ -31,10 +31,14 @@ struct Staged {
     held: Lease,
 }
 
-/// Durable blocks whose offsets a commit still answers. Older durable
-/// blocks answer `durable` without offsets, so that a writer's bookkeeping
-/// stays small on streams with many partitions.
+/// Durable blocks whose offsets a commit still answers: at most this many
+/// blocks, and beyond the newest one at most [`REMEMBERED_RANGES`] ranges
+/// in all. Older durable blocks answer `durable` without offsets, so that a
+/// writer's bookkeeping stays small on streams with many partitions (a
+/// block over 1,024 partitions has 1,024 ranges).
 const REMEMBERED_OFFSETS: usize = 64;
+/// See [`REMEMBERED_OFFSETS`].
+const REMEMBERED_RANGES: usize = 4096;
 
 enum Status {
     Scheduled,
@@ -496,12 +500,23 @@ async fn publish_loop(
     }
 }
 
-/// Keeps the offsets of the newest [`REMEMBERED_OFFSETS`] durable blocks
-/// (the scheduled ones are few: `max_blocks_in_flight`).
+/// Keeps the offsets of the newest durable blocks, within
+/// [`REMEMBERED_OFFSETS`] and [`REMEMBERED_RANGES`] (the scheduled ones are
+/// few: `max_blocks_in_flight`).
 fn forget_old_offsets(statuses: &mut BTreeMap<u64, Status>) {
-    while statuses.len() > REMEMBERED_OFFSETS {
+    let ranges = |st: &BTreeMap<u64, Status>| {
+        st.values()
+            .map(|s| match s {
+                Status::Durable(r) => r.len(),
+                Status::Scheduled => 0,
+            })
+            .sum::<usize>()
+    };
+    let mut held = ranges(statuses);
+    while statuses.len() > 1 && (statuses.len() > REMEMBERED_OFFSETS || held > REMEMBERED_RANGES) {
         match statuses.first_key_value() {
-            Some((_, Status::Durable(_))) => {
+            Some((_, Status::Durable(r))) => {
+                held -= r.len();
                 statuses.pop_first();
             }
             _ => break,

@@ -41,6 +41,13 @@ pub struct SessionsBench {
     /// Reads on random readers after every reader has read once.
     #[arg(long, default_value_t = 20_000)]
     reads: usize,
+    /// Blocks each writer writes and commits durable.
+    #[arg(long, default_value_t = 1)]
+    writer_blocks: u64,
+    /// Events per block, each with its own key (so a block spreads over up
+    /// to that many partitions).
+    #[arg(long, default_value_t = 10)]
+    block_events: usize,
     /// Calls in flight at once (allocations, first reads, commits).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -273,32 +280,48 @@ async fn drive(b: &SessionsBench) -> Result<Report> {
     } else {
         timed_reads(b.reads, b.read_concurrency.max(1), &read_ack, |i| picks[i]).await?
     };
-    eprintln!("a block of 10 events, committed durable, on every writer");
-    let events_json = format!("[{}]", vec![format!(r#"{{"value":"{value}"}}"#); 10].join(","));
+    eprintln!(
+        "{} block(s) of {} events, each committed durable, on every writer",
+        b.writer_blocks, b.block_events
+    );
+    let events_json: Arc<String> = Arc::new(format!(
+        "[{}]",
+        (0..b.block_events)
+            .map(|i| format!(r#"{{"key":"e{i}","value":"{value}"}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
     let writer_sessions = Arc::new(writer_sessions);
-    let (commit_lat, _) = timed(writer_sessions.len(), b.concurrency, |i| {
+    let blocks = b.writer_blocks.max(1);
+    let (_, commit_lat) = timed(writer_sessions.len(), b.concurrency, |i| {
         let (client, sessions, events) = (client.clone(), writer_sessions.clone(), events_json.clone());
         async move {
             let s = &sessions[i];
-            let body = switchboard_client::write_body(1, events.as_bytes());
-            // a write the node has no memory for is retried when it says
-            loop {
-                match client.write(s, body.clone()).await {
-                    Err(switchboard_client::Error::Api {
-                        retry_after_ms: Some(ms),
-                        ..
-                    }) => tokio::time::sleep(Duration::from_millis(ms)).await,
-                    other => {
-                        other?;
-                        break;
+            let mut lat = Vec::with_capacity(blocks as usize);
+            for block in 1..=blocks {
+                let body = switchboard_client::write_body(block, events.as_bytes());
+                // a write the node has no memory for is retried when it says
+                loop {
+                    match client.write(s, body.clone()).await {
+                        Err(switchboard_client::Error::Api {
+                            retry_after_ms: Some(ms),
+                            ..
+                        }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                        other => {
+                            other?;
+                            break;
+                        }
                     }
                 }
+                let t = Instant::now();
+                client.commit(s, block, true).await?;
+                lat.push(ms(t.elapsed()));
             }
-            client.commit(s, 1, true).await?;
-            Ok(())
+            Ok(lat)
         }
     })
     .await?;
+    let commit_lat: Vec<f64> = commit_lat.into_iter().flatten().collect();
     let (after_all_reads_mib, _) = rss(pid)?;
     let held_all = gauges(&url).await;
     // read-ahead of idle readers is given back after 5 s, and jemalloc
