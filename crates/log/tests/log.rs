@@ -1,9 +1,12 @@
 //! Behaviour of the public API on a real directory.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{appended, read_all};
 use switchboard_log::{
     AppendOutcome, BatchBuilder, Durability, Error, Log, LogConfig, Partition, StreamSettings,
 };
@@ -37,26 +40,6 @@ fn batch(first: u64, n: u64, size: usize) -> BatchBuilder {
         );
     }
     b
-}
-
-fn appended(o: AppendOutcome) -> switchboard_log::Appended {
-    match o {
-        AppendOutcome::Appended(a) => a,
-        AppendOutcome::Duplicate(s) => panic!("unexpected duplicate {s:?}"),
-    }
-}
-
-fn read_all(p: &Partition, from: u64) -> Vec<switchboard_log::Record> {
-    let mut out = Vec::new();
-    let mut at = from;
-    loop {
-        let b = p.read(at, 37, 3000).unwrap();
-        if b.records.is_empty() {
-            return out;
-        }
-        at = b.next_offset;
-        out.extend(b.records);
-    }
 }
 
 #[test]

@@ -3,7 +3,10 @@
 //! same process would open files of their own meanwhile.)
 #![allow(clippy::unwrap_used)]
 
-use switchboard_log::{AppendOutcome, BatchBuilder, Durability, Log, LogConfig, Partition, StreamSettings};
+mod common;
+
+use common::{appended, read_all};
+use switchboard_log::{BatchBuilder, Durability, Log, LogConfig, StreamSettings};
 
 fn batch(first: u64, n: u64, size: usize) -> BatchBuilder {
     let mut b = BatchBuilder::new();
@@ -12,26 +15,6 @@ fn batch(first: u64, n: u64, size: usize) -> BatchBuilder {
         b.push(1_000 + i as i64, None, value.as_bytes(), []);
     }
     b
-}
-
-fn appended(o: AppendOutcome) -> switchboard_log::Appended {
-    match o {
-        AppendOutcome::Appended(a) => a,
-        AppendOutcome::Duplicate(s) => panic!("unexpected duplicate {s:?}"),
-    }
-}
-
-fn read_all(p: &Partition, from: u64) -> Vec<switchboard_log::Record> {
-    let mut out = Vec::new();
-    let mut at = from;
-    loop {
-        let b = p.read(at, 37, 3000).unwrap();
-        if b.records.is_empty() {
-            return out;
-        }
-        at = b.next_offset;
-        out.extend(b.records);
-    }
 }
 
 /// Descriptors open in this process.

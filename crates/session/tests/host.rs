@@ -585,7 +585,7 @@ async fn a_newer_session_of_a_producer_fences_the_older() {
 /// doubled.
 #[tokio::test]
 async fn a_newer_session_on_another_node_fences_the_older_at_the_store() {
-    use switchboard_proto::wire::{Allocate, BlockStatus, Commit, Mode};
+    use switchboard_proto::wire::{BlockStatus, Commit, Mode};
     use switchboard_rpc::{Call, Request, Response};
     use switchboard_session::{HostConfig, SessionError, SessionHost};
 
@@ -604,26 +604,6 @@ async fn a_newer_session_on_another_node_fences_the_older_at_the_store() {
         };
         let (a, b) = (node("a").await.unwrap(), node("b").await.unwrap());
         create(&a, "x", 2, None).await;
-        let alloc = |host: &SessionHost| {
-            let host = host.clone();
-            async move {
-                let r = host
-                    .handle(
-                        ctx(),
-                        Request::Allocate(Allocate {
-                            stream: "x".into(),
-                            mode: Mode::Write,
-                            cursor: None,
-                            partitions: None,
-                            producer: Some("p".into()),
-                        }),
-                    )
-                    .await
-                    .unwrap();
-                let Response::Allocated(s) = r else { panic!() };
-                s
-            }
-        };
         let call = |host: &SessionHost, id: &str, call: Call| {
             let (host, id) = (host.clone(), id.to_string());
             async move { host.handle(ctx(), Request::Session { id, call }).await }
@@ -637,10 +617,10 @@ async fn a_newer_session_on_another_node_fences_the_older_at_the_store() {
                 durable: Some(true),
             })
         };
-        let old = alloc(&a).await;
+        let old = allocate(&a, "x", Mode::Write, None, Some("p")).await;
         call(&a, &old.session, write(1, "old")).await.unwrap();
         call(&a, &old.session, commit(1)).await.unwrap();
-        let new = alloc(&b).await;
+        let new = allocate(&b, "x", Mode::Write, None, Some("p")).await;
         assert_eq!(new.last_block, Some(1));
         // the older session, on its own node, knows nothing yet: its block 2
         // is refused by the store
