@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 pub mod e2e;
+pub mod kafka;
 pub mod log;
 pub mod sessions;
 
@@ -22,6 +23,9 @@ pub enum Bench {
     /// Many open sessions on one node (a tenth of them writers) on a stream
     /// with data: the server's memory, allocation and read latency.
     Sessions(sessions::SessionsBench),
+    /// Apache Kafka with no Switchboard in between (rdkafka producers and
+    /// assign-based consumers), for the Kafka store's comparisons.
+    KafkaDirect(kafka::KafkaBench),
 }
 
 /// Runs a benchmark.
@@ -30,5 +34,6 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::Log(b) => log::run(&b),
         Bench::E2e(b) => e2e::run(b),
         Bench::Sessions(b) => sessions::run(b),
+        Bench::KafkaDirect(b) => kafka::run(b),
     }
 }
