@@ -16,6 +16,9 @@ pub struct ApiError {
     pub message: String,
     /// With `backpressure`.
     pub retry_after_ms: Option<u64>,
+    /// With `session_gone`: the epoch of the producer's session that fenced
+    /// this one.
+    pub fenced_by_epoch: Option<u64>,
 }
 
 impl ApiError {
@@ -25,6 +28,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_ms: None,
+            fenced_by_epoch: None,
         }
     }
 
@@ -40,6 +44,7 @@ impl From<RpcError> for ApiError {
             code: e.code,
             message: e.message,
             retry_after_ms: e.retry_after_ms,
+            fenced_by_epoch: e.fenced_by_epoch,
         }
     }
 }
@@ -54,6 +59,9 @@ impl IntoResponse for ApiError {
         body.error.retry_after_ms = self
             .retry_after_ms
             .filter(|_| self.code == ErrorCode::Backpressure);
+        body.error.fenced_by_epoch = self
+            .fenced_by_epoch
+            .filter(|_| self.code == ErrorCode::SessionGone);
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (status, json).into_response();
         let h = resp.headers_mut();

@@ -291,7 +291,8 @@ fn schemas() -> Value {
                 "code": { "type": "string", "enum": ErrorCode::ALL.map(ErrorCode::as_str) },
                 "message": { "type": "string" },
                 "retryable": { "type": "boolean" },
-                "retry_after_ms": u64_ } } } },
+                "retry_after_ms": u64_,
+                "fenced_by_epoch": u64_ } } } },
         "CreateStream": { "type": "object", "additionalProperties": false, "required": ["name"], "properties": {
             "name": stream_name(),
             "partitions": { "type": ["integer", "null"], "minimum": 1, "maximum": limits::MAX_PARTITIONS, "default": 1 },

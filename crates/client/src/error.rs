@@ -21,6 +21,9 @@ pub enum Error {
         retryable: bool,
         /// With `backpressure`.
         retry_after_ms: Option<u64>,
+        /// With `session_gone`: a newer session of this writer's producer
+        /// took over, with this epoch.
+        fenced_by_epoch: Option<u64>,
     },
     /// The request did not get an answer (connection refused, reset, timeout).
     #[error("transport: {0}")]
@@ -91,14 +94,12 @@ impl Error {
     }
 
     /// A writer session fenced by a newer session of its producer (a
-    /// `session_gone` whose message says it is fenced): another process
-    /// writes as this producer now. Allocating again would fence that one
-    /// in turn, so the writer stops with this error instead.
+    /// `session_gone` with `fenced_by_epoch`): another process writes as
+    /// this producer now. Allocating again would fence that one in turn, so
+    /// the writer stops with this error instead.
     pub fn is_fenced(&self) -> bool {
         match self {
-            Error::Api { code, message, .. } => {
-                *code == ErrorCode::SessionGone && message.contains(" is fenced")
-            }
+            Error::Api { fenced_by_epoch, .. } => fenced_by_epoch.is_some(),
             Error::GaveUp { last, .. } => last.is_fenced(),
             _ => false,
         }
@@ -116,7 +117,23 @@ mod tests {
             message: String::new(),
             retryable: code.retryable(),
             retry_after_ms: None,
+            fenced_by_epoch: None,
         }
+    }
+
+    #[test]
+    fn fencing_is_told_by_its_field_not_its_text() {
+        let mut e = api(ErrorCode::SessionGone);
+        assert!(!e.is_fenced(), "a plain session_gone is not a fencing");
+        if let Error::Api { fenced_by_epoch, .. } = &mut e {
+            *fenced_by_epoch = Some(3);
+        }
+        assert!(e.is_fenced());
+        let gave_up = Error::GaveUp {
+            attempts: 2,
+            last: Box::new(e),
+        };
+        assert!(gave_up.is_fenced());
     }
 
     #[test]

@@ -253,6 +253,7 @@ impl Client {
                     message: e.error.message,
                     retryable: e.error.retryable,
                     retry_after_ms: e.error.retry_after_ms,
+                    fenced_by_epoch: e.error.fenced_by_epoch,
                 },
                 Err(_) => Error::Protocol(format!(
                     "status {status} with body {:?}",

@@ -125,6 +125,11 @@ pub struct ErrorDetail {
     /// With `backpressure`: how long to wait before retrying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// With `session_gone`: a newer session of the writer's producer took
+    /// over with this epoch, so this writer must stop rather than allocate
+    /// again (which would fence the other in turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced_by_epoch: Option<u64>,
 }
 
 impl ErrorBody {
@@ -136,6 +141,7 @@ impl ErrorBody {
                 message: message.into(),
                 retryable: code.retryable(),
                 retry_after_ms: None,
+                fenced_by_epoch: None,
             },
         }
     }

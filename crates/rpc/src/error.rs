@@ -18,6 +18,9 @@ pub struct RpcError {
     pub retryable: bool,
     /// How long to wait first, when the answer says.
     pub retry_after_ms: Option<u64>,
+    /// With `session_gone`: the epoch of the producer's newer session that
+    /// fenced this one.
+    pub fenced_by_epoch: Option<u64>,
 }
 
 impl RpcError {
@@ -28,6 +31,7 @@ impl RpcError {
             message: message.into(),
             retryable: code.retryable(),
             retry_after_ms: None,
+            fenced_by_epoch: None,
         }
     }
 

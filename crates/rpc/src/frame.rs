@@ -756,16 +756,19 @@ fn error(e: &mut Enc<'_>, err: &RpcError) {
     e.str(2, &err.message);
     e.bool(3, err.retryable);
     e.opt_uint(4, err.retry_after_ms);
+    e.opt_uint(5, err.fenced_by_epoch);
 }
 
 fn decode_error(b: Bytes) -> Result<RpcError, FrameError> {
-    let (mut code, mut message, mut retryable, mut after) = (None, String::new(), None, None);
+    let (mut code, mut message, mut retryable, mut after, mut fenced) =
+        (None, String::new(), None, None, None);
     fields(b, |f, v| {
         match f {
             1 => code = Some(v.string("code")?),
             2 => message = v.string("message")?,
             3 => retryable = Some(v.bool("retryable")?),
             4 => after = Some(v.int("retry_after_ms")?),
+            5 => fenced = Some(v.int("fenced_by_epoch")?),
             _ => {}
         }
         Ok(())
@@ -782,5 +785,6 @@ fn decode_error(b: Bytes) -> Result<RpcError, FrameError> {
         message,
         retryable: retryable.unwrap_or(code.retryable()),
         retry_after_ms: after,
+        fenced_by_epoch: fenced,
     })
 }

@@ -203,13 +203,17 @@ fn error() -> impl Strategy<Value = RpcError> {
         text(),
         any::<bool>(),
         any::<Option<u64>>(),
+        any::<Option<u64>>(),
     )
-        .prop_map(|(code, message, retryable, retry_after_ms)| RpcError {
-            code,
-            message,
-            retryable,
-            retry_after_ms,
-        })
+        .prop_map(
+            |(code, message, retryable, retry_after_ms, fenced_by_epoch)| RpcError {
+                code,
+                message,
+                retryable,
+                retry_after_ms,
+                fenced_by_epoch,
+            },
+        )
 }
 
 proptest! {

@@ -25,9 +25,14 @@ pub enum SessionError {
     #[error("session is gone: allocate a new one")]
     SessionGone,
     /// A newer session of the writer's producer took over: this one stores
-    /// nothing more (answered as `session_gone`, saying so).
-    #[error("{0}")]
-    Fenced(String),
+    /// nothing more (answered as `session_gone`, with the newer epoch).
+    #[error("this session of producer {producer:?} is fenced: a newer session (epoch {epoch}) took over, and this one stores nothing more")]
+    Fenced {
+        /// The producer.
+        producer: String,
+        /// The newer session's epoch.
+        epoch: u64,
+    },
     /// The call contradicts the session's state or the stream's settings.
     #[error("{0}")]
     Conflict(String),
@@ -58,7 +63,7 @@ impl SessionError {
             SessionError::BadCursor(_) => ErrorCode::BadCursor,
             SessionError::Forbidden(_) => ErrorCode::Forbidden,
             SessionError::StreamNotFound(_) => ErrorCode::StreamNotFound,
-            SessionError::SessionGone | SessionError::Fenced(_) => ErrorCode::SessionGone,
+            SessionError::SessionGone | SessionError::Fenced { .. } => ErrorCode::SessionGone,
             SessionError::Conflict(_) => ErrorCode::Conflict,
             SessionError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             SessionError::Backpressure { .. } => ErrorCode::Backpressure,
@@ -69,11 +74,6 @@ impl SessionError {
 
     pub(crate) fn bad(msg: impl Into<String>) -> Self {
         SessionError::BadRequest(msg.into())
-    }
-
-    /// A writer's block refused by fencing.
-    pub(crate) fn fenced(producer: &str, epoch: u64) -> Self {
-        SessionError::Fenced(fenced(producer, epoch))
     }
 }
 
@@ -86,6 +86,9 @@ impl From<SessionError> for switchboard_rpc::RpcError {
         };
         let mut r = switchboard_rpc::RpcError::new(e.code(), e.to_string());
         r.retry_after_ms = retry_after_ms;
+        if let SessionError::Fenced { epoch, .. } = e {
+            r.fenced_by_epoch = Some(epoch);
+        }
         r
     }
 }
@@ -114,7 +117,7 @@ impl From<switchboard_store::Error> for SessionError {
                 SessionError::Conflict(format!("stream {s:?} already exists with other settings"))
             }
             S::Invalid(m) => SessionError::BadRequest(m),
-            S::Fenced { producer, epoch } => SessionError::Fenced(fenced(&producer, epoch)),
+            S::Fenced { producer, epoch } => SessionError::Fenced { producer, epoch },
             S::Backpressure(m) => SessionError::Backpressure {
                 reason: m,
                 retry_after_ms: 100,
@@ -123,10 +126,4 @@ impl From<switchboard_store::Error> for SessionError {
             S::Corrupt(m) => SessionError::Internal(m),
         }
     }
-}
-
-fn fenced(producer: &str, epoch: u64) -> String {
-    format!(
-        "this session of producer {producer:?} is fenced: a newer session (epoch {epoch}) took over, and this one stores nothing more"
-    )
 }

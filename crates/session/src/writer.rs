@@ -250,7 +250,7 @@ impl Writer {
     /// own error, so that the client does not replay into it forever.
     fn check_failed(&self) -> Result<()> {
         match &self.shared.state.lock().failed {
-            Some(e) if is_final(e) || matches!(e, SessionError::Fenced(_)) => Err(e.clone()),
+            Some(e) if is_final(e) || matches!(e, SessionError::Fenced { .. }) => Err(e.clone()),
             Some(_) => Err(SessionError::SessionGone),
             None => Ok(()),
         }
@@ -488,7 +488,7 @@ async fn publish_loop(
             }
             Err(e) => {
                 tracing::error!(%stream, block = job.block, error = %e, "publishing a block failed; the session stops");
-                st.failed = Some(if is_final(&e) || matches!(e, SessionError::Fenced(_)) {
+                st.failed = Some(if is_final(&e) || matches!(e, SessionError::Fenced { .. }) {
                     e
                 } else {
                     SessionError::Unavailable(format!("publishing block {} failed: {e}", job.block))
@@ -548,8 +548,10 @@ pub(crate) async fn publish_block(
         Appended::Stored(r) => r,
         Appended::Duplicate { ranges, .. } => ranges.unwrap_or_default(),
         Appended::Fenced { epoch } => {
-            let producer = block_producer.unwrap_or_default();
-            return Err(SessionError::fenced(&producer, epoch));
+            return Err(SessionError::Fenced {
+                producer: block_producer.unwrap_or_default(),
+                epoch,
+            });
         }
     };
     Ok(ranges

@@ -626,12 +626,22 @@ async fn a_newer_session_on_another_node_fences_the_older_at_the_store() {
         // is refused by the store
         call(&a, &old.session, write(2, "old")).await.unwrap();
         match call(&a, &old.session, commit(2)).await {
-            Err(SessionError::Fenced(m)) => assert!(m.contains("fenced") && m.contains("\"p\""), "{m}"),
+            Err(e @ SessionError::Fenced { .. }) => {
+                let m = e.to_string();
+                assert!(m.contains("fenced") && m.contains("\"p\""), "{m}");
+                assert!(matches!(&e, SessionError::Fenced { producer, .. } if producer == "p"));
+            }
             other => panic!("expected fencing, got {other:?}"),
         }
         match call(&a, &old.session, write(3, "old")).await {
-            Err(e @ SessionError::Fenced(_)) => {
-                assert_eq!(e.code(), switchboard_proto::ErrorCode::SessionGone)
+            Err(e @ SessionError::Fenced { .. }) => {
+                let SessionError::Fenced { epoch, .. } = e.clone() else {
+                    unreachable!()
+                };
+                // on the wire: `session_gone`, saying which epoch took over
+                let wire = switchboard_rpc::RpcError::from(e);
+                assert_eq!(wire.code, switchboard_proto::ErrorCode::SessionGone);
+                assert_eq!(wire.fenced_by_epoch, Some(epoch));
             }
             other => panic!("expected fencing, got {other:?}"),
         }
