@@ -38,12 +38,35 @@ pub struct EmbeddedStore {
     /// fence holds it for writing, so it waits for the appends under way
     /// and none of an older epoch starts after it. (They live in memory: a
     /// session never outlives the process that holds the log, which no
-    /// other process can open meanwhile.)
-    epochs: parking_lot::Mutex<HashMap<(String, String), EpochLock>>,
+    /// other process can open meanwhile.) Only producers that were fenced
+    /// have one, and one idle for longer than the log keeps producer state
+    /// goes (see [`EmbeddedStore::forget_idle_epochs`]).
+    epochs: parking_lot::Mutex<Epochs>,
 }
 
-/// A producer's epoch, held for reading by its appends.
-type EpochLock = Arc<tokio::sync::RwLock<u64>>;
+/// Producers' epochs, and the size at which to look for idle ones next.
+#[derive(Default)]
+struct Epochs {
+    by_producer: HashMap<(String, String), Arc<Epoch>>,
+    prune_at: usize,
+}
+
+/// A producer's epoch, held for reading by its appends, and when it was
+/// last used.
+#[derive(Default)]
+struct Epoch {
+    lock: tokio::sync::RwLock<u64>,
+    used_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Epoch {
+    fn touch(&self) {
+        self.used_ms.store(
+            switchboard_proto::time::now_ms(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
 
 impl EmbeddedStore {
     /// Opens (or creates) the log under `root`. Blocks: call before serving
@@ -52,8 +75,14 @@ impl EmbeddedStore {
         let log = Log::open(root, cfg)?;
         Ok(EmbeddedStore {
             log: RwLock::new(Some(Arc::new(log))),
-            epochs: parking_lot::Mutex::new(HashMap::new()),
+            epochs: parking_lot::Mutex::new(Epochs::default()),
         })
+    }
+
+    /// Producers whose epoch this store holds (the fenced ones, until idle
+    /// for longer than the log keeps producer state).
+    pub fn fenced_producers(&self) -> usize {
+        self.epochs.lock().by_producer.len()
     }
 
     /// Per partition of `stream`, one past the last offset on stable
@@ -63,12 +92,36 @@ impl EmbeddedStore {
         Ok(s.partitions().iter().map(|p| p.durable_end()).collect())
     }
 
-    fn epoch_lock(&self, stream: &str, producer: &str) -> EpochLock {
-        self.epochs
-            .lock()
-            .entry((stream.to_string(), producer.to_string()))
-            .or_default()
-            .clone()
+    /// The producer's epoch, if it was ever fenced (marked used).
+    fn find_epoch(&self, stream: &str, producer: &str) -> Option<Arc<Epoch>> {
+        let key = (stream.to_string(), producer.to_string());
+        let epoch = self.epochs.lock().by_producer.get(&key).cloned()?;
+        epoch.touch();
+        Some(epoch)
+    }
+
+    /// The producer's epoch, made (at 0) if it has none (marked used).
+    fn make_epoch(&self, stream: &str, producer: &str) -> Arc<Epoch> {
+        let key = (stream.to_string(), producer.to_string());
+        let epoch = self.epochs.lock().by_producer.entry(key).or_default().clone();
+        epoch.touch();
+        epoch
+    }
+
+    /// Forgets the epochs of producers nobody holds that were idle for
+    /// longer than the log keeps producer state (by then no session of
+    /// theirs is alive: leases are far shorter), looking each time the map
+    /// has doubled since the last look.
+    fn forget_idle_epochs(&self, idle_ms: u64) {
+        let mut e = self.epochs.lock();
+        if e.by_producer.len() < e.prune_at {
+            return;
+        }
+        let cutoff = switchboard_proto::time::now_ms().saturating_sub(idle_ms.min(i64::MAX as u64) as i64);
+        e.by_producer.retain(|_, x| {
+            Arc::strong_count(x) > 1 || x.used_ms.load(std::sync::atomic::Ordering::Relaxed) >= cutoff
+        });
+        e.prune_at = (e.by_producer.len() * 2).max(1024);
     }
 
     /// Appends a block's parts, each to its partition, at once.
@@ -317,30 +370,35 @@ impl Store for EmbeddedStore {
 
     async fn append(&self, stream: &str, block: Block) -> Result<Appended> {
         // a producer's block is checked against its epoch, and holds the
-        // epoch while it is appended (a fence waits for it)
-        let fence = match block.producer() {
-            Some(p) => {
-                let lock = self.epoch_lock(stream, &p.id);
-                let guard = lock.read_owned().await;
-                if p.epoch < *guard {
-                    return Ok(Appended::Fenced { epoch: *guard });
-                }
-                Some(guard)
-            }
-            None => None,
+        // epoch while it is appended (a fence waits for it). Blocks of epoch
+        // 0 of a producer never fenced (the producers of keyed publishes)
+        // need no epoch, and make none.
+        let epoch = block.producer().and_then(|p| {
+            let e = if p.epoch > 0 {
+                Some(self.make_epoch(stream, &p.id))
+            } else {
+                self.find_epoch(stream, &p.id)
+            };
+            e.map(|e| (e, p.epoch))
+        });
+        let Some((epoch, mine)) = epoch else {
+            return self.append_parts(stream, block).await;
         };
-        let appended = self.append_parts(stream, block).await;
-        drop(fence);
-        appended
+        let current = epoch.lock.read().await;
+        if mine < *current {
+            return Ok(Appended::Fenced { epoch: *current });
+        }
+        self.append_parts(stream, block).await
     }
 
     async fn fence_producer(&self, stream: &str, producer: &str) -> Result<Fencing> {
-        let lock = self.epoch_lock(stream, producer);
-        let mut epoch = lock.write().await;
-        *epoch += 1;
+        self.forget_idle_epochs(self.log()?.config().producer_ttl_ms);
+        let epoch = self.make_epoch(stream, producer);
+        let mut current = epoch.lock.write().await;
+        *current += 1;
         let last_block = self.last_block(stream, producer).await?;
         Ok(Fencing {
-            epoch: *epoch,
+            epoch: *current,
             last_block,
         })
     }
@@ -511,4 +569,28 @@ async fn any_of(listeners: Vec<switchboard_log::EventListener>) {
         std::task::Poll::Pending
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Epochs idle for longer than the bound go once the map has grown to
+    /// the next look; those in use stay.
+    #[tokio::test]
+    async fn idle_epochs_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), LogConfig::default()).unwrap();
+        for i in 0..1024 {
+            store.make_epoch("s", &format!("p{i}"));
+        }
+        let held = store.make_epoch("s", "held");
+        std::thread::sleep(Duration::from_millis(5));
+        store.forget_idle_epochs(1);
+        assert_eq!(store.fenced_producers(), 1, "only the one in use is left");
+        drop(held);
+        // below the next look's size nothing is scanned
+        store.forget_idle_epochs(1);
+        assert_eq!(store.fenced_producers(), 1);
+    }
 }

@@ -165,3 +165,31 @@ async fn a_reader_behind_retention_gets_the_gap() {
     assert_eq!((f.gaps[0].partition, f.gaps[0].from, f.gaps[0].to), (0, 0, start));
     assert_eq!(f.records.first().map(|r| r.1.offset), Some(start));
 }
+
+/// Blocks of never-fenced producers (epoch 0: keyed publishes) make no
+/// epoch in the store; fenced producers do, one each (the unit tests of
+/// the adapter show idle ones forgotten).
+#[tokio::test]
+async fn only_fenced_producers_hold_an_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), Default::default()).unwrap();
+    store
+        .create_stream(
+            "s",
+            switchboard_store::StreamSettings {
+                partitions: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..100 {
+        let appended = store.append("s", block(&format!("~key-{i}"), 1, &[0])).await.unwrap();
+        assert!(matches!(appended, Appended::Stored(_)));
+    }
+    assert_eq!(store.fenced_producers(), 0);
+    for i in 0..10 {
+        store.fence_producer("s", &format!("p{i}")).await.unwrap();
+    }
+    assert_eq!(store.fenced_producers(), 10);
+}
