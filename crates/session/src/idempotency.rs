@@ -76,21 +76,27 @@ struct Table {
 }
 
 impl Table {
-    /// Records an answered key, then drops expired keys and the oldest
-    /// beyond `max_keys`.
-    fn done(&mut self, k: Key, entry: Entry, cutoff_ms: i64, max_keys: usize) -> Option<Entry> {
-        let at = match &entry {
-            Entry::Done { at_ms, .. } => *at_ms,
-            Entry::InFlight(_) => i64::MAX,
-        };
-        self.order.push_back((k.clone(), at));
-        let old = self.entries.insert(k, entry);
-        while let Some((k, at)) = self.order.front() {
-            let (k, at) = (k.clone(), *at);
-            if at >= cutoff_ms && self.order.len() <= max_keys {
+    /// Records the answer of `k` (a body hashing to `hash`, answered at
+    /// `at_ms`), then drops expired keys and the oldest beyond `max_keys`.
+    /// Returns what the key held before (its in-flight marker, if any).
+    fn done(
+        &mut self,
+        k: Key,
+        (hash, answer): (u128, Bytes),
+        at_ms: i64,
+        cutoff_ms: i64,
+        max_keys: usize,
+    ) -> Option<Entry> {
+        self.order.push_back((k.clone(), at_ms));
+        let old = self.entries.insert(k, Entry::Done { hash, answer, at_ms });
+        while self
+            .order
+            .front()
+            .is_some_and(|(_, at)| *at < cutoff_ms || self.order.len() > max_keys)
+        {
+            let Some((k, at)) = self.order.pop_front() else {
                 break;
-            }
-            self.order.pop_front();
+            };
             // only the entry this place was kept for (a key used again has a newer one)
             if matches!(self.entries.get(&k), Some(Entry::Done { at_ms, .. }) if *at_ms == at) {
                 self.entries.remove(&k);
@@ -155,12 +161,14 @@ impl Idempotency {
                 let Ok(hash) = u128::from_str_radix(&s.h, 16) else {
                     continue;
                 };
-                let entry = Entry::Done {
-                    hash,
-                    answer: Bytes::from(s.a.get().to_string()),
-                    at_ms: r.timestamp_ms,
-                };
-                table.done((s.i, s.s, s.k), entry, cutoff, max_keys.max(1));
+                let answer = Bytes::from(s.a.get().to_string());
+                table.done(
+                    (s.i, s.s, s.k),
+                    (hash, answer),
+                    r.timestamp_ms,
+                    cutoff,
+                    max_keys.max(1),
+                );
             }
         }
         tracing::info!(keys = table.entries.len(), "idempotency keys loaded");
@@ -242,13 +250,12 @@ impl Guard {
             // the events are durable; the answer stays in memory only
             tracing::warn!(stream = %k.1, error = %e, "could not store an idempotency key");
         }
-        let entry = Entry::Done {
-            hash: self.hash,
-            answer,
-            at_ms: now_ms,
-        };
         let cutoff = now_ms - self.idem.ttl_ms as i64;
-        let old = self.idem.table.lock().done(k, entry, cutoff, self.idem.max_keys);
+        let old = self
+            .idem
+            .table
+            .lock()
+            .done(k, (self.hash, answer), now_ms, cutoff, self.idem.max_keys);
         if let Some(Entry::InFlight(n)) = old {
             n.notify_waiters();
         }
@@ -263,5 +270,43 @@ impl Drop for Guard {
                 n.notify_waiters();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> Key {
+        ("alice".into(), "s".into(), k.into())
+    }
+
+    fn answer(t: &Table, k: &str) -> Option<Bytes> {
+        match t.entries.get(&key(k)) {
+            Some(Entry::Done { answer, .. }) => Some(answer.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keys go oldest first past the bound, and once expired; a key answered
+    /// again keeps its newer answer when its older place goes.
+    #[test]
+    fn keys_are_bounded_and_expire() {
+        let mut t = Table::default();
+        let a = |s: &'static str| (1u128, Bytes::from_static(s.as_bytes()));
+        t.done(key("k1"), a("1"), 10, 0, 2);
+        t.done(key("k2"), a("2"), 11, 0, 2);
+        t.done(key("k3"), a("3"), 12, 0, 2);
+        assert_eq!(answer(&t, "k1"), None, "the oldest went past the bound");
+        assert_eq!(answer(&t, "k2").as_deref(), Some(&b"2"[..]));
+        // k2 answered again later: its first place going leaves the new answer
+        t.done(key("k2"), a("2b"), 13, 0, 2);
+        assert_eq!(answer(&t, "k2").as_deref(), Some(&b"2b"[..]));
+        assert_eq!(answer(&t, "k3").as_deref(), Some(&b"3"[..]));
+        // expiry: everything before 13 goes
+        t.done(key("k4"), a("4"), 20, 13, 10);
+        assert_eq!(answer(&t, "k3"), None);
+        assert_eq!(answer(&t, "k2").as_deref(), Some(&b"2b"[..]));
+        assert_eq!(t.order.len(), 2);
     }
 }

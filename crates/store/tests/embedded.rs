@@ -184,7 +184,10 @@ async fn only_fenced_producers_hold_an_epoch() {
         .await
         .unwrap();
     for i in 0..100 {
-        let appended = store.append("s", block(&format!("~key-{i}"), 1, &[0])).await.unwrap();
+        let appended = store
+            .append("s", block(&format!("~key-{i}"), 1, &[0]))
+            .await
+            .unwrap();
         assert!(matches!(appended, Appended::Stored(_)));
     }
     assert_eq!(store.fenced_producers(), 0);
