@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{read_all, Server};
+use common::{create_stream as create, read_all, Server};
 use rand::Rng;
 use std::sync::Mutex;
-use switchboard_client::wire::{CreateStream, Event};
+use switchboard_client::wire::Event;
 use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
 
 fn values(events: Vec<switchboard_client::wire::ReadEvent>) -> Vec<String> {
@@ -20,18 +20,6 @@ fn values(events: Vec<switchboard_client::wire::ReadEvent>) -> Vec<String> {
         .into_iter()
         .filter_map(|e| e.value.map(|v| v.get().to_string()))
         .collect()
-}
-
-async fn create(c: &Client, name: &str, partitions: u32) {
-    c.create_stream(&CreateStream {
-        name: name.into(),
-        partitions: Some(partitions),
-        retention_ms: None,
-        retention_bytes: None,
-        encrypt_keys: None,
-    })
-    .await
-    .unwrap();
 }
 
 #[tokio::test]

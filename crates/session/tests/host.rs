@@ -81,7 +81,7 @@ async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() 
 async fn in_flight_bound(inner: Arc<dyn Store>) {
     use switchboard_proto::wire::{BlockStatus, Commit, Mode};
     use switchboard_rpc::{Call, Request, Response};
-    use switchboard_session::{HostConfig, SessionError, SessionHost};
+    use switchboard_session::{HostConfig, SessionError};
 
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let store: Arc<dyn Store> = Arc::new(GatedStore {
@@ -92,8 +92,7 @@ async fn in_flight_bound(inner: Arc<dyn Store>) {
         max_blocks_in_flight: 2,
         ..HostConfig::default()
     };
-    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
-    let host = SessionHost::start(store, keys, cfg, None).await.unwrap();
+    let host = start_host(store, cfg).await;
     create(&host, "bp", 1, None).await;
     let a = allocate(&host, "bp", Mode::Write, None, None).await;
     let call = |call: Call| {
@@ -357,13 +356,10 @@ async fn any_node_with_the_master_key_opens_what_another_sealed() {
 async fn a_read_answer_names_what_retention_removed() {
     use switchboard_proto::wire::{Ack, Mode, Read, ReadAnswer};
     use switchboard_rpc::{Call, Request, Response};
-    use switchboard_session::{HostConfig, SessionHost};
+    use switchboard_session::HostConfig;
 
     let store: Arc<dyn Store> = Arc::new(switchboard_store::memory::MemoryStore::new());
-    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
-    let host = SessionHost::start(store.clone(), keys, HostConfig::default(), None)
-        .await
-        .unwrap();
+    let host = start_host(store.clone(), HostConfig::default()).await;
     create(&host, "r", 1, Some(2000)).await;
     let a = allocate(&host, "r", Mode::Read, Some("earliest"), None).await;
     let events: Vec<String> = (0..40).map(|i| format!(r#"{{"value":"{i:0>90}"}}"#)).collect();
@@ -418,13 +414,10 @@ async fn a_read_answer_names_what_retention_removed() {
 async fn large_writes_and_publishes_answer_as_small_ones() {
     use switchboard_proto::wire::{Commit, Mode};
     use switchboard_rpc::{Call, Request, Response};
-    use switchboard_session::{HostConfig, SessionError, SessionHost};
+    use switchboard_session::{HostConfig, SessionError};
 
     let store: Arc<dyn Store> = Arc::new(switchboard_store::memory::MemoryStore::new());
-    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
-    let host = SessionHost::start(store.clone(), keys, HostConfig::default(), None)
-        .await
-        .unwrap();
+    let host = start_host(store.clone(), HostConfig::default()).await;
     create(&host, "big", 3, None).await;
     let a = allocate(&host, "big", Mode::Write, None, Some("p")).await;
     let call = |call: Call| {
@@ -502,17 +495,14 @@ async fn large_writes_and_publishes_answer_as_small_ones() {
 async fn a_newer_session_of_a_producer_fences_the_older() {
     use switchboard_proto::wire::{Allocate, Commit, Mode};
     use switchboard_rpc::{Call, Request, Response};
-    use switchboard_session::{HostConfig, SessionError, SessionHost};
+    use switchboard_session::{HostConfig, SessionError};
 
     let dir = tempfile::tempdir().unwrap();
     for store in [
         switchboard_store::open("memory://", Default::default()).unwrap(),
         switchboard_store::open(&format!("file://{}", dir.path().display()), Default::default()).unwrap(),
     ] {
-        let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
-        let host = SessionHost::start(store.clone(), keys, HostConfig::default(), None)
-            .await
-            .unwrap();
+        let host = start_host(store.clone(), HostConfig::default()).await;
         create(&host, "f", 2, None).await;
         let alloc = || {
             host.handle(
@@ -599,10 +589,9 @@ async fn a_newer_session_on_another_node_fences_the_older_at_the_store() {
                 node_id: id.into(),
                 ..HostConfig::default()
             };
-            let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
-            SessionHost::start(store.clone(), keys, cfg, None)
+            start_host(store.clone(), cfg)
         };
-        let (a, b) = (node("a").await.unwrap(), node("b").await.unwrap());
+        let (a, b) = (node("a").await, node("b").await);
         create(&a, "x", 2, None).await;
         let call = |host: &SessionHost, id: &str, call: Call| {
             let (host, id) = (host.clone(), id.to_string());
@@ -674,6 +663,17 @@ async fn a_newer_session_on_another_node_fences_the_older_at_the_store() {
     }
 }
 
+/// A session host over `store` with the tests' server key, without encryption.
+async fn start_host(
+    store: Arc<dyn Store>,
+    cfg: switchboard_session::HostConfig,
+) -> switchboard_session::SessionHost {
+    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
+    switchboard_session::SessionHost::start(store, keys, cfg, None)
+        .await
+        .unwrap()
+}
+
 /// Creates a stream through `host`.
 async fn create(
     host: &switchboard_session::SessionHost,
@@ -731,17 +731,16 @@ async fn a_spent_budget_degrades_to_backpressure_never_to_failure() {
     use std::time::Duration;
     use switchboard_proto::wire::{Ack, Mode, Read, ReadAnswer};
     use switchboard_rpc::{Call, Request, Response};
-    use switchboard_session::{HostConfig, SessionError, SessionHost};
+    use switchboard_session::{HostConfig, SessionError};
 
     const BUDGET: usize = 512 << 10;
     let store: Arc<dyn Store> = Arc::new(switchboard_store::memory::MemoryStore::new());
-    let keys = switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]);
     let cfg = HostConfig {
         memory_budget: BUDGET,
         readahead_idle: Duration::from_millis(300),
         ..HostConfig::default()
     };
-    let host = SessionHost::start(store, keys, cfg, None).await.unwrap();
+    let host = start_host(store, cfg).await;
     create(&host, "m", 4, None).await;
     let value = "x".repeat(1000);
     for chunk in 0..10 {
@@ -910,15 +909,8 @@ async fn a_keyed_publish_retried_after_a_partial_failure_stores_each_event_once(
     }
     let url = format!("file://{}", dir.path().display());
     let store = switchboard_store::open(&url, Default::default()).unwrap();
-    let start = || {
-        SessionHost::start(
-            store.clone(),
-            switchboard_rpc::keys::ServerKeys::from_master(&[1; 32]),
-            HostConfig::default(),
-            None,
-        )
-    };
-    let host = start().await.unwrap();
+    let start = || start_host(store.clone(), HostConfig::default());
+    let host = start().await;
     let publish = |host: &SessionHost, caller: &str| {
         let host = host.clone();
         let (caller, body) = (caller.to_string(), body.clone());
@@ -982,7 +974,7 @@ async fn a_keyed_publish_retried_after_a_partial_failure_stores_each_event_once(
     // would lose it): the store still holds the block once
     drop(host);
     store.delete_stream("__idempotency").await.unwrap();
-    let host = start().await.unwrap();
+    let host = start().await;
     assert_eq!(publish(&host, "alice").await, answer);
     assert_eq!(stored().await, 40);
     // another caller's key of the same name is its own publish

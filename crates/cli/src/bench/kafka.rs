@@ -118,6 +118,16 @@ fn producer(b: &KafkaBench, writer: usize, topic: &str) -> Result<FutureProducer
     c.create().context("creating a Kafka producer")
 }
 
+/// Waits (blocking) until every record of a block is acknowledged.
+fn delivered(acks: Vec<rdkafka::producer::DeliveryFuture>) -> Result<()> {
+    for a in acks {
+        futures::executor::block_on(a)
+            .map_err(|_| anyhow::anyhow!("a delivery was cancelled"))?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
+    }
+    Ok(())
+}
+
 async fn drive(b: &KafkaBench) -> Result<Report> {
     let partitions = b.partitions.unwrap_or(b.writers.max(b.readers) as u32).max(1);
     let topic = format!("bench-direct-{}", rand::random::<u32>());
@@ -242,11 +252,7 @@ async fn drive(b: &KafkaBench) -> Result<Report> {
                     // commit flushes with a 100 ms poll whenever anything is
                     // still outstanding, and with a threaded producer that
                     // poll waits its full 100 ms, for every transaction
-                    for a in acks {
-                        futures::executor::block_on(a)
-                            .map_err(|_| anyhow::anyhow!("a delivery was cancelled"))?
-                            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
-                    }
+                    delivered(acks)?;
                     producer.commit_transaction(Duration::from_secs(30))?;
                     latencies.push(ms(t.elapsed()));
                     published.fetch_add(batch as u64, Ordering::Relaxed);
@@ -257,21 +263,13 @@ async fn drive(b: &KafkaBench) -> Result<Report> {
                     let Some((t, acks)) = in_flight.pop_front() else {
                         break;
                     };
-                    for a in acks {
-                        futures::executor::block_on(a)
-                            .map_err(|_| anyhow::anyhow!("a delivery was cancelled"))?
-                            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
-                    }
+                    delivered(acks)?;
                     latencies.push(ms(t.elapsed()));
                     published.fetch_add(batch as u64, Ordering::Relaxed);
                 }
             }
             for (t, acks) in in_flight {
-                for a in acks {
-                    futures::executor::block_on(a)
-                        .map_err(|_| anyhow::anyhow!("a delivery was cancelled"))?
-                        .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
-                }
+                delivered(acks)?;
                 latencies.push(ms(t.elapsed()));
                 published.fetch_add(batch as u64, Ordering::Relaxed);
             }
