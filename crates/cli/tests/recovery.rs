@@ -13,7 +13,7 @@ use common::{create_stream as create, read_all, Server};
 use rand::Rng;
 use std::sync::Mutex;
 use switchboard_client::wire::Event;
-use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
+use switchboard_client::{Reader, ReaderOptions, Writer, WriterOptions};
 
 fn values(events: Vec<switchboard_client::wire::ReadEvent>) -> Vec<String> {
     events
