@@ -113,7 +113,7 @@ pub fn document() -> Value {
         false,
     );
     publish["parameters"] = json!([{ "name": "Idempotency-Key", "in": "header", "required": false,
-        "description": "1 to 255 printable ASCII characters; the same key on the same stream returns the first answer for at least 24 h",
+        "description": "1 to 255 printable ASCII characters; the same key from the same caller on the same stream returns the first answer for at least 24 h",
         "schema": { "type": "string", "pattern": format!("^[!-~]{{1,{}}}$", limits::MAX_IDEMPOTENCY_KEY) } }]);
     let mut read_op = op(
         "readBatch",
@@ -126,7 +126,7 @@ pub fn document() -> Value {
                 "ReadAnswer",
             ),
         ),
-        &with(&["409", "410", "413"]),
+        &with(&["409", "410", "413", "429"]),
         true,
     );
     read_op["description"] = json!("A pending batch is returned byte for byte until acked.");
@@ -139,7 +139,7 @@ pub fn document() -> Value {
         "Create a stream",
         Some(body("CreateStream")),
         ("201", ok("created", "Stream")),
-        &with(&["409", "413"]),
+        &with(&["409", "413", "429"]),
         false,
     );
     create["responses"]["200"] = ok("it existed with the same settings", "Stream");
@@ -180,7 +180,7 @@ pub fn document() -> Value {
         "Stage a block",
         Some(body("Write")),
         ("200", ok("staged", "WriteAnswer")),
-        &with(&["409", "410", "413"]),
+        &with(&["409", "410", "413", "429"]),
         true,
     );
     write_op["responses"]["200"]["links"] = json!({
@@ -220,7 +220,7 @@ pub fn document() -> Value {
             },
             "/v1/sessions/{id}/read": { "parameters": id_param, "post": read_op },
             "/v1/sessions/{id}/ack": { "parameters": id_param,
-                "post": op("ackBatch", "Ack the pending batch", Some(body("Ack")), ("200", ok("new cursor", "AckAnswer")), &with(&["409", "410", "413"]), true) },
+                "post": op("ackBatch", "Ack the pending batch", Some(body("Ack")), ("200", ok("new cursor", "AckAnswer")), &with(&["409", "410", "413", "429"]), true) },
             "/v1/sessions/{id}/write": { "parameters": id_param, "post": write_op },
             "/v1/sessions/{id}/commit": { "parameters": id_param,
                 "post": op("commitBlock", "Schedule a staged block for publishing", Some(body("Commit")),
