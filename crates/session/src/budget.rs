@@ -111,6 +111,18 @@ impl MemoryBudget {
         })
     }
 
+    /// `bytes` for a block about to be written or published, or the
+    /// `backpressure` a write answers when the budget does not have them.
+    pub(crate) fn take_for_write(self: &Arc<Self>, bytes: usize) -> crate::Result<Lease> {
+        self.try_take(Kind::Write, bytes).ok_or_else(|| {
+            metrics::counter!("switchboard_backpressure_total", "reason" => "memory").increment(1);
+            crate::SessionError::Backpressure {
+                reason: "the node's memory budget is spent".into(),
+                retry_after_ms: 100,
+            }
+        })
+    }
+
     /// `bytes` whether or not the budget has them: for memory already
     /// taken, or that a read must have to answer at all.
     pub fn force(self: &Arc<Self>, kind: Kind, bytes: usize) -> Lease {

@@ -15,7 +15,7 @@ use switchboard_proto::wire::{
 };
 use switchboard_store::{Store, StreamSettings};
 
-use crate::budget::{Kind, MemoryBudget};
+use crate::budget::MemoryBudget;
 use crate::crypto::{Crypto, Sealer};
 use crate::cursor::CursorCodec;
 use crate::error::{Result, SessionError};
@@ -430,17 +430,7 @@ impl SessionHost {
             }
             None => None,
         };
-        let _held = self
-            .inner
-            .budget
-            .try_take(Kind::Write, body.len())
-            .ok_or_else(|| {
-                metrics::counter!("switchboard_backpressure_total", "reason" => "memory").increment(1);
-                SessionError::Backpressure {
-                    reason: "the node's memory budget is spent".into(),
-                    retry_after_ms: 100,
-                }
-            })?;
+        let _held = self.inner.budget.take_for_write(body.len())?;
         // a keyed publish is block 1 of a producer named after its key, with
         // its unkeyed events placed by the key: a retry sends the very same
         // parts, and the store keeps each at most once
@@ -472,7 +462,7 @@ impl SessionHost {
                 )
             };
         // a large body is parsed and sealed off the runtime's threads
-        let enc = if body.len() < 1 << 20 {
+        let enc = if body.len() < crate::codec::OFF_RUNTIME_BYTES {
             encode(&stream, &body, sealer.as_deref())?
         } else {
             let (stream, body, sealer) = (stream.clone(), body.clone(), sealer.clone());

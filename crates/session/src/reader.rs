@@ -19,7 +19,7 @@ use switchboard_store::{Fetched, Record, Store};
 use tokio::sync::Notify;
 
 use crate::budget::{Kind, Lease, MemoryBudget};
-use crate::codec::{render_event, rendered_len, rendered_max, Form};
+use crate::codec::{render_event, rendered_len, rendered_max, Form, OFF_RUNTIME_BYTES};
 use crate::crypto::Crypto;
 use crate::cursor::{Cursor, CursorCodec};
 use crate::error::{Result, SessionError};
@@ -378,9 +378,6 @@ impl Reader {
         }
     }
 }
-
-/// Answers at least this large are rendered off the runtime's threads.
-const OFF_RUNTIME_BYTES: usize = 1 << 20;
 
 /// A batch to render: what it needs, owned, so that it can run anywhere.
 struct RenderJob {

@@ -16,8 +16,8 @@ use switchboard_proto::wire::{BlockStatus, CommitAnswer, PartitionRange, WriteAn
 use switchboard_store::{Appended, Block, BlockProducer, Store, StreamSettings};
 use tokio::sync::{mpsc, watch};
 
-use crate::budget::{Kind, Lease, MemoryBudget};
-use crate::codec::{encode_events, EncodedBlock, Seal};
+use crate::budget::{Lease, MemoryBudget};
+use crate::codec::{encode_events, EncodedBlock, Seal, OFF_RUNTIME_BYTES};
 use crate::crypto::Sealer;
 use crate::error::{Result, SessionError};
 
@@ -66,9 +66,6 @@ struct Job {
     bytes: u64,
     _held: Lease,
 }
-
-/// Bodies at least this large are handled off the runtime's threads.
-const OFF_RUNTIME_BYTES: usize = 1 << 20;
 
 /// What a write needs to know of its session, borrowed.
 struct View<'a> {
@@ -268,13 +265,7 @@ impl Writer {
     ) -> Result<WriteAnswer> {
         self.check_failed()?;
         // the block will take about as much as its body: ask first
-        let mut held = self.budget.try_take(Kind::Write, body.len()).ok_or_else(|| {
-            metrics::counter!("switchboard_backpressure_total", "reason" => "memory").increment(1);
-            SessionError::Backpressure {
-                reason: "the node's memory budget is spent".into(),
-                retry_after_ms: 100,
-            }
-        })?;
+        let mut held = self.budget.take_for_write(body.len())?;
         let prepared = if body.len() < OFF_RUNTIME_BYTES {
             prepare(&self.view(), body, now_ms, sealer.as_deref())?
         } else {
