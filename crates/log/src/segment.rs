@@ -85,11 +85,10 @@ impl FileCache {
         let mut st = self.state.lock();
         st.tick += 1;
         let tick = st.tick;
-        if let Some((old, _)) = st.files.insert(id, (f.clone(), tick)) {
-            // another reader opened it meanwhile: one of the two stays
-            drop(old);
+        if let Some((_, used)) = st.files.insert(id, (f.clone(), tick)) {
+            // another reader opened it meanwhile: this handle replaces that one
+            st.by_use.remove(&used);
         }
-        st.by_use.retain(|_, v| *v != id);
         st.by_use.insert(tick, id);
         while st.files.len() > self.cap {
             let Some((_, victim)) = st.by_use.pop_first() else {
