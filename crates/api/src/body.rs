@@ -45,12 +45,17 @@ impl BodyBudget {
         )))
     }
 
-    /// Adds `bytes` to `claim`, or refuses with `backpressure`.
-    pub fn claim(&self, claim: &mut BodyClaim, bytes: usize) -> Result<(), ApiError> {
-        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+    /// Grows `claim` to cover a body of `bytes` in all (it never shrinks),
+    /// or refuses with `backpressure`. Counted in whole KiB of the total,
+    /// so that a body arriving in many small pieces claims what it holds,
+    /// not a KiB per piece.
+    pub fn cover(&self, claim: &mut BodyClaim, bytes: usize) -> Result<(), ApiError> {
+        let held = claim.0.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        let kib = bytes.div_ceil(1024).saturating_sub(held);
         if kib == 0 {
             return Ok(());
         }
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
         match self.0.clone().try_acquire_many_owned(kib) {
             Ok(p) => {
                 match &mut claim.0 {
@@ -92,7 +97,7 @@ pub async fn read_raw(
     }
     let mut claim = BodyClaim::default();
     let announced = announced.map_or(0, |n| n as usize);
-    budget.claim(&mut claim, announced)?;
+    budget.cover(&mut claim, announced)?;
     let read = async {
         use http_body_util::BodyExt;
         let mut body = body;
@@ -105,9 +110,7 @@ pub async fn read_raw(
             if len > MAX_BODY_BYTES {
                 return Err(too_large());
             }
-            if len > announced {
-                budget.claim(&mut claim, len - announced.max(len - data.len()))?;
-            }
+            budget.cover(&mut claim, len)?;
             // one chunk is kept as it came; only a second one is copied
             match first.take() {
                 None if buf.is_empty() => first = Some(data),
@@ -131,6 +134,19 @@ pub async fn read_raw(
             )))
         }
     }
+}
+
+/// Decodes `raw` per `Content-Encoding`, growing `claim` to cover what
+/// decompression made of it.
+pub async fn decode_within(
+    headers: &HeaderMap,
+    raw: Bytes,
+    claim: &mut BodyClaim,
+    budget: &BodyBudget,
+) -> Result<Bytes, ApiError> {
+    let decoded = decode(headers, raw).await?;
+    budget.cover(claim, decoded.len())?;
+    Ok(decoded)
 }
 
 /// Decodes `raw` per `Content-Encoding`.
@@ -197,4 +213,28 @@ pub fn json<T: serde::de::DeserializeOwned>(body: &[u8], empty_ok: bool) -> Resu
         _ => body,
     };
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    /// A claim covers the body's total in whole KiB, however many pieces
+    /// it came in, and past the budget the answer is `backpressure`.
+    #[test]
+    fn claims_cover_totals_not_pieces() {
+        let budget = BodyBudget::new(4096);
+        let mut claim = BodyClaim::default();
+        for len in 1..=3000 {
+            budget.cover(&mut claim, len).unwrap();
+        }
+        assert_eq!(claim.0.as_ref().map(OwnedSemaphorePermit::num_permits), Some(3));
+        budget.cover(&mut claim, 1000).unwrap();
+        assert_eq!(claim.0.as_ref().map(OwnedSemaphorePermit::num_permits), Some(3), "never shrinks");
+        let mut other = BodyClaim::default();
+        let e = budget.cover(&mut other, 2048).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Backpressure);
+        drop(claim);
+        budget.cover(&mut other, 2048).unwrap();
+    }
 }

@@ -586,11 +586,7 @@ async fn read_body(
 ) -> Result<(Bytes, body::BodyClaim), ApiError> {
     let (raw, mut claim) =
         body::read_raw(headers, body, s.inner.limits.body_timeout, &s.inner.bodies).await?;
-    let raw_len = raw.len();
-    let decoded = body::decode(headers, raw).await?;
-    s.inner
-        .bodies
-        .claim(&mut claim, decoded.len().saturating_sub(raw_len))?;
+    let decoded = body::decode_within(headers, raw, &mut claim, &s.inner.bodies).await?;
     Ok((decoded, claim))
 }
 
@@ -776,11 +772,7 @@ async fn signed(
             .await
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("signature task failed: {e}")))??;
     }
-    let raw_len = raw.len();
-    let decoded = body::decode(headers, raw).await?;
-    s.inner
-        .bodies
-        .claim(&mut claim, decoded.len().saturating_sub(raw_len))?;
+    let decoded = body::decode_within(headers, raw, &mut claim, &s.inner.bodies).await?;
     Ok((caller, decoded, claim))
 }
 
