@@ -31,6 +31,12 @@ impl Kind {
         }
     }
 
+    /// The gauges follow `delta` bytes taken (or given back, negative).
+    fn moved(self, delta: f64) {
+        metrics::gauge!("switchboard_memory_used_bytes").increment(delta);
+        metrics::gauge!(self.gauge()).increment(delta);
+    }
+
     fn label(self) -> &'static str {
         match self {
             Kind::ReadAhead => "readahead",
@@ -102,8 +108,7 @@ impl MemoryBudget {
                 Err(now) => used = now,
             }
         }
-        metrics::gauge!("switchboard_memory_used_bytes").increment(bytes as f64);
-        metrics::gauge!(kind.gauge()).increment(bytes as f64);
+        kind.moved(bytes as f64);
         Some(Lease {
             budget: self.clone(),
             bytes,
@@ -133,14 +138,12 @@ impl MemoryBudget {
 
     fn add(&self, kind: Kind, bytes: usize) {
         self.used.fetch_add(bytes, Ordering::AcqRel);
-        metrics::gauge!("switchboard_memory_used_bytes").increment(bytes as f64);
-        metrics::gauge!(kind.gauge()).increment(bytes as f64);
+        kind.moved(bytes as f64);
     }
 
     fn sub(&self, kind: Kind, bytes: usize) {
         self.used.fetch_sub(bytes, Ordering::AcqRel);
-        metrics::gauge!("switchboard_memory_used_bytes").decrement(bytes as f64);
-        metrics::gauge!(kind.gauge()).decrement(bytes as f64);
+        kind.moved(-(bytes as f64));
     }
 }
 
