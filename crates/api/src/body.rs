@@ -230,7 +230,11 @@ mod budget_tests {
         }
         assert_eq!(claim.0.as_ref().map(OwnedSemaphorePermit::num_permits), Some(3));
         budget.cover(&mut claim, 1000).unwrap();
-        assert_eq!(claim.0.as_ref().map(OwnedSemaphorePermit::num_permits), Some(3), "never shrinks");
+        assert_eq!(
+            claim.0.as_ref().map(OwnedSemaphorePermit::num_permits),
+            Some(3),
+            "never shrinks"
+        );
         let mut other = BodyClaim::default();
         let e = budget.cover(&mut other, 2048).unwrap_err();
         assert_eq!(e.code, ErrorCode::Backpressure);

@@ -15,6 +15,36 @@ use serde::Serialize;
 use switchboard_client::wire::CreateStream;
 use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
 
+/// The load of `bench e2e` and `bench kafka-direct`: the same options, so
+/// that their figures compare.
+#[derive(Debug, Args)]
+pub(super) struct Load {
+    /// Concurrent writers (one client `Writer`, or one producer, each).
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// Concurrent readers (one client `Reader`, or one consumer, each, on
+    /// disjoint partitions).
+    #[arg(long, default_value_t = 4)]
+    pub readers: usize,
+    /// Bytes of each event's value.
+    #[arg(long, default_value_t = 1024)]
+    pub event_size: usize,
+    /// Events per block.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Blocks each writer has sent but not yet seen durable (with 2, a
+    /// block travels while the one before it is made durable). A block's
+    /// commit latency runs from its first send to its durable answer.
+    #[arg(long, default_value_t = 2)]
+    pub window: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Partitions of the benchmark stream [default: max(writers, readers)].
+    #[arg(long)]
+    pub partitions: Option<u32>,
+}
+
 /// Options of `switchboard bench e2e`.
 #[derive(Debug, Args)]
 pub struct E2eBench {
@@ -25,34 +55,12 @@ pub struct E2eBench {
     /// Token for --url.
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Concurrent writers (one client `Writer` each).
-    #[arg(long, default_value_t = 4)]
-    writers: usize,
-    /// Concurrent readers (one client `Reader` each, on disjoint partitions).
-    #[arg(long, default_value_t = 4)]
-    readers: usize,
-    /// Bytes of each event's value.
-    #[arg(long, default_value_t = 1024)]
-    event_size: usize,
-    /// Events per block.
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
-    /// Blocks each writer has sent but not yet seen durable (the
-    /// `Writer`'s window: with 2, a block travels while the one before it
-    /// is made durable). A block's commit latency runs from its `send` to
-    /// the server's durable answer.
-    #[arg(long, default_value_t = 2)]
-    window: usize,
+    #[command(flatten)]
+    load: Load,
     /// Producer id per writer (exactly-once publishing) instead of plain
     /// writers.
     #[arg(long)]
     producers: bool,
-    /// Seconds of publishing.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Partitions of the benchmark stream [default: max(writers, readers)].
-    #[arg(long)]
-    partitions: Option<u32>,
     /// Events for the side-by-side `bench log` measurement, before and after
     /// (0: skip). The default matches `bench log`'s: runs much smaller than
     /// the page cache's dirty limit measure memory, not the disk.
@@ -213,7 +221,7 @@ pub(super) fn ms(d: Duration) -> f64 {
 
 /// Runs the benchmark; prints progress to stderr and the report last.
 pub fn run(b: E2eBench) -> Result<()> {
-    if b.writers == 0 || b.batch == 0 || b.duration == 0 || b.event_size == 0 {
+    if b.load.writers == 0 || b.load.batch == 0 || b.load.duration == 0 || b.load.event_size == 0 {
         bail!("--writers, --batch, --duration and --event-size must be positive");
     }
     std::fs::create_dir_all(&b.data_dir).with_context(|| format!("creating {}", b.data_dir.display()))?;
@@ -334,8 +342,12 @@ fn log_rate(b: &E2eBench) -> Result<Option<f64>> {
     if b.log_records == 0 {
         return Ok(None);
     }
-    let lb =
-        super::log::LogBench::for_comparison(b.log_records, b.event_size, b.batch as u64, b.data_dir.clone());
+    let lb = super::log::LogBench::for_comparison(
+        b.log_records,
+        b.load.event_size,
+        b.load.batch as u64,
+        b.data_dir.clone(),
+    );
     super::log::append_rate(&lb).map(Some)
 }
 
@@ -363,7 +375,10 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
             ca_cert_pem,
         },
     )?;
-    let partitions = b.partitions.unwrap_or(b.writers.max(b.readers) as u32);
+    let partitions = b
+        .load
+        .partitions
+        .unwrap_or(b.load.writers.max(b.load.readers) as u32);
     let stream = format!("bench-e2e-{}", rand::random::<u32>());
     client
         .create_stream(&CreateStream {
@@ -374,11 +389,11 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
             encrypt_keys: None,
         })
         .await?;
-    let value = format!("\"{}\"", "x".repeat(b.event_size.saturating_sub(2)));
+    let value = format!("\"{}\"", "x".repeat(b.load.event_size.saturating_sub(2)));
     let one = format!("{{\"value\":{value}}}");
-    let mut events_json = String::with_capacity((one.len() + 1) * b.batch + 2);
+    let mut events_json = String::with_capacity((one.len() + 1) * b.load.batch + 2);
     events_json.push('[');
-    for i in 0..b.batch {
+    for i in 0..b.load.batch {
         if i > 0 {
             events_json.push(',');
         }
@@ -394,8 +409,10 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
 
     // readers first, from the start of the empty stream
     let mut readers = Vec::new();
-    for r in 0..b.readers {
-        let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % b.readers == r).collect();
+    for r in 0..b.load.readers {
+        let parts: Vec<u32> = (0..partitions)
+            .filter(|p| *p as usize % b.load.readers == r)
+            .collect();
         if parts.is_empty() {
             continue;
         }
@@ -442,10 +459,10 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
 
     let start = Instant::now();
     let mut writers = Vec::new();
-    for i in 0..b.writers {
+    for i in 0..b.load.writers {
         let opts = WriterOptions {
             producer: b.producers.then(|| format!("bench-{i}")),
-            window: b.window.max(1),
+            window: b.load.window.max(1),
             ..WriterOptions::default()
         };
         let mut writer = Writer::open(client.clone(), &stream, opts).await?;
@@ -453,7 +470,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
             stop.clone(),
             published.clone(),
             events_json.clone(),
-            b.batch as u64,
+            b.load.batch as u64,
         );
         writers.push(tokio::spawn(async move {
             let (mut sends, mut commits) = (Vec::new(), Vec::new());
@@ -480,7 +497,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    while start.elapsed() < Duration::from_secs(b.duration) {
+    while start.elapsed() < Duration::from_secs(b.load.duration) {
         tick.tick().await;
         eprintln!(
             "{:>3}s published {:>9} consumed {:>9}",
@@ -499,7 +516,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     let publish_time = start.elapsed();
     let total = published.load(Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while b.readers > 0 && consumed.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+    while b.load.readers > 0 && consumed.load(Ordering::Relaxed) < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     readers_done.store(true, Ordering::Release);
@@ -517,17 +534,17 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     let publish_events_s = total as f64 / publish_time.as_secs_f64();
     Ok(Report {
         bench: "e2e",
-        writers: b.writers,
-        readers: b.readers,
-        window: b.window,
-        event_size: b.event_size,
-        batch: b.batch,
+        writers: b.load.writers,
+        readers: b.load.readers,
+        window: b.load.window,
+        event_size: b.load.event_size,
+        batch: b.load.batch,
         duration_s: publish_time.as_secs_f64(),
         published: total,
         consumed: got,
         publish_events_s: publish_events_s.round(),
         consume_events_s: (got as f64 / consume_time.as_secs_f64()).round(),
-        publish_mb_s: (publish_events_s * b.event_size as f64 / 1e6 * 10.0).round() / 10.0,
+        publish_mb_s: (publish_events_s * b.load.event_size as f64 / 1e6 * 10.0).round() / 10.0,
         commit_p50_ms: pct(&mut commits, 0.5),
         commit_p99_ms: pct(&mut commits, 0.99),
         send_p50_ms: pct(&mut sends, 0.5),

@@ -22,7 +22,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::e2e::{ms, pct};
+use super::e2e::{ms, pct, Load};
 
 /// Options of `switchboard bench kafka-direct`.
 #[derive(Debug, Args)]
@@ -30,31 +30,12 @@ pub struct KafkaBench {
     /// Bootstrap brokers.
     #[arg(long, default_value = "127.0.0.1:9092")]
     brokers: String,
-    /// Concurrent writers (one producer each).
-    #[arg(long, default_value_t = 4)]
-    writers: usize,
-    /// Concurrent readers (one consumer each, on disjoint partitions).
-    #[arg(long, default_value_t = 4)]
-    readers: usize,
-    /// Bytes of each event's value.
-    #[arg(long, default_value_t = 1024)]
-    event_size: usize,
-    /// Events per block.
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
-    /// Blocks each writer has in flight.
-    #[arg(long, default_value_t = 2)]
-    window: usize,
+    #[command(flatten)]
+    load: Load,
     /// One transaction per block (a transactional id per writer), readers
     /// `read_committed`.
     #[arg(long)]
     transactional: bool,
-    /// Seconds of publishing.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Partitions of the benchmark topic [default: max(writers, readers)].
-    #[arg(long)]
-    partitions: Option<u32>,
     /// An extra producer property, `key=value` (repeatable).
     #[arg(long = "producer-property")]
     producer_properties: Vec<String>,
@@ -83,7 +64,7 @@ struct Report {
 
 /// Runs the benchmark; prints progress to stderr and the report last.
 pub fn run(b: KafkaBench) -> Result<()> {
-    if b.writers == 0 || b.batch == 0 || b.duration == 0 || b.window == 0 {
+    if b.load.writers == 0 || b.load.batch == 0 || b.load.duration == 0 || b.load.window == 0 {
         bail!("--writers, --batch, --window and --duration must be positive");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -98,10 +79,10 @@ fn producer(b: &KafkaBench, writer: usize, topic: &str) -> Result<FutureProducer
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("batch.num.messages", b.batch.max(1).to_string())
+        .set("batch.num.messages", b.load.batch.max(1).to_string())
         .set(
             "batch.size",
-            (b.batch * (b.event_size + 64))
+            (b.load.batch * (b.load.event_size + 64))
                 .clamp(16_384, 16 << 20)
                 .to_string(),
         )
@@ -129,7 +110,11 @@ fn delivered(acks: Vec<rdkafka::producer::DeliveryFuture>) -> Result<()> {
 }
 
 async fn drive(b: &KafkaBench) -> Result<Report> {
-    let partitions = b.partitions.unwrap_or(b.writers.max(b.readers) as u32).max(1);
+    let partitions = b
+        .load
+        .partitions
+        .unwrap_or(b.load.writers.max(b.load.readers) as u32)
+        .max(1);
     let topic = format!("bench-direct-{}", rand::random::<u32>());
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &b.brokers)
@@ -151,14 +136,16 @@ async fn drive(b: &KafkaBench) -> Result<Report> {
             bail!("creating topic {t}: {e}");
         }
     }
-    let value = vec![b'x'; b.event_size];
+    let value = vec![b'x'; b.load.event_size];
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicU64::new(0));
     let consumed = Arc::new(AtomicU64::new(0));
 
     let mut readers = Vec::new();
-    for r in 0..b.readers {
-        let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % b.readers == r).collect();
+    for r in 0..b.load.readers {
+        let parts: Vec<u32> = (0..partitions)
+            .filter(|p| *p as usize % b.load.readers == r)
+            .collect();
         if parts.is_empty() {
             continue;
         }
@@ -201,10 +188,10 @@ async fn drive(b: &KafkaBench) -> Result<Report> {
 
     let started = Instant::now();
     let mut writers = Vec::new();
-    for w in 0..b.writers {
+    for w in 0..b.load.writers {
         let producer = producer(b, w, &topic)?;
         let (stop, published, topic, value) = (stop.clone(), published.clone(), topic.clone(), value.clone());
-        let (batch, window, transactional) = (b.batch, b.window.max(1), b.transactional);
+        let (batch, window, transactional) = (b.load.batch, b.load.window.max(1), b.transactional);
         let first_partition = (w as u32) % partitions;
         // transactions are driven by blocking calls: a thread per writer
         writers.push(tokio::task::spawn_blocking(move || -> Result<Vec<f64>> {
@@ -276,7 +263,7 @@ async fn drive(b: &KafkaBench) -> Result<Report> {
             Ok(latencies)
         }));
     }
-    tokio::time::sleep(Duration::from_secs(b.duration)).await;
+    tokio::time::sleep(Duration::from_secs(b.load.duration)).await;
     stop.store(true, Ordering::Release);
     let mut latencies = Vec::new();
     for w in writers {
@@ -297,17 +284,17 @@ async fn drive(b: &KafkaBench) -> Result<Report> {
     Ok(Report {
         bench: "kafka-direct",
         transactional: b.transactional,
-        writers: b.writers,
-        readers: b.readers,
-        window: b.window,
-        event_size: b.event_size,
-        batch: b.batch,
+        writers: b.load.writers,
+        readers: b.load.readers,
+        window: b.load.window,
+        event_size: b.load.event_size,
+        batch: b.load.batch,
         duration_s: publish_s,
         published,
         consumed,
         publish_events_s: rate(published, publish_s),
         consume_events_s: rate(consumed, consume_s),
-        publish_mb_s: (published as f64 * b.event_size as f64 / publish_s / 1e6 * 10.0).round() / 10.0,
+        publish_mb_s: (published as f64 * b.load.event_size as f64 / publish_s / 1e6 * 10.0).round() / 10.0,
         commit_p50_ms: pct(&mut latencies, 0.50),
         commit_p99_ms: pct(&mut latencies, 0.99),
     })
