@@ -69,11 +69,7 @@ impl Store for GatedStore {
 #[tokio::test]
 async fn commits_past_the_in_flight_bound_get_backpressure_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
-    for inner in [
-        switchboard_store::open(&url, Default::default()).unwrap(),
-        switchboard_store::open("memory://", Default::default()).unwrap(),
-    ] {
+    for inner in both_stores(&dir) {
         in_flight_bound(inner).await;
     }
 }
@@ -498,10 +494,7 @@ async fn a_newer_session_of_a_producer_fences_the_older() {
     use switchboard_session::{HostConfig, SessionError};
 
     let dir = tempfile::tempdir().unwrap();
-    for store in [
-        switchboard_store::open("memory://", Default::default()).unwrap(),
-        switchboard_store::open(&format!("file://{}", dir.path().display()), Default::default()).unwrap(),
-    ] {
+    for store in both_stores(&dir) {
         let host = start_host(store.clone(), HostConfig::default()).await;
         create(&host, "f", 2, None).await;
         let alloc = || {
@@ -580,10 +573,7 @@ async fn a_newer_session_on_another_node_fences_the_older_at_the_store() {
     use switchboard_session::{HostConfig, SessionError, SessionHost};
 
     let dir = tempfile::tempdir().unwrap();
-    for store in [
-        switchboard_store::open("memory://", Default::default()).unwrap(),
-        switchboard_store::open(&format!("file://{}", dir.path().display()), Default::default()).unwrap(),
-    ] {
+    for store in both_stores(&dir) {
         let node = |id: &str| {
             let cfg = HostConfig {
                 node_id: id.into(),
@@ -661,6 +651,16 @@ async fn a_newer_session_on_another_node_fences_the_older_at_the_store() {
             "{values:?}"
         );
     }
+}
+
+/// The embedded store (in `dir`) and the memory store, for cases that
+/// run on both.
+fn both_stores(dir: &tempfile::TempDir) -> [Arc<dyn Store>; 2] {
+    let url = format!("file://{}", dir.path().display());
+    [
+        switchboard_store::open(&url, Default::default()).unwrap(),
+        switchboard_store::open("memory://", Default::default()).unwrap(),
+    ]
 }
 
 /// A session host over `store` with the tests' server key, without encryption.
