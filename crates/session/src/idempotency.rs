@@ -73,7 +73,15 @@ pub(crate) struct Idempotency {
 struct Table {
     entries: HashMap<Key, Entry>,
     order: VecDeque<(Key, i64)>,
+    /// Bytes of the answers in `entries`.
+    answer_bytes: usize,
 }
+
+/// Most bytes of answers kept in memory (an answer lists an offset per
+/// event: up to about 400 KB for 10,000 events); past it the oldest keys go
+/// first, as past `max_keys`. A retry of a key gone from memory is still
+/// stored once: the store keeps the key's block once and says where it is.
+const MAX_ANSWER_BYTES: usize = 128 << 20;
 
 impl Table {
     /// Records the answer of `k` (a body hashing to `hash`, answered at
@@ -88,18 +96,22 @@ impl Table {
         max_keys: usize,
     ) -> Option<Entry> {
         self.order.push_back((k.clone(), at_ms));
+        self.answer_bytes += answer.len();
         let old = self.entries.insert(k, Entry::Done { hash, answer, at_ms });
-        while self
-            .order
-            .front()
-            .is_some_and(|(_, at)| *at < cutoff_ms || self.order.len() > max_keys)
-        {
+        if let Some(Entry::Done { answer, .. }) = &old {
+            self.answer_bytes -= answer.len();
+        }
+        while self.order.front().is_some_and(|(_, at)| {
+            *at < cutoff_ms || self.order.len() > max_keys || self.answer_bytes > MAX_ANSWER_BYTES
+        }) {
             let Some((k, at)) = self.order.pop_front() else {
                 break;
             };
             // only the entry this place was kept for (a key used again has a newer one)
             if matches!(self.entries.get(&k), Some(Entry::Done { at_ms, .. }) if *at_ms == at) {
-                self.entries.remove(&k);
+                if let Some(Entry::Done { answer, .. }) = self.entries.remove(&k) {
+                    self.answer_bytes -= answer.len();
+                }
             }
         }
         metrics::gauge!("switchboard_idempotency_keys").set(self.order.len() as f64);
@@ -308,5 +320,14 @@ mod tests {
         assert_eq!(answer(&t, "k3"), None);
         assert_eq!(answer(&t, "k2").as_deref(), Some(&b"2b"[..]));
         assert_eq!(t.order.len(), 2);
+        assert_eq!(t.answer_bytes, 3, "\"2b\" and \"4\"");
+        // past the bytes bound the oldest go too
+        let big = Bytes::from(vec![b'x'; MAX_ANSWER_BYTES / 2 + 1]);
+        t.done(key("b1"), (1, big.clone()), 21, 0, 10);
+        t.done(key("b2"), (1, big), 22, 0, 10);
+        assert_eq!(answer(&t, "k2"), None);
+        assert_eq!(answer(&t, "b1"), None);
+        assert!(answer(&t, "b2").is_some());
+        assert_eq!(t.answer_bytes, MAX_ANSWER_BYTES / 2 + 1);
     }
 }

@@ -635,7 +635,14 @@ async fn fetch_loop(
                 f = reader.fetch(1000, room, Duration::from_secs(5)).await;
             }
             match f {
-                Ok(f) if f.records.is_empty() && f.gaps.is_empty() => {}
+                Ok(f) if f.records.is_empty() && f.gaps.is_empty() => {
+                    // at the tail with part of a batch buffered: an idle
+                    // reader gives it back here too
+                    if let Some(at) = release_if_idle(&ra, &*reader) {
+                        positions = at;
+                        break 'fill;
+                    }
+                }
                 Ok(f) => {
                     failures = 0;
                     if !take_in(f, &crypto, &stream, &parts, &ra, legacy).await {

@@ -981,3 +981,68 @@ async fn a_keyed_publish_retried_after_a_partial_failure_stores_each_event_once(
     assert_ne!(publish(&host, "bob").await, answer);
     assert_eq!(stored().await, 80);
 }
+
+/// A reader caught up at the tail of its stream, with less than a batch
+/// buffered, gives that back once idle too.
+#[tokio::test]
+async fn an_idle_reader_at_the_tail_holds_nothing() {
+    use std::time::Duration;
+    use switchboard_proto::wire::{Ack, Mode, Read, ReadAnswer};
+    use switchboard_rpc::{Call, Request, Response};
+    use switchboard_session::HostConfig;
+
+    let store: Arc<dyn Store> = Arc::new(switchboard_store::memory::MemoryStore::new());
+    let cfg = HostConfig {
+        readahead_idle: Duration::from_millis(200),
+        ..HostConfig::default()
+    };
+    let host = start_host(store, cfg).await;
+    create(&host, "t", 1, None).await;
+    let events: Vec<String> = (0..50).map(|i| format!(r#"{{"value":{i}}}"#)).collect();
+    let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+    host.handle(
+        ctx(),
+        Request::Publish {
+            stream: "t".into(),
+            idempotency_key: None,
+            body: body.into(),
+        },
+    )
+    .await
+    .unwrap();
+    let a = allocate(&host, "t", Mode::Read, Some("earliest"), None).await;
+    let call = |call: Call| {
+        host.handle(
+            ctx(),
+            Request::Session {
+                id: a.session.clone(),
+                call,
+            },
+        )
+    };
+    let read = |max_events| {
+        Call::Read(Read {
+            max_events: Some(max_events),
+            max_bytes: None,
+            wait_ms: Some(1000),
+        })
+    };
+    let Response::Batch(b) = call(read(10)).await.unwrap() else {
+        panic!()
+    };
+    let ans: ReadAnswer = serde_json::from_slice(&b).unwrap();
+    assert_eq!(ans.events.len(), 10);
+    call(Call::Ack(Ack { batch: ans.batch })).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while host.memory_used() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "still held: {}", host.memory_used());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // and the reader goes on where it was
+    let Response::Batch(b) = call(read(100)).await.unwrap() else {
+        panic!()
+    };
+    let ans: ReadAnswer = serde_json::from_slice(&b).unwrap();
+    assert_eq!(ans.events.first().map(|e| e.offset), Some(10));
+    assert_eq!(ans.events.len(), 40);
+}
