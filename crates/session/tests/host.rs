@@ -1035,7 +1035,11 @@ async fn an_idle_reader_at_the_tail_holds_nothing() {
     call(Call::Ack(Ack { batch: ans.batch })).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while host.memory_used() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "still held: {}", host.memory_used());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still held: {}",
+            host.memory_used()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // and the reader goes on where it was
