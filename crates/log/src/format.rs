@@ -588,6 +588,14 @@ pub struct HeaderIter<'a> {
     rest: &'a [u8],
 }
 
+impl<'a> HeaderIter<'a> {
+    /// Iterates headers in their encoded form; stops at the first malformed
+    /// pair.
+    pub fn over(encoded: &'a [u8]) -> HeaderIter<'a> {
+        HeaderIter { rest: encoded }
+    }
+}
+
 fn take_prefixed<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
     let len = b.get(..4).map(|l| u32_at(l, 0) as usize)?;
     let v = b.get(4..4usize.checked_add(len)?)?;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_proto::wire::{
-    limits, Allocate, Allocated, CreateStream, Disposed, EventOffset, Mode, PublishAnswer, PublishIn, Read,
-    SessionInfo, StreamDescription, StreamInfo, StreamList,
+    limits, Allocate, Allocated, CreateStream, Disposed, EventOffset, Mode, PartitionRange, PublishAnswer,
+    PublishIn, Read, SessionInfo, StreamDescription, StreamInfo, StreamList,
 };
 use switchboard_store::{Store, StreamSettings};
 
@@ -474,12 +474,11 @@ impl SessionHost {
         let ranges = publish_block(&*self.inner.store, &stream, enc.block).await?;
         metrics::counter!("switchboard_events_in_total").increment(events);
         metrics::counter!("switchboard_bytes_in_total").increment(bytes);
-        let first: HashMap<u32, u64> = ranges.iter().map(|r| (r.partition, r.first)).collect();
         let offsets = placement
             .iter()
             .map(|&(p, i)| EventOffset {
                 partition: p,
-                offset: first.get(&p).copied().unwrap_or(0) + u64::from(i),
+                offset: nth_offset(&ranges, p, u64::from(i)),
             })
             .collect();
         let answer = serde_json::to_vec(&PublishAnswer { offsets })
@@ -890,4 +889,19 @@ pub fn read_limits(r: &Read) -> Result<ReadLimits> {
         max_bytes: max_bytes as usize,
         wait: Duration::from_millis(wait_ms),
     })
+}
+
+/// The offset of the `i`-th record a block put in `partition`, from the
+/// ranges it got there (several when the store interleaved other writes).
+fn nth_offset(ranges: &[PartitionRange], partition: u32, mut i: u64) -> u64 {
+    let mut last = 0;
+    for r in ranges.iter().filter(|r| r.partition == partition) {
+        let n = r.last - r.first + 1;
+        if i < n {
+            return r.first + i;
+        }
+        i -= n;
+        last = r.last;
+    }
+    last
 }

@@ -27,7 +27,9 @@ pub mod memory;
 mod records;
 
 pub use error::{Error, Result};
-pub use records::{Block, BlockProducer, HeaderIter, Headers, Record, RecordRef, Records, MAX_PRODUCER_LEN};
+pub use records::{
+    Block, BlockProducer, HeaderIter, Headers, ReadBuffer, Record, RecordRef, Records, MAX_PRODUCER_LEN,
+};
 pub use switchboard_log::Durability;
 
 /// A stream's fixed settings.
@@ -88,7 +90,9 @@ pub struct PartRange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
     /// Stored (or completed, after an earlier partial append of the same
-    /// producer block), at these offsets.
+    /// producer block), at these offsets: by partition, each partition's
+    /// records in offset order. A partition has several ranges when the
+    /// store put other writes between the block's records (Kafka can).
     Stored(Vec<PartRange>),
     /// The producer already has this block or a later one: nothing was
     /// written. `ranges` tells where this very block is, when it is the

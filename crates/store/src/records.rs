@@ -194,6 +194,107 @@ impl Records {
     }
 }
 
+/// Collects records an adapter reads from its backend into one buffer,
+/// then hands them out as [`Record`]s sliced from it: one allocation per
+/// fetch, not one per record.
+#[derive(Debug, Default)]
+pub struct ReadBuffer {
+    buf: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+#[derive(Debug)]
+struct Span {
+    partition: u32,
+    offset: u64,
+    timestamp_ms: i64,
+    key: Option<(usize, usize)>,
+    value: (usize, usize),
+    headers: (usize, usize),
+}
+
+impl ReadBuffer {
+    /// A buffer for about `bytes` of payload in `records` records.
+    pub fn with_capacity(bytes: usize, records: usize) -> ReadBuffer {
+        ReadBuffer {
+            buf: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(records),
+        }
+    }
+
+    /// Copies one record in.
+    pub fn push<'h>(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    ) {
+        let mut put = |b: &[u8]| {
+            let at = self.buf.len();
+            self.buf.extend_from_slice(b);
+            (at, at + b.len())
+        };
+        let key = key.map(&mut put);
+        let value = put(value);
+        let start = self.buf.len();
+        for (name, val) in headers {
+            // the log's header encoding: (u32 LE length, bytes) pairs
+            for part in [name, val] {
+                self.buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(part);
+            }
+        }
+        self.spans.push(Span {
+            partition,
+            offset,
+            timestamp_ms,
+            key,
+            value,
+            headers: (start, self.buf.len()),
+        });
+    }
+
+    /// Records pushed.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when none was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The records, (partition, record), in the order pushed.
+    pub fn finish(self) -> Vec<(u32, Record)> {
+        let buf = Bytes::from(self.buf);
+        self.spans
+            .into_iter()
+            .map(|s| {
+                (
+                    s.partition,
+                    Record {
+                        offset: s.offset,
+                        timestamp_ms: s.timestamp_ms,
+                        key: s.key.map(|(a, b)| buf.slice(a..b)),
+                        value: buf.slice(s.value.0..s.value.1),
+                        // written above in the encoding `from_encoded` checks
+                        headers: Headers::from_encoded(buf.slice(s.headers.0..s.headers.1))
+                            .unwrap_or_default(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
 /// A producer's block: who writes it and its number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockProducer {
@@ -273,7 +374,8 @@ impl Block {
         self.parts.iter().map(|p| p.1.encoded_len()).sum()
     }
 
-    pub(crate) fn into_parts(self) -> (Option<BlockProducer>, Vec<(u32, Records)>) {
+    /// The producer block and the parts, taken apart (for adapters).
+    pub fn into_parts(self) -> (Option<BlockProducer>, Vec<(u32, Records)>) {
         (self.producer, self.parts)
     }
 }

@@ -1,0 +1,360 @@
+//! Readers: a node-wide pool of assign-based consumers (`read_committed`,
+//! no consumer group offsets, nothing committed), lent to one reader's
+//! fetch at a time. A consumer stays assigned to the reader that used it
+//! last, so a busy reader keeps librdkafka's prefetched records; another
+//! reader re-assigns it. The number of Kafka clients does not grow with the
+//! number of sessions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers as _;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use switchboard_store::{Error, Fetched, Gap, ReadBuffer, Result, StoreReader};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::error::{is_unknown_topic, map};
+
+/// A pooled consumer and what it is assigned to.
+pub(crate) struct Fetcher {
+    consumer: BaseConsumer,
+    /// The current assignment.
+    assigned: Option<Assignment>,
+    /// Per assigned partition: its first record since the assignment is
+    /// still to come (and is checked for skipped offsets).
+    first_pending: Vec<bool>,
+}
+
+/// (reader, topic, next offsets) a consumer is assigned to.
+type Assignment = (u64, Arc<str>, Vec<(u32, u64)>);
+
+/// The pool.
+pub(crate) struct Pool {
+    free: Mutex<Vec<Fetcher>>,
+    permits: Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+    next_reader: AtomicU64,
+    /// Woken when this node appends, so readers waiting at the tail look
+    /// again at once (appends of other nodes are seen within a poll).
+    pub(crate) appended: Notify,
+}
+
+impl Pool {
+    pub(crate) fn new(mut cfg: ClientConfig, size: usize, buffer_kib: usize, group: &str) -> Result<Pool> {
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "100")
+            .set("queued.max.messages.kbytes", buffer_kib.to_string())
+            .set("fetch.max.bytes", (buffer_kib.min(50 << 10) * 1024).to_string())
+            .set("max.partition.fetch.bytes", (1 << 20).to_string());
+        let mut free = Vec::with_capacity(size);
+        for _ in 0..size {
+            let consumer: BaseConsumer = cfg
+                .create()
+                .map_err(|e| Error::Unavailable(format!("kafka consumer: {e}")))?;
+            free.push(Fetcher {
+                consumer,
+                assigned: None,
+                first_pending: Vec::new(),
+            });
+        }
+        Ok(Pool {
+            free: Mutex::new(free),
+            permits: Semaphore::new(size),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            next_reader: AtomicU64::new(1),
+            appended: Notify::new(),
+        })
+    }
+
+    async fn take(&self, reader: u64) -> Result<Fetcher> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = self.permits.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        permit
+            .map_err(|_| Error::Unavailable("kafka store is closed".into()))?
+            .forget();
+        let mut free = self.free.lock();
+        // its own consumer if still there, else the least recently used
+        let at = free
+            .iter()
+            .position(|f| f.assigned.as_ref().is_some_and(|a| a.0 == reader))
+            .unwrap_or(0);
+        Ok(free.remove(at))
+    }
+
+    fn give(&self, f: Fetcher) {
+        self.free.lock().push(f);
+        self.permits.add_permits(1);
+    }
+
+    pub(crate) fn close(&self) {
+        self.permits.close();
+    }
+
+    /// A new reader of `topic` at `positions`.
+    pub(crate) fn reader(
+        self: &Arc<Self>,
+        topic: Arc<str>,
+        stream: Arc<str>,
+        positions: Vec<(u32, u64)>,
+    ) -> KafkaReader {
+        KafkaReader {
+            pool: self.clone(),
+            id: self.next_reader.fetch_add(1, Ordering::Relaxed),
+            topic,
+            stream,
+            positions,
+        }
+    }
+}
+
+/// A reader of some partitions of one stream.
+pub(crate) struct KafkaReader {
+    pool: Arc<Pool>,
+    id: u64,
+    topic: Arc<str>,
+    stream: Arc<str>,
+    positions: Vec<(u32, u64)>,
+}
+
+/// Longest a fetch waits for the brokers' first answer after assigning.
+const FIRST_FETCH: Duration = Duration::from_secs(2);
+
+/// Longest a lent consumer polls for a reader that waits, when no other
+/// reader waits for a consumer.
+const POLL_SLICE: Duration = Duration::from_millis(200);
+
+#[async_trait]
+impl StoreReader for KafkaReader {
+    async fn fetch(&mut self, max_records: usize, max_bytes: usize, wait: Duration) -> Result<Fetched> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let appended = self.pool.appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let mut f = self.pool.take(self.id).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let slice = if self.pool.waiting.load(Ordering::Relaxed) > 0 {
+                Duration::ZERO
+            } else {
+                left.min(POLL_SLICE)
+            };
+            let (id, topic, positions) = (self.id, self.topic.clone(), self.positions.clone());
+            let joined = tokio::task::spawn_blocking(move || {
+                let r = poll(&mut f, id, &topic, &positions, max_records, max_bytes, slice);
+                (f, r)
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("kafka fetch task failed: {e}")))?;
+            let (f, r) = joined;
+            self.pool.give(f);
+            let (fetched, positions) = r.map_err(|e| match e {
+                PollError::Kafka(e) => map(&e, &self.stream),
+                PollError::Store(e) => e,
+            })?;
+            self.positions = positions;
+            if !fetched.records.is_empty() || !fetched.gaps.is_empty() || Instant::now() >= deadline {
+                return Ok(fetched);
+            }
+            // nothing yet: wait for an append here, or look again soon
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), appended).await;
+        }
+    }
+
+    fn positions(&self) -> Vec<(u32, u64)> {
+        self.positions.clone()
+    }
+}
+
+enum PollError {
+    Kafka(rdkafka::error::KafkaError),
+    Store(Error),
+}
+
+fn tpl(topic: &str, positions: &[(u32, u64)]) -> std::result::Result<TopicPartitionList, PollError> {
+    let mut t = TopicPartitionList::with_capacity(positions.len());
+    for &(p, o) in positions {
+        t.add_partition_offset(topic, p as i32, Offset::Offset(o as i64))
+            .map_err(PollError::Kafka)?;
+    }
+    Ok(t)
+}
+
+/// Polls the lent consumer (on a blocking thread): assigns it to the
+/// reader's positions unless it is already there, then takes what is
+/// there, waiting up to `wait` for the first record.
+fn poll(
+    f: &mut Fetcher,
+    reader: u64,
+    topic: &Arc<str>,
+    positions: &[(u32, u64)],
+    max_records: usize,
+    max_bytes: usize,
+    wait: Duration,
+) -> std::result::Result<(Fetched, Vec<(u32, u64)>), PollError> {
+    let fresh = !matches!(&f.assigned, Some((r, t, p)) if *r == reader && t == topic && p == positions);
+    if fresh {
+        f.assigned = None;
+        f.consumer
+            .assign(&tpl(topic, positions)?)
+            .map_err(PollError::Kafka)?;
+        f.first_pending = vec![true; positions.len()];
+    }
+    let mut next: Vec<(u32, u64)> = positions.to_vec();
+    let mut buf = ReadBuffer::with_capacity(max_bytes.min(1 << 20), max_records.min(1024));
+    let mut gaps = Vec::new();
+    let started = Instant::now();
+    // until the consumer has heard from the brokers, it cannot tell an
+    // empty partition from one not fetched yet: give it a moment
+    let hard = started + wait.max(FIRST_FETCH);
+    let soft = started + wait;
+    while buf.len() < max_records && (buf.is_empty() || buf.bytes() < max_bytes) {
+        let timeout = if !buf.is_empty() {
+            Duration::ZERO
+        } else {
+            let now = Instant::now();
+            if caught_up(&f.consumer, topic, &next) {
+                if now >= soft {
+                    break;
+                }
+                soft - now
+            } else {
+                if now >= hard {
+                    break;
+                }
+                (hard - now).min(Duration::from_millis(10))
+            }
+        };
+        let Some(m) = f.consumer.poll(timeout) else {
+            if !buf.is_empty() {
+                break;
+            }
+            continue;
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                if is_unknown_topic(&e) {
+                    f.assigned = None;
+                    return Err(PollError::Kafka(e));
+                }
+                tracing::debug!(error = %e, "kafka fetch");
+                continue;
+            }
+        };
+        let (p, o) = (m.partition() as u32, m.offset() as u64);
+        let Some(i) = next.iter().position(|x| x.0 == p) else {
+            continue;
+        };
+        if f.first_pending.get(i).copied().unwrap_or(false) {
+            f.first_pending[i] = false;
+            let want = next[i].1;
+            if o < want {
+                // librdkafka reset an offset past the end to the start
+                f.assigned = None;
+                return Err(PollError::Store(Error::Invalid(format!(
+                    "partition {p}: offset {want} is past the end of the stream"
+                ))));
+            }
+            if o > want {
+                // skipped offsets are transaction markers or aborted
+                // records, or gone by retention: only the last is a gap
+                if let Ok((low, _)) = f
+                    .consumer
+                    .fetch_watermarks(topic, p as i32, Duration::from_secs(5))
+                {
+                    let low = low.max(0) as u64;
+                    if low > want {
+                        gaps.push(Gap {
+                            partition: p,
+                            from: want,
+                            to: low.min(o),
+                        });
+                    }
+                }
+            }
+        }
+        if o < next[i].1 {
+            continue;
+        }
+        let headers = m.headers();
+        buf.push(
+            p,
+            o,
+            m.timestamp().to_millis().unwrap_or(0),
+            m.key(),
+            m.payload().unwrap_or_default(),
+            headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key.as_bytes(), h.value.unwrap_or_default())),
+        );
+        next[i].1 = o + 1;
+    }
+    // the consumer's position is past transaction markers the records
+    // did not show
+    if let Ok(pos) = f.consumer.position() {
+        for e in pos.elements_for_topic(topic) {
+            if let (Some(n), Offset::Offset(o)) =
+                (next.iter_mut().find(|x| x.0 as i32 == e.partition()), e.offset())
+            {
+                if o > 0 && o as u64 > n.1 && buf.is_empty() {
+                    n.1 = o as u64;
+                }
+            }
+        }
+    }
+    f.assigned = Some((reader, topic.clone(), next.clone()));
+    Ok((
+        Fetched {
+            records: buf.finish(),
+            gaps,
+        },
+        next,
+    ))
+}
+
+/// True when every partition read is known to have nothing past its
+/// position (from the watermarks the consumer's last fetches reported).
+fn caught_up(c: &BaseConsumer, topic: &str, next: &[(u32, u64)]) -> bool {
+    let Ok(t) = std::ffi::CString::new(topic) else {
+        return false;
+    };
+    let pos = c.position().ok();
+    next.iter().all(|&(p, want)| {
+        let (mut lo, mut hi) = (-1i64, -1i64);
+        // SAFETY: the client pointer lives as long as `c`; the topic is a
+        // NUL-terminated string; lo and hi are valid for writes.
+        #[allow(unsafe_code)]
+        unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                c.client().native_ptr(),
+                t.as_ptr(),
+                p as i32,
+                &mut lo,
+                &mut hi,
+            );
+        }
+        let at = pos
+            .as_ref()
+            .and_then(|l| l.find_partition(topic, p as i32))
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o as u64),
+                _ => None,
+            })
+            .unwrap_or(want)
+            .max(want);
+        hi >= 0 && at >= hi as u64
+    })
+}
