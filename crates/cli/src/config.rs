@@ -32,6 +32,11 @@ pub enum LogFormat {
 /// crates that use them).
 const SHUTDOWN_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 100..=3_600_000;
 const DRAIN_DELAY_MS_RANGE: RangeInclusive<u64> = 0..=600_000;
+const KAFKA_LANES_RANGE: RangeInclusive<u64> = 1..=64;
+const KAFKA_FETCHERS_RANGE: RangeInclusive<u64> = 1..=256;
+const KAFKA_FETCHER_BUFFER_KIB_RANGE: RangeInclusive<u64> = 1024..=1 << 20;
+const KAFKA_STATE_PARTITIONS_RANGE: RangeInclusive<u64> = 1..=1024;
+const KAFKA_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 1000..=900_000;
 
 /// The type of a setting in the config tree, by kind.
 macro_rules! config_ty {
@@ -163,8 +168,9 @@ settings! {
         /// Data directory: the embedded log, keys, token file [default: ./data].
         data_dir: value PathBuf = PathBuf::from("./data"),
             flag data_dir [Option<PathBuf>] (long, env = "SWITCHBOARD_DATA_DIR");
-        /// Storage core: file://DIR (the embedded log) or memory:// (for tests
-        /// and demos: nothing survives the process) [default: file://<data-dir>/log].
+        /// Storage core: file://DIR (the embedded log), kafka://HOST:PORT[,HOST:PORT]
+        /// (Apache Kafka; see the [kafka] section) or memory:// (for tests and
+        /// demos: nothing survives the process) [default: file://<data-dir>/log].
         store: opt String = None,
             flag store [Option<String>] (long, env = "SWITCHBOARD_STORE");
         /// Node id, 1 to 64 of A-Z a-z 0-9 . _ - [default: local].
@@ -323,6 +329,57 @@ settings! {
         /// as an identity, `NAME[:SCOPES]` (repeatable; no scopes means admin).
         client_certs: list String = Vec::new(),
             flag client_certs [Vec<String>] (long = "client-cert", env = "SWITCHBOARD_CLIENT_CERTS", value_delimiter = ';');
+    }
+
+    /// The Kafka store (`kafka://` stores).
+    [kafka] KafkaSection {
+        /// Prefix of the topics of streams and of the internal topics [default: none].
+        topic_prefix: value String = String::new(),
+            flag kafka_topic_prefix [Option<String>] (long, env = "SWITCHBOARD_KAFKA_TOPIC_PREFIX");
+        /// Replication factor of the topics created (-1: the brokers' default) [default: -1].
+        replication_factor: value i32 = -1,
+            flag kafka_replication_factor [Option<i32>] (long, env = "SWITCHBOARD_KAFKA_REPLICATION_FACTOR", allow_hyphen_values = true);
+        /// Transactional producers of this node for producer blocks [default: 4].
+        lanes: value u32 = 4,
+            flag kafka_lanes [Option<u32>] (long, env = "SWITCHBOARD_KAFKA_LANES"),
+            range KAFKA_LANES_RANGE;
+        /// Consumers this node lends to its readers [default: 8].
+        fetchers: value usize = 8,
+            flag kafka_fetchers [Option<usize>] (long, env = "SWITCHBOARD_KAFKA_FETCHERS"),
+            range KAFKA_FETCHERS_RANGE;
+        /// Most KiB each of those consumers prefetches [default: 8192].
+        fetcher_buffer_kib: value usize = 8192,
+            flag kafka_fetcher_buffer_kib [Option<usize>] (long, env = "SWITCHBOARD_KAFKA_FETCHER_BUFFER_KIB"),
+            range KAFKA_FETCHER_BUFFER_KIB_RANGE;
+        /// Partitions of the producer state topic; fixed once created [default: 8].
+        state_partitions: value u32 = 8,
+            flag kafka_state_partitions [Option<u32>] (long, env = "SWITCHBOARD_KAFKA_STATE_PARTITIONS"),
+            range KAFKA_STATE_PARTITIONS_RANGE;
+        /// Longest wait for the brokers to take a write, then `unavailable`, ms [default: 10000].
+        commit_timeout_ms: value u64 = 10_000,
+            flag kafka_commit_timeout_ms [Option<u64>] (long, env = "SWITCHBOARD_KAFKA_COMMIT_TIMEOUT_MS"),
+            range KAFKA_TIMEOUT_MS_RANGE;
+        /// Kafka's transaction.timeout.ms: how long the open transaction of a
+        /// node that stopped holds readers back, ms [default: 15000].
+        transaction_timeout_ms: value u64 = 15_000,
+            flag kafka_transaction_timeout_ms [Option<u64>] (long, env = "SWITCHBOARD_KAFKA_TRANSACTION_TIMEOUT_MS"),
+            range KAFKA_TIMEOUT_MS_RANGE;
+        /// CA certificate (PEM) of the brokers; turns TLS on.
+        ca_cert: opt PathBuf = None,
+            flag kafka_ca_cert [Option<PathBuf>] (long, env = "SWITCHBOARD_KAFKA_CA_CERT");
+        /// SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); turns SASL on.
+        sasl_mechanism: opt String = None,
+            flag kafka_sasl_mechanism [Option<String>] (long, env = "SWITCHBOARD_KAFKA_SASL_MECHANISM");
+        /// SASL user name.
+        sasl_username: opt String = None,
+            flag kafka_sasl_username [Option<String>] (long, env = "SWITCHBOARD_KAFKA_SASL_USERNAME");
+        /// SASL password.
+        sasl_password: opt String = None,
+            flag kafka_sasl_password [Option<String>] (long, env = "SWITCHBOARD_KAFKA_SASL_PASSWORD", hide_env_values = true);
+        /// A librdkafka property for every Kafka client, `name=value`
+        /// (repeatable; the env variable takes a list separated by `;`).
+        properties: list String = Vec::new(),
+            flag kafka_properties [Vec<String>] (long = "kafka-property", env = "SWITCHBOARD_KAFKA_PROPERTIES", value_delimiter = ';');
     }
 
     /// TLS of the API listener.
@@ -511,9 +568,26 @@ fn validate(c: Config) -> Result<Settings> {
     }
     if let Some(url) = &c.node.store {
         let file = url.strip_prefix("file://").is_some_and(|d| !d.is_empty());
-        if !file && url != "memory://" {
-            bail!("config key `node.store`: {url:?} is not file://DIR or memory://");
+        let kafka = switchboard_kafka::brokers_of(url).is_some();
+        if !file && !kafka && url != "memory://" {
+            bail!("config key `node.store`: {url:?} is not file://DIR, kafka://HOST:PORT[,HOST:PORT] or memory://");
         }
+    }
+    if c.kafka.replication_factor != -1 && !(1..=32).contains(&c.kafka.replication_factor) {
+        bail!(
+            "config key `kafka.replication_factor`: {} must be -1 (the brokers' default) or 1 to 32",
+            c.kafka.replication_factor
+        );
+    }
+    for p in &c.kafka.properties {
+        if p.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()) {
+            bail!("config key `kafka.properties`: {p:?} is not name=value");
+        }
+    }
+    if c.kafka.sasl_mechanism.is_some() != c.kafka.sasl_username.is_some()
+        || c.kafka.sasl_username.is_some() != c.kafka.sasl_password.is_some()
+    {
+        bail!("config key `kafka.sasl_mechanism`: `kafka.sasl_mechanism`, `kafka.sasl_username` and `kafka.sasl_password` go together");
     }
     if !switchboard_rpc::id::is_valid_node_id(&c.node.node_id) {
         bail!(

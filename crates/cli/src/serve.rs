@@ -101,6 +101,47 @@ pub fn store_url(s: &Settings) -> String {
         .unwrap_or_else(|| format!("file://{}", s.config.node.data_dir.join("log").display()))
 }
 
+/// The Kafka store's settings, from the `[kafka]` section.
+pub fn kafka_config(s: &Settings, brokers: &str) -> switchboard_kafka::KafkaConfig {
+    let k = &s.config.kafka;
+    let mut c = switchboard_kafka::KafkaConfig::new(brokers, &s.config.node.node_id);
+    c.topic_prefix = k.topic_prefix.clone();
+    c.replication_factor = k.replication_factor;
+    c.lanes = k.lanes;
+    c.fetchers = k.fetchers;
+    c.fetcher_buffer_kib = k.fetcher_buffer_kib;
+    c.state_partitions = k.state_partitions;
+    c.commit_timeout = Duration::from_millis(k.commit_timeout_ms);
+    c.transaction_timeout = Duration::from_millis(k.transaction_timeout_ms);
+    let tls = k.ca_cert.is_some();
+    if let Some(ca) = &k.ca_cert {
+        c.properties
+            .push(("ssl.ca.location".into(), ca.display().to_string()));
+    }
+    if let (Some(m), Some(u), Some(p)) = (&k.sasl_mechanism, &k.sasl_username, &k.sasl_password) {
+        c.properties.push(("sasl.mechanism".into(), m.clone()));
+        c.properties.push(("sasl.username".into(), u.clone()));
+        c.properties.push(("sasl.password".into(), p.clone()));
+    }
+    let protocol = match (tls, k.sasl_mechanism.is_some()) {
+        (false, false) => None,
+        (true, false) => Some("ssl"),
+        (false, true) => Some("sasl_plaintext"),
+        (true, true) => Some("sasl_ssl"),
+    };
+    if let Some(p) = protocol {
+        c.properties.push(("security.protocol".into(), p.into()));
+    }
+    // the section's own properties come last, so they win
+    for p in &k.properties {
+        if let Some((name, value)) = p.split_once('=') {
+            c.properties
+                .push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    c
+}
+
 /// The server keys: a configured file must exist (a cluster shares it, and
 /// a fresh key on one node would split it); the default one in the data
 /// directory is created on first start.
@@ -266,11 +307,18 @@ async fn serve(s: Settings) -> Result<()> {
         ..LogConfig::default()
     };
     let url = store_url(&s);
-    let store = {
-        let u = url.clone();
-        tokio::task::spawn_blocking(move || switchboard_store::open(&u, log_cfg))
-            .await?
-            .with_context(|| format!("opening the store {url}"))?
+    let store: Arc<dyn switchboard_store::Store> = match switchboard_kafka::brokers_of(&url) {
+        Some(brokers) => Arc::new(
+            switchboard_kafka::KafkaStore::open(kafka_config(&s, brokers))
+                .await
+                .with_context(|| format!("opening the store {url}"))?,
+        ),
+        None => {
+            let u = url.clone();
+            tokio::task::spawn_blocking(move || switchboard_store::open(&u, log_cfg))
+                .await?
+                .with_context(|| format!("opening the store {url}"))?
+        }
     };
     if url == "memory://" {
         tracing::warn!("store is memory://: events live in this process only and are gone when it stops");

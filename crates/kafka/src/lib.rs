@@ -134,7 +134,8 @@ pub struct KafkaStore {
 
 struct Inner {
     cfg: KafkaConfig,
-    client: ClientConfig,
+    /// `client` with the producers' settings.
+    producing: ClientConfig,
     admin: AdminClient<DefaultClientContext>,
     meta: Arc<BaseConsumer>,
     plain: Plain,
@@ -167,8 +168,6 @@ impl KafkaStore {
         client
             .set("bootstrap.servers", &cfg.brokers)
             .set("client.id", format!("switchboard.{}", cfg.node_id))
-            .set("message.timeout.ms", cfg.commit_timeout.as_millis().to_string())
-            .set("linger.ms", "2")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (k, v) in &cfg.properties {
             client.set(k, v);
@@ -180,7 +179,11 @@ impl KafkaStore {
         let producers_topic = format!("{}{PRODUCERS_TOPIC}", cfg.topic_prefix);
         ensure_internal(&admin, &meta, &cfg, &streams_topic, 1).await?;
         ensure_internal(&admin, &meta, &cfg, &producers_topic, cfg.state_partitions).await?;
-        let plain = Plain::new(client.clone())?;
+        let mut producing = client.clone();
+        producing
+            .set("message.timeout.ms", cfg.commit_timeout.as_millis().to_string())
+            .set("linger.ms", "2");
+        let plain = Plain::new(producing.clone())?;
         let catalog = Arc::new(Catalog::default());
         let catalog_tail = Tail::start(client.clone(), &streams_topic, 1, catalog.clone())?;
         let producers = Arc::new(Producers::new(cfg.state_partitions));
@@ -197,7 +200,7 @@ impl KafkaStore {
             &format!("switchboard.{}", cfg.node_id),
         )?);
         let inner = Arc::new(Inner {
-            client,
+            producing,
             admin,
             meta,
             plain,
@@ -226,8 +229,8 @@ impl KafkaStore {
             }) as Pin<Box<dyn Future<Output = Result<()>> + Send>>
         });
         let lanes = Lanes::start(
-            &inner.client,
-            &inner.cfg.node_id,
+            &inner.producing,
+            &inner.txn_prefix(&inner.cfg.node_id),
             inner.cfg.lanes,
             inner.producers_topic.clone(),
             inner.cfg.transaction_timeout,
@@ -334,6 +337,11 @@ async fn cleanup_policy(
 }
 
 impl Inner {
+    /// The transactional ids of `node` start with this, then the lane.
+    fn txn_prefix(&self, node: &str) -> String {
+        format!("{}switchboard.{node}.", self.cfg.topic_prefix)
+    }
+
     fn topic(&self, stream: &str) -> String {
         format!("{}{stream}", self.cfg.topic_prefix)
     }
@@ -391,8 +399,8 @@ impl Inner {
             "kafka: fencing the transactions of the node that held a producer"
         );
         let all = (0..lanes.max(1)).map(|lane| {
-            let mut c = self.client.clone();
-            c.set("transactional.id", format!("switchboard.{node}.{lane}"));
+            let mut c = self.producing.clone();
+            c.set("transactional.id", format!("{}{lane}", self.txn_prefix(node)));
             let timeout = self.cfg.commit_timeout;
             blocking(move || {
                 let p: produce::KProducer = c.create_with_context(produce::Ctx).map_err(invalid)?;
@@ -503,6 +511,13 @@ impl Store for KafkaStore {
                     "kafka: creating topic {topic}: no answer"
                 )))
             }
+        }
+        // readers and describes of the new topic need its partitions known
+        for _ in 0..100 {
+            if topic_partitions(&i.meta, &topic, i.cfg.commit_timeout).await? == Some(settings.partitions) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let entry = catalog::Entry::new(settings, rand::random::<u64>() | 1);
         let value = serde_json::to_vec(&entry).map_err(|e| Error::Unavailable(e.to_string()))?;

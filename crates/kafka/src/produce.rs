@@ -300,7 +300,7 @@ pub(crate) struct Job {
 }
 
 /// Transactional producers of this node (`transactional.id`
-/// `switchboard.<node>.<lane>`). A lane writes the blocks that came while
+/// `<topic prefix>switchboard.<node>.<lane>`). A lane writes the blocks that came while
 /// its previous transaction committed, all in one transaction, with a
 /// state record per block: a block and its producer's `last_block` become
 /// visible together, or not at all.
@@ -324,7 +324,7 @@ impl Lanes {
     /// incarnation left open before it takes a block.
     pub(crate) async fn start(
         cfg: &ClientConfig,
-        node: &str,
+        txn_prefix: &str,
         n: u32,
         state_topic: Arc<str>,
         txn_timeout: Duration,
@@ -333,7 +333,7 @@ impl Lanes {
         let mut senders = Vec::with_capacity(n as usize);
         for lane in 0..n {
             let mut c = cfg.clone();
-            c.set("transactional.id", format!("switchboard.{node}.{lane}"))
+            c.set("transactional.id", format!("{txn_prefix}{lane}"))
                 .set("transaction.timeout.ms", txn_timeout.as_millis().to_string());
             let p = init(c.clone(), txn_timeout).await?;
             let (tx, rx) = mpsc::channel(1024);

@@ -130,6 +130,9 @@ pub(crate) struct KafkaReader {
 /// Longest a fetch waits for the brokers' first answer after assigning.
 const FIRST_FETCH: Duration = Duration::from_secs(2);
 
+/// How long a fetch that has records waits for partitions still behind.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// Longest a lent consumer polls for a reader that waits, when no other
 /// reader waits for a consumer.
 const POLL_SLICE: Duration = Duration::from_millis(200);
@@ -219,9 +222,18 @@ fn poll(
     // empty partition from one not fetched yet: give it a moment
     let hard = started + wait.max(FIRST_FETCH);
     let soft = started + wait;
+    let mut first_at: Option<Instant> = None;
     while buf.len() < max_records && (buf.is_empty() || buf.bytes() < max_bytes) {
         let timeout = if !buf.is_empty() {
-            Duration::ZERO
+            // what one fetch brought is queued at once; a partition still
+            // behind may have its records on the way
+            let until = *first_at.get_or_insert_with(Instant::now) + LINGER;
+            let now = Instant::now();
+            if now >= until || caught_up(&f.consumer, topic, &next) {
+                Duration::ZERO
+            } else {
+                until - now
+            }
         } else {
             let now = Instant::now();
             if caught_up(&f.consumer, topic, &next) {
@@ -237,7 +249,7 @@ fn poll(
             }
         };
         let Some(m) = f.consumer.poll(timeout) else {
-            if !buf.is_empty() {
+            if !buf.is_empty() && timeout.is_zero() {
                 break;
             }
             continue;

@@ -31,6 +31,49 @@ pub fn memory_store() -> bool {
     std::env::var("SWITCHBOARD_TEST_STORE").as_deref() == Ok("memory")
 }
 
+/// `SWITCHBOARD_TEST_STORE=kafka` runs them on the Kafka at
+/// `SWITCHBOARD_KAFKA` (scripts/test starts one), each server directory on
+/// topics of its own.
+pub fn kafka_store() -> Option<String> {
+    if std::env::var("SWITCHBOARD_TEST_STORE").as_deref() != Ok("kafka") {
+        return None;
+    }
+    Some(std::env::var("SWITCHBOARD_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()))
+}
+
+/// The `--store` flags of the store under test (none: the embedded log).
+pub fn store_args(dir: &Path) -> Vec<String> {
+    if memory_store() {
+        return vec!["--store".into(), "memory://".into()];
+    }
+    match kafka_store() {
+        Some(brokers) => {
+            // the same directory keeps its topics across restarts
+            let prefix = format!(
+                "t{:016x}.",
+                switchboard_proto::partition::murmur2(dir.to_string_lossy().as_bytes()) as u32 as u64
+                    ^ run_salt()
+            );
+            vec![
+                "--store".into(),
+                format!("kafka://{brokers}"),
+                "--kafka-topic-prefix".into(),
+                prefix,
+                "--kafka-state-partitions".into(),
+                "2".into(),
+            ]
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Differs between runs of the tests, so that topics of an earlier run
+/// on the same broker are never taken up.
+fn run_salt() -> u64 {
+    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SALT.get_or_init(|| rand::random::<u64>() << 32)
+}
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_switchboard")
 }
@@ -79,10 +122,10 @@ impl Server {
             .arg("--token")
             .arg(TOKEN)
             .args(&self.extra)
-            .args(if memory_store() && !self.extra.iter().any(|a| a == "--store") {
-                &["--store", "memory://"][..]
+            .args(if self.extra.iter().any(|a| a == "--store") {
+                Vec::new()
             } else {
-                &[][..]
+                store_args(&self.dir)
             })
             .env("SWITCHBOARD_LOG_LEVEL", "info")
             .stdout(Stdio::piped())
