@@ -86,6 +86,10 @@ async fn an_old_cursor_does_not_fit_a_new_stream_of_the_same_name() {
 async fn a_cursor_past_the_end_is_refused() {
     // a store that lost its tail: the data directory as it was before the
     // last events, with a cursor minted after them
+    if common::kafka_store().is_some() {
+        // Kafka's data is not in the data directory
+        return;
+    }
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let snapshot = d.path().join("snapshot");

@@ -66,6 +66,8 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     /// Replication factor of new topics (-1: the broker's default).
     pub replication_factor: i32,
+    /// Idempotent producers of this node for blocks without a producer id.
+    pub producers: usize,
     /// Transactional producers of this node.
     pub lanes: u32,
     /// Consumers lent to readers.
@@ -92,6 +94,7 @@ impl KafkaConfig {
             node_id: node_id.to_string(),
             topic_prefix: String::new(),
             replication_factor: -1,
+            producers: 4,
             lanes: 4,
             fetchers: 8,
             fetcher_buffer_kib: 8 << 10,
@@ -182,8 +185,8 @@ impl KafkaStore {
         let mut producing = client.clone();
         producing
             .set("message.timeout.ms", cfg.commit_timeout.as_millis().to_string())
-            .set("linger.ms", "2");
-        let plain = Plain::new(producing.clone())?;
+            .set("linger.ms", "5");
+        let plain = Plain::new(producing.clone(), cfg.producers)?;
         let catalog = Arc::new(Catalog::default());
         let catalog_tail = Tail::start(client.clone(), &streams_topic, 1, catalog.clone())?;
         let producers = Arc::new(Producers::new(cfg.state_partitions));

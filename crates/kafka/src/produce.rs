@@ -213,9 +213,15 @@ pub(crate) async fn send_part(
     Ok(())
 }
 
-/// The node's idempotent producer (`acks=all`, `enable.idempotence`), for
-/// blocks without a producer id and for internal records.
+/// The node's idempotent producers (`acks=all`, `enable.idempotence`), for
+/// blocks without a producer id and for internal records: a few, each
+/// with its own connections, taken in turn by blocks.
 pub(crate) struct Plain {
+    producers: Vec<PlainProducer>,
+    next: AtomicUsize,
+}
+
+struct PlainProducer {
     producer: KProducer,
     /// Held while one block's records are queued, so that each block is
     /// contiguous in every partition it writes.
@@ -223,30 +229,38 @@ pub(crate) struct Plain {
 }
 
 impl Plain {
-    pub(crate) fn new(mut cfg: ClientConfig) -> Result<Plain> {
+    pub(crate) fn new(mut cfg: ClientConfig, n: usize) -> Result<Plain> {
         cfg.set("enable.idempotence", "true").set("acks", "all");
-        let producer: KProducer = cfg
-            .create_with_context(Ctx)
-            .map_err(|e| Error::Unavailable(format!("kafka producer: {e}")))?;
+        let producers = (0..n.max(1))
+            .map(|_| {
+                let producer: KProducer = cfg
+                    .create_with_context(Ctx)
+                    .map_err(|e| Error::Unavailable(format!("kafka producer: {e}")))?;
+                Ok(PlainProducer {
+                    producer,
+                    queueing: tokio::sync::Mutex::new(()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Plain {
-            producer,
-            queueing: tokio::sync::Mutex::new(()),
+            producers,
+            next: AtomicUsize::new(0),
         })
     }
 
+    fn take(&self) -> &PlainProducer {
+        &self.producers[self.next.fetch_add(1, Ordering::Relaxed) % self.producers.len()]
+    }
+
     /// Writes a block's parts and waits for all of them.
-    pub(crate) async fn write(
-        &self,
-        topic: &str,
-        stream: &str,
-        parts: &[(u32, Records)],
-    ) -> Result<Vec<PartRange>> {
+    pub(crate) async fn write(&self, topic: &str, stream: &str, parts: &[(u32, Records)]) -> Result<Vec<PartRange>> {
         let n: usize = parts.iter().map(|p| p.1.len() as usize).sum();
         let ack = Ack::with_capacity(n);
+        let p = self.take();
         {
-            let _q = self.queueing.lock().await;
+            let _q = p.queueing.lock().await;
             for (partition, records) in parts {
-                send_part(&self.producer, topic, *partition, records, None, &ack)
+                send_part(&p.producer, topic, *partition, records, None, &ack)
                     .await
                     .map_err(|e| map(&e, stream))?;
             }
@@ -270,7 +284,7 @@ impl Plain {
         if let Some(v) = value {
             rec = rec.payload(v);
         }
-        send_one(&self.producer, rec, &ack)
+        send_one(&self.take().producer, rec, &ack)
             .await
             .map_err(|e| map(&e, topic))?;
         let o = ack.wait().await.map_err(|e| map(&e, topic))?;
@@ -281,9 +295,12 @@ impl Plain {
 
     /// Waits until everything queued is acknowledged, up to `timeout`.
     pub(crate) fn flush(&self, timeout: Duration) -> Result<()> {
-        self.producer
-            .flush(timeout)
-            .map_err(|e| Error::Unavailable(format!("kafka flush: {e}")))
+        for p in &self.producers {
+            p.producer
+                .flush(timeout)
+                .map_err(|e| Error::Unavailable(format!("kafka flush: {e}")))?;
+        }
+        Ok(())
     }
 }
 

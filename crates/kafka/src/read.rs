@@ -54,6 +54,10 @@ impl Pool {
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "100")
             .set("queued.max.messages.kbytes", buffer_kib.to_string())
+            // with the queue full librdkafka waits this long before it
+            // fetches again (1 s by default): a reader taking records
+            // frees room much sooner
+            .set("fetch.queue.backoff.ms", "5")
             .set("fetch.max.bytes", (buffer_kib.min(50 << 10) * 1024).to_string())
             .set("max.partition.fetch.bytes", (1 << 20).to_string());
         let mut free = Vec::with_capacity(size);

@@ -17,7 +17,7 @@ use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
 
 /// The load of `bench e2e` and `bench kafka-direct`: the same options, so
 /// that their figures compare.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(super) struct Load {
     /// Concurrent writers (one client `Writer`, or one producer, each).
     #[arg(long, default_value_t = 4)]
@@ -85,6 +85,29 @@ pub struct E2eBench {
     /// Where the started server and the log measurement keep their data.
     #[arg(long, default_value = "./switchboard-bench")]
     data_dir: PathBuf,
+    /// Storage core of the started server [default: the embedded log under
+    /// --data-dir]. With kafka://HOST:PORT, the server runs on topics of its
+    /// own, and `bench kafka-direct` runs on the same brokers before and
+    /// after, as the baseline of the ratios (instead of `bench log`).
+    #[arg(long)]
+    store: Option<String>,
+}
+
+impl E2eBench {
+    /// Flags of the started server for --store.
+    fn store_args(&self) -> Vec<String> {
+        let Some(url) = &self.store else { return Vec::new() };
+        let mut v = vec!["--store".to_string(), url.clone()];
+        if url.starts_with("kafka://") {
+            v.push("--kafka-topic-prefix".into());
+            v.push(format!("bench{:08x}.", rand::random::<u32>()));
+        }
+        v
+    }
+
+    fn kafka_brokers(&self) -> Option<&str> {
+        self.store.as_deref().and_then(switchboard_kafka::brokers_of)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -111,6 +134,10 @@ struct Report {
     e2e_p50_ms: f64,
     e2e_p99_ms: f64,
     log_append_events_s: Option<f64>,
+    /// What the ratios compare with: `log` (bench log) or `kafka-direct`.
+    baseline: &'static str,
+    baseline_publish_events_s: Option<f64>,
+    baseline_consume_events_s: Option<f64>,
     publish_ratio: Option<f64>,
     consume_ratio: Option<f64>,
 }
@@ -232,6 +259,24 @@ pub fn run(b: E2eBench) -> Result<()> {
     };
     if let Some(what) = b.compare {
         return compare(&b, &rt, what, opts);
+    }
+    if let Some(brokers) = b.kafka_brokers() {
+        // the baseline: the same load on the same brokers, no Switchboard
+        let before = rt.block_on(super::kafka::direct(brokers, &b.load))?;
+        let mut report = rt.block_on(drive(&b, opts))?;
+        let after = rt.block_on(super::kafka::direct(brokers, &b.load))?;
+        let (p, c) = ((before.0 + after.0) / 2.0, (before.1 + after.1) / 2.0);
+        eprintln!(
+            "kafka-direct: publish {:.0} / {:.0} events/s, consume {:.0} / {:.0} (before / after)",
+            before.0, after.0, before.1, after.1
+        );
+        report.baseline = "kafka-direct";
+        report.baseline_publish_events_s = Some(p.round());
+        report.baseline_consume_events_s = Some(c.round());
+        report.publish_ratio = Some((report.publish_events_s / p * 1000.0).round() / 1000.0);
+        report.consume_ratio = Some((report.consume_events_s / c * 1000.0).round() / 1000.0);
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
     }
     let log_before = log_rate(&b)?;
     let mut report = rt.block_on(drive(&b, opts))?;
@@ -359,7 +404,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     let (_server, url, ca) = match &b.url {
         Some(u) => (None, u.clone(), b.ca_cert.clone()),
         None => {
-            let (s, u, ca) = start_server(&b.data_dir, &token, opts, &[], None)?;
+            let (s, u, ca) = start_server(&b.data_dir, &token, opts, &b.store_args(), None)?;
             (Some(s), u, ca)
         }
     };
@@ -555,6 +600,9 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
         e2e_p50_ms: pct(&mut e2e, 0.5),
         e2e_p99_ms: pct(&mut e2e, 0.99),
         log_append_events_s: None,
+        baseline: "log",
+        baseline_publish_events_s: None,
+        baseline_consume_events_s: None,
         publish_ratio: None,
         consume_ratio: None,
     })

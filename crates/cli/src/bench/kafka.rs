@@ -109,6 +109,20 @@ fn delivered(acks: Vec<rdkafka::producer::DeliveryFuture>) -> Result<()> {
     Ok(())
 }
 
+/// `bench kafka-direct` with `load` on `brokers` (idempotent producers):
+/// (publish, consume) events/s, for `bench e2e --store kafka://`.
+pub(super) async fn direct(brokers: &str, load: &Load) -> Result<(f64, f64)> {
+    let b = KafkaBench {
+        brokers: brokers.to_string(),
+        load: load.clone(),
+        transactional: false,
+        producer_properties: Vec::new(),
+    };
+    let r = drive(&b).await?;
+    eprintln!("{}", serde_json::to_string(&r)?);
+    Ok((r.publish_events_s, r.consume_events_s))
+}
+
 async fn drive(b: &KafkaBench) -> Result<Report> {
     let partitions = b
         .load
