@@ -1,0 +1,262 @@
+//! What only the Kafka store does, against the real broker at
+//! `SWITCHBOARD_KAFKA` (scripts/test starts one; without it these tests
+//! pass at once): placement as Kafka's own producers place keys, and a
+//! zombie node that wakes up after its producer moved to another node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Server, TOKEN};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn brokers() -> Option<String> {
+    std::env::var("SWITCHBOARD_KAFKA").ok()
+}
+
+/// Flags of a node on `brokers` with topics under `prefix`.
+fn node_args(brokers: &str, prefix: &str, node: &str) -> Vec<String> {
+    [
+        "--store",
+        &format!("kafka://{brokers}"),
+        "--kafka-topic-prefix",
+        prefix,
+        "--kafka-state-partitions",
+        "2",
+        "--node-id",
+        node,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn start(dir: &Path, args: &[String]) -> Server {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(dir, &a)
+}
+
+fn prefix() -> String {
+    format!("k{:08x}.", rand::random::<u32>())
+}
+
+#[tokio::test]
+async fn keys_land_where_kafka_producers_put_them() {
+    let Some(brokers) = brokers() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let prefix = prefix();
+    let s = start(&d.path().join("a"), &node_args(&brokers, &prefix, "a"));
+    let raw = s.raw();
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/streams",
+            json!({"name": "placed", "partitions": 7, "encrypt_keys": false}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let keys: Vec<String> = (0..120).map(|i| format!("user-{i}")).collect();
+    let events: Vec<Value> = keys.iter().map(|k| json!({"key": k, "value": {"k": k}})).collect();
+    let a = raw
+        .json(Method::POST, "/v1/streams/placed/events", json!({ "events": events }))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let placed: Vec<i32> = a.body["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["partition"].as_i64().unwrap() as i32)
+        .collect();
+    let topic = format!("{prefix}placed");
+    // a Kafka producer with the Java client's partitioner puts each key in
+    // the same partition
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    for (k, want) in keys.iter().zip(&placed) {
+        let delivered = producer
+            .send(
+                FutureRecord::<str, str>::to(&topic).key(k).payload("from kafka"),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(delivered.partition, *want, "key {k}");
+    }
+    // and a plain consumer sees Switchboard's records with their keys, in
+    // the partitions they were placed in
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..7 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen < keys.len() * 2 && std::time::Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        let key = std::str::from_utf8(m.key().unwrap()).unwrap();
+        let i: usize = key.trim_start_matches("user-").parse().unwrap();
+        assert_eq!(m.partition(), placed[i], "{key}");
+        let from_switchboard = m
+            .headers()
+            .is_some_and(|h| h.iter().any(|h| h.key == "sb.f"));
+        if from_switchboard {
+            assert!(m.payload().is_some());
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, keys.len() * 2);
+}
+
+async fn allocate_producer(raw: &common::Raw, producer: &str) -> (String, String, Value) {
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"stream": "z", "mode": "write", "producer": producer}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    (
+        a.body["session"].as_str().unwrap().to_string(),
+        a.body["secret"].as_str().unwrap().to_string(),
+        a.body.clone(),
+    )
+}
+
+/// Writes and durably commits `block` with one event `value`.
+async fn put(raw: &common::Raw, id: &str, secret: &str, block: u64, value: &str) -> common::Answer {
+    let w = raw
+        .post_signed(
+            &format!("/v1/sessions/{id}/write"),
+            secret,
+            json!({"block": block, "events": [{"value": value}]}).to_string().as_bytes(),
+        )
+        .await;
+    if w.status != 200 {
+        return w;
+    }
+    raw.post_signed(
+        &format!("/v1/sessions/{id}/commit"),
+        secret,
+        json!({"block": block, "durable": true}).to_string().as_bytes(),
+    )
+    .await
+}
+
+async fn stored_values(raw: &common::Raw, stream: &str) -> Vec<String> {
+    let client = switchboard_client::Client::new(&raw.base, TOKEN).unwrap();
+    let opts = switchboard_client::ReaderOptions {
+        wait_ms: 0,
+        ..Default::default()
+    };
+    let mut r = switchboard_client::Reader::open(client, stream, "earliest", opts)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let a = r.next().await.unwrap();
+        if a.events.is_empty() {
+            break;
+        }
+        for e in &a.events {
+            out.push(serde_json::from_str::<String>(e.value.as_ref().unwrap().get()).unwrap());
+        }
+        r.ack().await.unwrap();
+    }
+    out.sort();
+    out
+}
+
+/// A node stopped (SIGSTOP) while it held a producer's session; the
+/// producer moves to another node on the same Kafka and writes; the old
+/// node wakes up (SIGCONT) and its client goes on writing there: nothing
+/// it writes from then on is stored, and every block is stored once.
+#[tokio::test]
+async fn a_zombie_node_stores_nothing_after_its_producer_moved() {
+    let Some(brokers) = brokers() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let prefix = prefix();
+    let a_dir = d.path().join("a");
+    let a = start(&a_dir, &node_args(&brokers, &prefix, "a"));
+    // both nodes share the keys (data keys are in Kafka, wrapped by the
+    // master key)
+    let mut b_args = node_args(&brokers, &prefix, "b");
+    for (flag, file) in [
+        ("--master-key-file", a_dir.join("keys/master.keys")),
+        ("--server-key-file", a_dir.join("server.key")),
+    ] {
+        b_args.push(flag.into());
+        b_args.push(file.display().to_string());
+    }
+    let b = start(&d.path().join("b"), &b_args);
+    let (ra, rb) = (a.raw(), b.raw());
+    let c = ra
+        .json(Method::POST, "/v1/streams", json!({"name": "z", "partitions": 2}))
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    let (ida, sa, _) = allocate_producer(&ra, "p").await;
+    let r = put(&ra, &ida, &sa, 1, "a1").await;
+    assert_eq!(r.body["status"], "durable", "{}", r.body);
+    // block 2 on its way when the node stops: it may or may not land
+    let w = ra
+        .post_signed(
+            &format!("/v1/sessions/{ida}/write"),
+            &sa,
+            json!({"block": 2, "events": [{"value": "a2"}]}).to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    let ra2 = ra.clone_ref();
+    let (ida2, sa2) = (ida.clone(), sa.clone());
+    let in_flight = tokio::spawn(async move {
+        ra2.post_signed(
+            &format!("/v1/sessions/{ida2}/commit"),
+            &sa2,
+            json!({"block": 2, "durable": true}).to_string().as_bytes(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.send_signal(libc::SIGSTOP);
+    // the producer moves to node b: its last block is whatever landed
+    let (idb, sb, body) = allocate_producer(&rb, "p").await;
+    let last = body["last_block"].as_u64().unwrap();
+    assert!(last == 1 || last == 2, "{body}");
+    let r = put(&rb, &idb, &sb, last + 1, "b-next").await;
+    assert_eq!(r.body["status"], "durable", "{}", r.body);
+    a.send_signal(libc::SIGCONT);
+    let first = in_flight.await.unwrap();
+    // the old node's session is fenced from now on
+    for block in [last + 1, last + 2] {
+        let r = put(&ra, &ida, &sa, block, "zombie").await;
+        assert_ne!(r.body["status"], "durable", "block {block}: {}", r.body);
+    }
+    let stored = stored_values(&rb, "z").await;
+    let mut want = vec!["a1".to_string(), "b-next".to_string()];
+    if last == 2 {
+        want.push("a2".into());
+    }
+    want.sort();
+    assert_eq!(stored, want, "the commit on the stopped node answered {}", first.body);
+    if first.body["status"] == "durable" {
+        assert_eq!(last, 2, "a block answered durable was not seen by the new session");
+    }
+}
