@@ -501,9 +501,16 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 async fn readyz(State(s): State<ApiState>) -> Response {
     if s.inner.draining.load(Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else {
-        (StatusCode::OK, "ready\n").into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    let nodes = s.inner.router.nodes().await;
+    match nodes.iter().find(|n| n.state != "ready") {
+        Some(n) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}: {}\n", n.id, n.state),
+        )
+            .into_response(),
+        None => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 

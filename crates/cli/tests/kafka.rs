@@ -64,9 +64,16 @@ async fn keys_land_where_kafka_producers_put_them() {
         .await;
     assert_eq!(a.status, 201, "{}", a.body);
     let keys: Vec<String> = (0..120).map(|i| format!("user-{i}")).collect();
-    let events: Vec<Value> = keys.iter().map(|k| json!({"key": k, "value": {"k": k}})).collect();
+    let events: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({"key": k, "value": {"k": k}}))
+        .collect();
     let a = raw
-        .json(Method::POST, "/v1/streams/placed/events", json!({ "events": events }))
+        .json(
+            Method::POST,
+            "/v1/streams/placed/events",
+            json!({ "events": events }),
+        )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let placed: Vec<i32> = a.body["offsets"]
@@ -109,14 +116,14 @@ async fn keys_land_where_kafka_producers_put_them() {
     let mut seen = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while seen < keys.len() * 2 && std::time::Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let m = m.unwrap();
         let key = std::str::from_utf8(m.key().unwrap()).unwrap();
         let i: usize = key.trim_start_matches("user-").parse().unwrap();
         assert_eq!(m.partition(), placed[i], "{key}");
-        let from_switchboard = m
-            .headers()
-            .is_some_and(|h| h.iter().any(|h| h.key == "sb.f"));
+        let from_switchboard = m.headers().is_some_and(|h| h.iter().any(|h| h.key == "sb.f"));
         if from_switchboard {
             assert!(m.payload().is_some());
         }
@@ -147,7 +154,9 @@ async fn put(raw: &common::Raw, id: &str, secret: &str, block: u64, value: &str)
         .post_signed(
             &format!("/v1/sessions/{id}/write"),
             secret,
-            json!({"block": block, "events": [{"value": value}]}).to_string().as_bytes(),
+            json!({"block": block, "events": [{"value": value}]})
+                .to_string()
+                .as_bytes(),
         )
         .await;
     if w.status != 200 {
@@ -220,7 +229,9 @@ async fn a_zombie_node_stores_nothing_after_its_producer_moved() {
         .post_signed(
             &format!("/v1/sessions/{ida}/write"),
             &sa,
-            json!({"block": 2, "events": [{"value": "a2"}]}).to_string().as_bytes(),
+            json!({"block": 2, "events": [{"value": "a2"}]})
+                .to_string()
+                .as_bytes(),
         )
         .await;
     assert_eq!(w.status, 200, "{}", w.body);
@@ -255,8 +266,161 @@ async fn a_zombie_node_stores_nothing_after_its_producer_moved() {
         want.push("a2".into());
     }
     want.sort();
-    assert_eq!(stored, want, "the commit on the stopped node answered {}", first.body);
+    assert_eq!(
+        stored, want,
+        "the commit on the stopped node answered {}",
+        first.body
+    );
     if first.body["status"] == "durable" {
-        assert_eq!(last, 2, "a block answered durable was not seen by the new session");
+        assert_eq!(
+            last, 2,
+            "a block answered durable was not seen by the new session"
+        );
     }
+}
+
+/// A broker of this test's own (scripts/kafka on other ports), stopped
+/// when dropped.
+struct Broker {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn kafka_script(args: &[&str], port: u16, dir: &Path) -> std::process::ExitStatus {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka");
+    std::process::Command::new(script)
+        .args(args)
+        .arg(dir)
+        .env("KAFKA_PORT", port.to_string())
+        .env("KAFKA_CONTROLLER_PORT", (port + 1).to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        // a port pair unlikely to be taken: 19000 + 2k
+        let port = 19_000 + 2 * (rand::random::<u16>() % 400);
+        let b = Broker { dir, port };
+        b.up();
+        b
+    }
+
+    fn up(&self) {
+        assert!(kafka_script(&["start"], self.port, self.dir.path()).success());
+    }
+
+    fn down(&self) {
+        assert!(kafka_script(&["stop"], self.port, self.dir.path()).success());
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = kafka_script(&["stop"], self.port, self.dir.path());
+    }
+}
+
+/// The broker stops under load and comes back: `/readyz` says so, durable
+/// commits answer `unavailable` within the commit timeout (never
+/// `durable`), and a producer that goes on afterwards stores every event
+/// exactly once.
+#[tokio::test]
+async fn the_broker_stopped_and_restarted_under_load() {
+    if brokers().is_none() {
+        return;
+    }
+    let broker = Broker::start();
+    let d = tempfile::tempdir().unwrap();
+    let mut args = node_args(&broker.brokers(), &prefix(), "a");
+    args.extend(["--kafka-commit-timeout-ms".to_string(), "3000".to_string()]);
+    let s = start(&d.path().join("a"), &args);
+    let raw = s.raw();
+    let c = raw
+        .json(Method::POST, "/v1/streams", json!({"name": "z", "partitions": 3}))
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    assert_eq!(raw.get("/readyz").await.status, 200);
+    // a producer writing all along, through the client's retries
+    let client = s.client();
+    const BLOCKS: u64 = 200;
+    let writer = tokio::spawn(async move {
+        let opts = switchboard_client::WriterOptions {
+            producer: Some("steady".into()),
+            window: 2,
+            backoff: switchboard_client::Backoff::new(Duration::from_millis(25), Duration::from_secs(2), 200),
+        };
+        let mut w = switchboard_client::Writer::open(client, "z", opts).await?;
+        while w.next_block() <= BLOCKS {
+            let b = w.next_block();
+            let events: Vec<switchboard_client::wire::Event> = (0..20)
+                .map(|i| switchboard_client::wire::Event::json(&format!("b{b}-{i}")).unwrap())
+                .collect();
+            w.send(&events).await?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        w.close().await
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    broker.down();
+    // the node notices within a few seconds
+    let mut down = false;
+    for _ in 0..100 {
+        if raw.get("/readyz").await.status == 503 {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(down, "/readyz stayed ready with the broker down");
+    // a durable commit of another writer fails within the timeout
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"stream": "z", "mode": "write"}),
+        )
+        .await;
+    if a.status == 201 {
+        let (id, secret) = (
+            a.body["session"].as_str().unwrap().to_string(),
+            a.body["secret"].as_str().unwrap().to_string(),
+        );
+        let t = std::time::Instant::now();
+        let r = put(&raw, &id, &secret, 1, "while down").await;
+        assert_ne!(r.body["status"], "durable", "{}", r.body);
+        assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+        assert_eq!(r.code(), "unavailable", "{}", r.body);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.up();
+    let mut up = false;
+    for _ in 0..300 {
+        if raw.get("/readyz").await.status == 200 {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "/readyz did not come back with the broker");
+    let last = tokio::time::timeout(Duration::from_secs(180), writer)
+        .await
+        .expect("the writer did not finish")
+        .unwrap()
+        .unwrap();
+    assert_eq!(last, BLOCKS);
+    let stored = stored_values(&raw, "z").await;
+    let mut want: Vec<String> = (1..=BLOCKS)
+        .flat_map(|b| (0..20).map(move |i| format!("b{b}-{i}")))
+        .collect();
+    want.sort();
+    let stored: Vec<String> = stored.into_iter().filter(|v| v != "while down").collect();
+    assert_eq!(stored.len(), want.len(), "events stored (duplicates or losses)");
+    assert_eq!(stored, want);
 }

@@ -26,6 +26,17 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// Delays from `initial`, doubling up to `max`, for at most
+    /// `max_attempts` attempts.
+    pub fn new(initial: Duration, max: Duration, max_attempts: u32) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            max_attempts,
+            attempt: 0,
+        }
+    }
+
     /// Attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.attempt

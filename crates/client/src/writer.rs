@@ -166,6 +166,11 @@ impl Writer {
     /// session, re-allocating when the session is lost.
     async fn submit_all(&mut self) -> Result<()> {
         let mut backoff = self.opts.backoff.clone();
+        if self.session.is_none() {
+            // the session was lost after every kept block was submitted to
+            // it: a new one takes them all again
+            self.allocate().await?;
+        }
         let mut i = 0;
         while i < self.kept.len() {
             if self.kept[i].submitted {

@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
@@ -116,6 +115,45 @@ pub fn brokers_of(url: &str) -> Option<&str> {
 const STREAMS_TOPIC: &str = "__switchboard_streams";
 const PRODUCERS_TOPIC: &str = "__switchboard_producers";
 
+/// Logs a client error, at most one a second at `warn` (librdkafka
+/// reports "all brokers down" from every client, every 100 ms); the rest
+/// at `debug`.
+pub(crate) fn client_error(error: &rdkafka::error::KafkaError, reason: &str) {
+    static LAST_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let now = switchboard_proto::time::now_ms();
+    let last = LAST_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now - last >= 1000
+        && LAST_MS
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(%error, reason, "kafka client");
+    } else {
+        tracing::debug!(%error, reason, "kafka client");
+    }
+}
+
+/// The context of this crate's consumers and admin client: logs through
+/// `tracing`, errors rate-limited.
+pub(crate) struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_client(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        client_error(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
 pub(crate) fn log_client(level: RDKafkaLogLevel, fac: &str, msg: &str) {
     match level {
         RDKafkaLogLevel::Emerg
@@ -139,8 +177,8 @@ struct Inner {
     cfg: KafkaConfig,
     /// `client` with the producers' settings.
     producing: ClientConfig,
-    admin: AdminClient<DefaultClientContext>,
-    meta: Arc<BaseConsumer>,
+    admin: AdminClient<Quiet>,
+    meta: Arc<BaseConsumer<Quiet>>,
     plain: Plain,
     lanes: tokio::sync::OnceCell<Lanes>,
     catalog: Arc<Catalog>,
@@ -151,6 +189,8 @@ struct Inner {
     streams_topic: String,
     producers_topic: Arc<str>,
     closed: std::sync::atomic::AtomicBool,
+    /// Why the brokers cannot serve now (checked every second).
+    health: parking_lot::Mutex<Option<String>>,
 }
 
 fn invalid(e: impl std::fmt::Display) -> Error {
@@ -175,8 +215,8 @@ impl KafkaStore {
         for (k, v) in &cfg.properties {
             client.set(k, v);
         }
-        let admin: AdminClient<DefaultClientContext> = client.create().map_err(invalid)?;
-        let meta: BaseConsumer = client.create().map_err(invalid)?;
+        let admin: AdminClient<Quiet> = client.create_with_context(Quiet).map_err(invalid)?;
+        let meta: BaseConsumer<Quiet> = client.create_with_context(Quiet).map_err(invalid)?;
         let meta = Arc::new(meta);
         let streams_topic = format!("{}{STREAMS_TOPIC}", cfg.topic_prefix);
         let producers_topic = format!("{}{PRODUCERS_TOPIC}", cfg.topic_prefix);
@@ -216,6 +256,7 @@ impl KafkaStore {
             streams_topic,
             producers_topic: producers_topic.into(),
             closed: std::sync::atomic::AtomicBool::new(false),
+            health: parking_lot::Mutex::new(None),
             cfg,
         });
         inner.sync_catalog().await?;
@@ -237,11 +278,13 @@ impl KafkaStore {
             inner.cfg.lanes,
             inner.producers_topic.clone(),
             inner.cfg.transaction_timeout,
+            inner.cfg.commit_timeout,
             resync,
         )
         .await?;
         let _ = inner.lanes.set(lanes);
         inner.sync_all_state().await?;
+        watch_health(&inner)?;
         tracing::info!(
             brokers = %inner.cfg.brokers,
             streams = inner.catalog.list().len(),
@@ -252,10 +295,43 @@ impl KafkaStore {
     }
 }
 
+/// Asks the brokers for the catalog topic's metadata every second, for
+/// [`Store::health`].
+fn watch_health(inner: &Arc<Inner>) -> Result<()> {
+    let weak = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name("kafka-health".into())
+        .spawn(move || loop {
+            let Some(i) = weak.upgrade() else { return };
+            if i.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let r = i
+                .meta
+                .fetch_metadata(Some(&i.streams_topic), Duration::from_secs(2));
+            let now = match r {
+                Ok(md) if md.topics().first().is_some_and(|t| t.error().is_none()) => None,
+                Ok(_) => Some(format!("kafka: {} is missing", i.streams_topic)),
+                Err(e) => Some(format!("kafka brokers unreachable: {e}")),
+            };
+            let was = std::mem::replace(&mut *i.health.lock(), now.clone());
+            if was != now {
+                match &now {
+                    Some(why) => tracing::warn!(reason = %why, "kafka store cannot serve"),
+                    None => tracing::info!("kafka store serves again"),
+                }
+            }
+            drop(i);
+            std::thread::sleep(Duration::from_secs(1));
+        })
+        .map_err(|e| Error::Unavailable(format!("cannot start a thread: {e}")))?;
+    Ok(())
+}
+
 /// Creates an internal topic, or checks the one there.
 async fn ensure_internal(
-    admin: &AdminClient<DefaultClientContext>,
-    meta: &Arc<BaseConsumer>,
+    admin: &AdminClient<Quiet>,
+    meta: &Arc<BaseConsumer<Quiet>>,
     cfg: &KafkaConfig,
     topic: &str,
     partitions: u32,
@@ -299,7 +375,11 @@ async fn ensure_internal(
     }
 }
 
-async fn topic_partitions(meta: &Arc<BaseConsumer>, topic: &str, timeout: Duration) -> Result<Option<u32>> {
+async fn topic_partitions(
+    meta: &Arc<BaseConsumer<Quiet>>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<u32>> {
     let (meta, topic) = (meta.clone(), topic.to_string());
     blocking(move || {
         let md = meta
@@ -316,11 +396,7 @@ async fn topic_partitions(meta: &Arc<BaseConsumer>, topic: &str, timeout: Durati
     .await
 }
 
-async fn cleanup_policy(
-    admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<String> {
+async fn cleanup_policy(admin: &AdminClient<Quiet>, topic: &str, timeout: Duration) -> Result<String> {
     let r = admin
         .describe_configs(
             [&rdkafka::admin::ResourceSpecifier::Topic(topic)],
@@ -777,6 +853,10 @@ impl Store for KafkaStore {
             stream.into(),
             positions.to_vec(),
         )))
+    }
+
+    fn health(&self) -> Option<String> {
+        self.inner.health.lock().clone()
     }
 
     async fn close(&self) -> Result<()> {

@@ -101,7 +101,7 @@ pub(crate) struct Ctx;
 
 impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "kafka producer");
+        crate::client_error(&error, reason);
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -253,7 +253,12 @@ impl Plain {
     }
 
     /// Writes a block's parts and waits for all of them.
-    pub(crate) async fn write(&self, topic: &str, stream: &str, parts: &[(u32, Records)]) -> Result<Vec<PartRange>> {
+    pub(crate) async fn write(
+        &self,
+        topic: &str,
+        stream: &str,
+        parts: &[(u32, Records)],
+    ) -> Result<Vec<PartRange>> {
         let n: usize = parts.iter().map(|p| p.1.len() as usize).sum();
         let ack = Ack::with_capacity(n);
         let p = self.take();
@@ -345,6 +350,7 @@ impl Lanes {
         n: u32,
         state_topic: Arc<str>,
         txn_timeout: Duration,
+        call_timeout: Duration,
         resync: Resync,
     ) -> Result<Lanes> {
         let mut senders = Vec::with_capacity(n as usize);
@@ -352,14 +358,14 @@ impl Lanes {
             let mut c = cfg.clone();
             c.set("transactional.id", format!("{txn_prefix}{lane}"))
                 .set("transaction.timeout.ms", txn_timeout.as_millis().to_string());
-            let p = init(c.clone(), txn_timeout).await?;
+            let p = init(c.clone(), call_timeout).await?;
             let (tx, rx) = mpsc::channel(1024);
             tokio::spawn(run_lane(
                 c,
                 p,
                 rx,
                 state_topic.clone(),
-                txn_timeout,
+                call_timeout,
                 resync.clone(),
             ));
             senders.push(tx);

@@ -22,7 +22,7 @@ use crate::error::{is_unknown_topic, map};
 
 /// A pooled consumer and what it is assigned to.
 pub(crate) struct Fetcher {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<crate::Quiet>,
     /// The current assignment.
     assigned: Option<Assignment>,
     /// Per assigned partition: its first record since the assignment is
@@ -62,8 +62,8 @@ impl Pool {
             .set("max.partition.fetch.bytes", (1 << 20).to_string());
         let mut free = Vec::with_capacity(size);
         for _ in 0..size {
-            let consumer: BaseConsumer = cfg
-                .create()
+            let consumer: BaseConsumer<crate::Quiet> = cfg
+                .create_with_context(crate::Quiet)
                 .map_err(|e| Error::Unavailable(format!("kafka consumer: {e}")))?;
             free.push(Fetcher {
                 consumer,
@@ -343,7 +343,7 @@ fn poll(
 
 /// True when every partition read is known to have nothing past its
 /// position (from the watermarks the consumer's last fetches reported).
-fn caught_up(c: &BaseConsumer, topic: &str, next: &[(u32, u64)]) -> bool {
+fn caught_up(c: &BaseConsumer<crate::Quiet>, topic: &str, next: &[(u32, u64)]) -> bool {
     let Ok(t) = std::ffi::CString::new(topic) else {
         return false;
     };

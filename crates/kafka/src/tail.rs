@@ -46,8 +46,8 @@ impl Tail {
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "50");
-        let consumer: BaseConsumer = cfg
-            .create()
+        let consumer: BaseConsumer<crate::Quiet> = cfg
+            .create_with_context(crate::Quiet)
             .map_err(|e| Error::Unavailable(format!("kafka consumer: {e}")))?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
@@ -73,7 +73,7 @@ impl Tail {
         Ok(tail)
     }
 
-    fn run(&self, consumer: BaseConsumer, view: Arc<dyn Apply>) {
+    fn run(&self, consumer: BaseConsumer<crate::Quiet>, view: Arc<dyn Apply>) {
         while !self.stop.load(Ordering::Acquire) {
             let mut any = false;
             let mut timeout = Duration::from_millis(100);

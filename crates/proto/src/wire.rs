@@ -532,7 +532,7 @@ pub struct NodeInfo {
     pub id: String,
     /// `api`, `backend` or `api+backend`.
     pub role: String,
-    /// `ready` or `draining`.
+    /// `ready`, `draining` or `store_unavailable`.
     pub state: String,
     /// Open sessions.
     pub sessions: u64,

@@ -47,7 +47,14 @@ impl Router for LocalRouter {
         vec![NodeInfo {
             id: s.node,
             role: "api+backend".into(),
-            state: if s.draining { "draining" } else { "ready" }.into(),
+            state: if s.draining {
+                "draining"
+            } else if s.store_error.is_some() {
+                "store_unavailable"
+            } else {
+                "ready"
+            }
+            .into(),
             sessions: s.sessions,
             address: self.address.clone(),
             last_seen: switchboard_proto::time::rfc3339_ms(switchboard_proto::time::now_ms()),

@@ -52,6 +52,8 @@ pub struct NodeStatus {
     pub draining: bool,
     /// Open sessions.
     pub sessions: u64,
+    /// Why the node's store cannot serve now, if it cannot.
+    pub store_error: Option<String>,
 }
 
 /// What a backend node offers a router.

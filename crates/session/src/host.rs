@@ -841,6 +841,7 @@ impl Backend for SessionHost {
             node: self.inner.cfg.node_id.clone(),
             draining: self.is_draining(),
             sessions: self.session_count() as u64,
+            store_error: self.inner.store.health(),
         }
     }
 }

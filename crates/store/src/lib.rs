@@ -196,6 +196,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything appended so far durable and stops taking writes.
     async fn close(&self) -> Result<()>;
+
+    /// Why the store cannot serve now (unreachable brokers, say), or `None`
+    /// when it can. Cheap: for `/readyz`.
+    fn health(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Opens the store a URL names: `file://DIR` (the embedded log in DIR) or
