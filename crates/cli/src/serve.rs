@@ -101,6 +101,11 @@ pub fn store_url(s: &Settings) -> String {
         .unwrap_or_else(|| format!("file://{}", s.config.node.data_dir.join("log").display()))
 }
 
+/// Where scheduled blocks the store cannot take at shutdown are spilled.
+pub fn spill_dir(s: &Settings) -> std::path::PathBuf {
+    s.config.node.data_dir.join("spill")
+}
+
 /// The Kafka store's settings, from the `[kafka]` section.
 pub fn kafka_config(s: &Settings, brokers: &str) -> switchboard_kafka::KafkaConfig {
     let k = &s.config.kafka;
@@ -323,6 +328,18 @@ async fn serve(s: Settings) -> Result<()> {
     if url == "memory://" {
         tracing::warn!("store is memory://: events live in this process only and are gone when it stops");
     }
+    // blocks spilled at the last shutdown go to the store before anything
+    // is served
+    let spilled = switchboard_session::spill::reinject(&spill_dir(&s), &store).await;
+    if spilled != Default::default() {
+        tracing::info!(
+            stored = spilled.stored,
+            dropped = spilled.dropped,
+            quarantined = spilled.quarantined,
+            left = spilled.left,
+            "spilled blocks re-injected"
+        );
+    }
     let crypto = match crypto_config(&s) {
         Some(cfg) => Some(
             Crypto::open(cfg, store.clone())
@@ -350,6 +367,7 @@ async fn serve(s: Settings) -> Result<()> {
             idempotency_max_keys: s.config.session.idempotency_max_keys,
             // only the embedded log can hold records an older version wrote
             legacy_records: url.starts_with("file://"),
+            spill_dir: Some(spill_dir(&s)),
             ..HostConfig::default()
         },
         crypto,

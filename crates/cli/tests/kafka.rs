@@ -279,6 +279,10 @@ async fn a_zombie_node_stores_nothing_after_its_producer_moved() {
     }
 }
 
+/// The tests with a broker of their own run one at a time (each broker
+/// takes a JVM).
+static PRIVATE_BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A broker of this test's own (scripts/kafka on other ports), stopped
 /// when dropped.
 struct Broker {
@@ -336,6 +340,7 @@ async fn the_broker_stopped_and_restarted_under_load() {
     if brokers().is_none() {
         return;
     }
+    let _one_at_a_time = PRIVATE_BROKER.lock().await;
     let broker = Broker::start();
     let d = tempfile::tempdir().unwrap();
     let mut args = node_args(&broker.brokers(), &prefix(), "a");
@@ -423,4 +428,196 @@ async fn the_broker_stopped_and_restarted_under_load() {
     let stored: Vec<String> = stored.into_iter().filter(|v| v != "while down").collect();
     assert_eq!(stored.len(), want.len(), "events stored (duplicates or losses)");
     assert_eq!(stored, want);
+}
+
+/// Commits `durable: false` blocks 1..=n of one event each (`{tag}-{b}`)
+/// and answers their statuses.
+async fn schedule(raw: &common::Raw, id: &str, secret: &str, tag: &str, n: u64) -> Vec<String> {
+    let mut statuses = Vec::new();
+    for b in 1..=n {
+        let w = raw
+            .post_signed(
+                &format!("/v1/sessions/{id}/write"),
+                secret,
+                json!({"block": b, "events": [{"value": format!("{tag}-{b}")}]})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .await;
+        assert_eq!(w.status, 200, "{}", w.body);
+        let c = raw
+            .post_signed(
+                &format!("/v1/sessions/{id}/commit"),
+                secret,
+                json!({"block": b, "durable": false}).to_string().as_bytes(),
+            )
+            .await;
+        statuses.push(c.body["status"].as_str().unwrap_or("?").to_string());
+    }
+    statuses
+}
+
+async fn wait_ready(raw: &common::Raw, want: u16) {
+    for _ in 0..300 {
+        if raw.get("/readyz").await.status == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/readyz never answered {want}");
+}
+
+fn spill_files(data: &Path) -> usize {
+    std::fs::read_dir(data.join("spill"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "spill"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The broker is down; blocks are committed with `durable: false`; the
+/// node is stopped (SIGTERM): it spills them. With the broker back, the
+/// node starts again and re-injects them before it serves: every block
+/// is stored, none twice.
+#[tokio::test]
+async fn scheduled_blocks_are_spilled_at_shutdown_and_stored_at_the_next_start() {
+    if brokers().is_none() {
+        return;
+    }
+    let _one_at_a_time = PRIVATE_BROKER.lock().await;
+    let broker = Broker::start();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("a");
+    let mut args = node_args(&broker.brokers(), &prefix(), "a");
+    args.extend(
+        [
+            "--kafka-commit-timeout-ms",
+            "3000",
+            "--shutdown-timeout-ms",
+            "8000",
+        ]
+        .map(String::from),
+    );
+    let mut s = start(&data, &args);
+    let raw = s.raw();
+    let c = raw
+        .json(Method::POST, "/v1/streams", json!({"name": "z", "partitions": 2}))
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    let (idp, sp, _) = allocate_producer(&raw, "p").await;
+    let a = raw
+        .json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"stream": "z", "mode": "write"}),
+        )
+        .await;
+    let (ida, sa) = (
+        a.body["session"].as_str().unwrap().to_string(),
+        a.body["secret"].as_str().unwrap().to_string(),
+    );
+    // the stream's data key is made (and stored) by its first write
+    let w = raw
+        .json(
+            Method::POST,
+            "/v1/streams/z/events",
+            json!({"events": [{"value": "warm"}]}),
+        )
+        .await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    broker.down();
+    wait_ready(&raw, 503).await;
+    assert_eq!(schedule(&raw, &idp, &sp, "p", 5).await, vec!["scheduled"; 5]);
+    assert_eq!(schedule(&raw, &ida, &sa, "plain", 4).await, vec!["scheduled"; 4]);
+    assert!(s.terminate().success());
+    assert_eq!(spill_files(&data), 9);
+    broker.up();
+    s.restart();
+    let raw = s.raw();
+    assert_eq!(spill_files(&data), 0, "re-injected before serving");
+    let stored = stored_values(&raw, "z").await;
+    let mut want: Vec<String> = (1..=5)
+        .map(|b| format!("p-{b}"))
+        .chain((1..=4).map(|b| format!("plain-{b}")))
+        .chain(["warm".to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(stored, want);
+    // the producer's blocks count: a new session of it continues after 5
+    let (_, _, body) = allocate_producer(&raw, "p").await;
+    assert_eq!(body["last_block"], 5);
+    // a damaged spill file is quarantined and does not stop the start
+    std::fs::create_dir_all(data.join("spill")).unwrap();
+    std::fs::write(data.join("spill/0000000000001-00.spill"), b"SBSPILL1 torn").unwrap();
+    s.restart();
+    assert_eq!(s.raw().get("/readyz").await.status, 200);
+    assert!(data.join("spill/quarantine/0000000000001-00.spill").exists());
+}
+
+/// As above, but the node is killed (SIGKILL): `durable: false` blocks
+/// the store never took are lost, as docs/ARCHITECTURE.md says; a producer
+/// that kept them replays them after `last_block`, once each.
+#[tokio::test]
+async fn scheduled_blocks_are_lost_on_sigkill_and_producers_replay_them() {
+    if brokers().is_none() {
+        return;
+    }
+    let _one_at_a_time = PRIVATE_BROKER.lock().await;
+    let broker = Broker::start();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("a");
+    let mut args = node_args(&broker.brokers(), &prefix(), "a");
+    args.extend(["--kafka-commit-timeout-ms", "3000"].map(String::from));
+    let mut s = start(&data, &args);
+    let raw = s.raw();
+    let c = raw
+        .json(Method::POST, "/v1/streams", json!({"name": "z", "partitions": 2}))
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    let (idp, sp, _) = allocate_producer(&raw, "p").await;
+    let r = put(&raw, &idp, &sp, 1, "p-1").await;
+    assert_eq!(r.body["status"], "durable", "{}", r.body);
+    broker.down();
+    wait_ready(&raw, 503).await;
+    let statuses = schedule(&raw, &idp, &sp, "x", 0).await;
+    assert!(statuses.is_empty());
+    for b in 2..=4u64 {
+        let w = raw
+            .post_signed(
+                &format!("/v1/sessions/{idp}/write"),
+                &sp,
+                json!({"block": b, "events": [{"value": format!("p-{b}")}]})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .await;
+        assert_eq!(w.status, 200, "{}", w.body);
+        let c = raw
+            .post_signed(
+                &format!("/v1/sessions/{idp}/commit"),
+                &sp,
+                json!({"block": b, "durable": false}).to_string().as_bytes(),
+            )
+            .await;
+        assert_eq!(c.body["status"], "scheduled", "{}", c.body);
+    }
+    s.kill();
+    assert_eq!(spill_files(&data), 0);
+    broker.up();
+    s.restart();
+    let raw = s.raw();
+    assert_eq!(stored_values(&raw, "z").await, vec!["p-1"]);
+    // the producer replays what it kept after last_block
+    let (id, secret, body) = allocate_producer(&raw, "p").await;
+    assert_eq!(body["last_block"], 1);
+    for b in 2..=4u64 {
+        let r = put(&raw, &id, &secret, b, &format!("p-{b}")).await;
+        assert_eq!(r.body["status"], "durable", "{}", r.body);
+    }
+    let want: Vec<String> = (1..=4).map(|b| format!("p-{b}")).collect();
+    assert_eq!(stored_values(&raw, "z").await, want);
 }

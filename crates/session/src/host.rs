@@ -71,6 +71,9 @@ pub struct HostConfig {
     /// The store may hold records in the previous record format (the
     /// embedded log written by an older version): read them as such.
     pub legacy_records: bool,
+    /// Where blocks the store cannot take at shutdown are spilled (none:
+    /// they are logged and lost).
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for HostConfig {
@@ -88,6 +91,7 @@ impl Default for HostConfig {
             idempotency_ttl_ms: 24 * 3_600_000,
             idempotency_max_keys: 1_000_000,
             legacy_records: false,
+            spill_dir: None,
         }
     }
 }
@@ -300,7 +304,16 @@ impl SessionHost {
             };
             if let State::Writer(w) = &mut *st {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                w.finish(left).await;
+                let back = match &self.inner.cfg.spill_dir {
+                    Some(_) => w.finish_or_hand_back(left).await,
+                    None => {
+                        w.finish(left).await;
+                        Vec::new()
+                    }
+                };
+                if let Some(dir) = &self.inner.cfg.spill_dir {
+                    spill_blocks(dir, &w.stream, back).await;
+                }
                 if w.in_flight() > 0 {
                     unfinished += 1;
                     // committed `durable: false` and not stored by the bound:
@@ -842,6 +855,29 @@ impl Backend for SessionHost {
             draining: self.is_draining(),
             sessions: self.session_count() as u64,
             store_error: self.inner.store.health(),
+        }
+    }
+}
+
+/// Writes blocks the store could not take at shutdown to spill files (on
+/// the blocking pool: they are fsynced).
+async fn spill_blocks(dir: &std::path::Path, stream: &str, blocks: Vec<(u64, switchboard_store::Block)>) {
+    for (block, data) in blocks {
+        let producer = data.producer().map(|p| p.id.clone());
+        let (dir, s) = (dir.to_path_buf(), stream.to_string());
+        let r = tokio::task::spawn_blocking(move || crate::spill::write(&dir, &s, data)).await;
+        match r {
+            Ok(Ok(path)) => {
+                metrics::counter!("switchboard_spilled_blocks_total").increment(1);
+                tracing::warn!(%stream, block, producer = producer.as_deref().unwrap_or("-"), file = %path.display(),
+                    "the store cannot take a scheduled block: spilled to disk, to be appended at the next start");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(%stream, block, error = %e, "spilling a scheduled block failed: it is lost")
+            }
+            Err(e) => {
+                tracing::error!(%stream, block, error = %e, "spilling a scheduled block failed: it is lost")
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod host;
 mod idempotency;
 mod reader;
 pub mod record;
+pub mod spill;
 mod writer;
 
 pub use error::{Result, SessionError};

@@ -57,6 +57,9 @@ struct PubState {
 pub(crate) struct Shared {
     state: Mutex<PubState>,
     progress: watch::Sender<u64>,
+    /// Shutting down: blocks held back while the store cannot serve are
+    /// handed back (to be spilled) instead of waiting for it.
+    spilling: std::sync::atomic::AtomicBool,
 }
 
 struct Job {
@@ -165,7 +168,7 @@ pub(crate) struct Writer {
     written: VecDeque<(u64, u128, u64)>,
     shared: Arc<Shared>,
     tx: Option<mpsc::UnboundedSender<Job>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<tokio::task::JoinHandle<Vec<(u64, Block)>>>,
     max_in_flight: usize,
     budget: Arc<MemoryBudget>,
 }
@@ -200,6 +203,7 @@ impl Writer {
                 ..PubState::default()
             }),
             progress,
+            spilling: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(publish_loop(store, stream.clone(), rx, shared.clone()));
@@ -411,6 +415,23 @@ impl Writer {
         }
         self.durable_through()
     }
+
+    /// Like [`Writer::finish`] at shutdown: blocks the store cannot take
+    /// now (it reports itself unhealthy) come back, (block, data), for the
+    /// caller to spill, instead of waiting for the store.
+    pub async fn finish_or_hand_back(&mut self, bound: Duration) -> Vec<(u64, Block)> {
+        self.shared
+            .spilling
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.tx.take();
+        match self.task.take() {
+            Some(task) => match tokio::time::timeout(bound, task).await {
+                Ok(Ok(left)) => left,
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        }
+    }
 }
 
 impl Shared {
@@ -452,8 +473,22 @@ async fn publish_loop(
     stream: String,
     mut rx: mpsc::UnboundedReceiver<Job>,
     shared: Arc<Shared>,
-) {
+) -> Vec<(u64, Block)> {
     while let Some(job) = rx.recv().await {
+        // the store says it cannot serve: hold the block rather than fail
+        // it; at shutdown, hand it and the rest back to be spilled
+        while store.health().is_some() {
+            if shared.spilling.load(std::sync::atomic::Ordering::Acquire) {
+                let mut left = vec![(job.block, job.data)];
+                while let Ok(j) = rx.try_recv() {
+                    left.push((j.block, j.data));
+                }
+                let mut st = shared.state.lock();
+                st.in_flight = st.in_flight.saturating_sub(left.len());
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         {
             // after a failure nothing more is published: the block is
             // dropped (it was never acknowledged durable)
@@ -489,6 +524,7 @@ async fn publish_loop(
             }
         }
     }
+    Vec::new()
 }
 
 /// Keeps the offsets of the newest durable blocks, within
