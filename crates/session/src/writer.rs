@@ -57,6 +57,8 @@ struct PubState {
 pub(crate) struct Shared {
     state: Mutex<PubState>,
     progress: watch::Sender<u64>,
+    /// The store, asked whether it can serve while a commit waits.
+    store: Arc<dyn Store>,
     /// Shutting down: blocks held back while the store cannot serve are
     /// handed back (to be spilled) instead of waiting for it.
     spilling: std::sync::atomic::AtomicBool,
@@ -203,6 +205,7 @@ impl Writer {
                 ..PubState::default()
             }),
             progress,
+            store: store.clone(),
             spilling: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -438,6 +441,7 @@ impl Shared {
     /// Waits until `block` is durable; answers its status.
     pub async fn wait_durable(&self, block: u64) -> Result<CommitAnswer> {
         let mut rx = self.progress.subscribe();
+        let mut down_since: Option<std::time::Instant> = None;
         loop {
             {
                 let st = self.state.lock();
@@ -459,14 +463,34 @@ impl Shared {
                     return Err(e.clone());
                 }
             }
-            if rx.changed().await.is_err() {
-                return Err(SessionError::Unavailable(
-                    "the session's publisher stopped".into(),
-                ));
+            match tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(SessionError::Unavailable(
+                        "the session's publisher stopped".into(),
+                    ))
+                }
+                // the block stays scheduled while the store cannot serve;
+                // the caller learns so within a bound
+                Err(_) => match self.store.health() {
+                    Some(why) => {
+                        let since = *down_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= STORE_DOWN_WAIT {
+                            return Err(SessionError::Unavailable(format!(
+                                "block {block} is scheduled, not yet durable: {why}; commit it again to learn when it is"
+                            )));
+                        }
+                    }
+                    None => down_since = None,
+                },
             }
         }
     }
 }
+
+/// How long a durable commit waits while the store reports that it cannot
+/// serve, before it answers `unavailable` (the block stays scheduled).
+const STORE_DOWN_WAIT: Duration = Duration::from_secs(5);
 
 async fn publish_loop(
     store: Arc<dyn Store>,
