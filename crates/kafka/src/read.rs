@@ -228,35 +228,35 @@ fn poll(
     let soft = started + wait;
     let mut first_at: Option<Instant> = None;
     while buf.len() < max_records && (buf.is_empty() || buf.bytes() < max_bytes) {
-        let timeout = if !buf.is_empty() {
-            // what one fetch brought is queued at once; a partition still
-            // behind may have its records on the way
-            let until = *first_at.get_or_insert_with(Instant::now) + LINGER;
-            let now = Instant::now();
-            if now >= until || caught_up(&f.consumer, topic, &next) {
-                Duration::ZERO
-            } else {
-                until - now
-            }
-        } else {
-            let now = Instant::now();
-            if caught_up(&f.consumer, topic, &next) {
-                if now >= soft {
-                    break;
+        // what is queued first, without asking how far the partitions are
+        let m = match f.consumer.poll(Duration::ZERO) {
+            Some(m) => m,
+            None => {
+                let now = Instant::now();
+                let timeout = if !buf.is_empty() {
+                    // what one fetch brought is queued at once; a partition
+                    // still behind may have its records on the way
+                    let until = *first_at.get_or_insert_with(Instant::now) + LINGER;
+                    if now >= until || caught_up(&f.consumer, topic, &next) {
+                        break;
+                    }
+                    until - now
+                } else if caught_up(&f.consumer, topic, &next) {
+                    if now >= soft {
+                        break;
+                    }
+                    soft - now
+                } else {
+                    if now >= hard {
+                        break;
+                    }
+                    (hard - now).min(Duration::from_millis(10))
+                };
+                match f.consumer.poll(timeout) {
+                    Some(m) => m,
+                    None => continue,
                 }
-                soft - now
-            } else {
-                if now >= hard {
-                    break;
-                }
-                (hard - now).min(Duration::from_millis(10))
             }
-        };
-        let Some(m) = f.consumer.poll(timeout) else {
-            if !buf.is_empty() && timeout.is_zero() {
-                break;
-            }
-            continue;
         };
         let m = match m {
             Ok(m) => m,
