@@ -35,7 +35,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use switchboard_store::{
-    Appended, Block, Error, Fencing, Result, Store, StoreReader, StreamSettings, StreamState,
+    Appended, Block, Error, Fencing, Result, Store, StoreReader, StreamSettings, StreamState, Submitted,
 };
 
 mod catalog;
@@ -416,6 +416,96 @@ async fn cleanup_policy(admin: &AdminClient<Quiet>, topic: &str, timeout: Durati
 }
 
 impl Inner {
+    /// Queues a block (its place among the producer's blocks is taken when
+    /// this returns) and answers the future of its outcome.
+    async fn submit(self: Arc<Self>, stream: &str, block: Block) -> Result<Submitted> {
+        let i = self;
+        let e = i.entry(stream)?;
+        if let Some(&(p, _)) = block.parts().iter().find(|(p, _)| *p >= e.partitions) {
+            return Err(Error::Invalid(format!("stream {stream:?} has no partition {p}")));
+        }
+        let topic = i.topic(stream);
+        let Some(pb) = block.producer().cloned() else {
+            let (_, parts) = block.into_parts();
+            let acked = i.plain.queue(&topic, stream, &parts).await?;
+            let stream = stream.to_string();
+            return Ok(Box::pin(async move {
+                let r = acked.wait().await.map_err(|e| map(&e, &stream))?;
+                i.pool.appended.notify_waiters();
+                Ok(Appended::Stored(produce::ranges(r)))
+            }));
+        };
+        let key = state::key(stream, e.incarnation, &pb.id);
+        let lock = i.producers.with(&key, |p| p.lock.clone());
+        let held = lock.lock().await;
+        let sp = i.producers.partition(&key);
+        if i.producers.with(&key, |p| p.uncertain && p.in_flight == 0) {
+            i.sync_state(sp).await?;
+            i.producers.with(&key, |p| p.uncertain = false);
+        }
+        let seen = i.producers.with(&key, |p| {
+            if pb.epoch < p.epoch {
+                return Some(Appended::Fenced { epoch: p.epoch });
+            }
+            (pb.block <= p.last_block).then(|| Appended::Duplicate {
+                last_block: p.last_block,
+                ranges: (pb.block == p.last_block).then(|| p.ranges.clone()).flatten(),
+            })
+        });
+        if let Some(a) = seen {
+            return Ok(Box::pin(std::future::ready(Ok(a))));
+        }
+        let value = serde_json::to_vec(&StateRecord {
+            b: Some(pb.block),
+            e: Some(pb.epoch),
+            n: i.cfg.node_id.clone(),
+            l: i.cfg.lanes,
+            f: false,
+        })
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let (producer, parts) = block.into_parts();
+        let producer = producer.unwrap_or_else(|| pb.clone());
+        let (topic, stream_a): (Arc<str>, Arc<str>) = (topic.into(), stream.into());
+        // a producer's blocks go through one lane, in order
+        let reply = i
+            .lanes()?
+            .queue(Job {
+                topic,
+                stream: stream_a,
+                producer,
+                parts,
+                state: (sp, key.clone(), value),
+                reply: None,
+            })
+            .await?;
+        i.producers.with(&key, |p| p.in_flight += 1);
+        drop(held);
+        Ok(Box::pin(async move {
+            let r = reply
+                .await
+                .unwrap_or_else(|_| Err(Error::Unavailable("kafka lane stopped".into())));
+            let idle = i.producers.with(&key, |p| {
+                p.in_flight = p.in_flight.saturating_sub(1);
+                match &r {
+                    Ok(ranges) => {
+                        if pb.block >= p.last_block {
+                            p.last_block = pb.block;
+                            p.ranges = Some(ranges.clone());
+                        }
+                    }
+                    // the transaction may have committed: look before the
+                    // next block
+                    Err(_) => p.uncertain = true,
+                }
+                p.idle.clone()
+            });
+            idle.notify_waiters();
+            let ranges = r?;
+            i.pool.appended.notify_waiters();
+            Ok(Appended::Stored(ranges))
+        }))
+    }
+
     /// The transactional ids of `node` start with this, then the lane.
     fn txn_prefix(&self, node: &str) -> String {
         format!("{}switchboard.{node}.", self.cfg.topic_prefix)
@@ -676,76 +766,13 @@ impl Store for KafkaStore {
     }
 
     async fn append(&self, stream: &str, block: Block) -> Result<Appended> {
-        let i = &self.inner;
-        let e = i.entry(stream)?;
-        if let Some(&(p, _)) = block.parts().iter().find(|(p, _)| *p >= e.partitions) {
-            return Err(Error::Invalid(format!("stream {stream:?} has no partition {p}")));
-        }
-        let topic = i.topic(stream);
-        let Some(pb) = block.producer().cloned() else {
-            let (_, parts) = block.into_parts();
-            let r = i.plain.write(&topic, stream, &parts).await?;
-            i.pool.appended.notify_waiters();
-            return Ok(Appended::Stored(r));
-        };
-        let key = state::key(stream, e.incarnation, &pb.id);
-        let lock = i.producers.with(&key, |p| p.lock.clone());
-        let _held = lock.lock().await;
-        let sp = i.producers.partition(&key);
-        if i.producers.with(&key, |p| p.uncertain) {
-            i.sync_state(sp).await?;
-            i.producers.with(&key, |p| p.uncertain = false);
-        }
-        let seen = i.producers.with(&key, |p| {
-            if pb.epoch < p.epoch {
-                return Some(Appended::Fenced { epoch: p.epoch });
-            }
-            (pb.block <= p.last_block).then(|| Appended::Duplicate {
-                last_block: p.last_block,
-                ranges: (pb.block == p.last_block).then(|| p.ranges.clone()).flatten(),
-            })
-        });
-        if let Some(a) = seen {
-            return Ok(a);
-        }
-        let value = serde_json::to_vec(&StateRecord {
-            b: Some(pb.block),
-            e: Some(pb.epoch),
-            n: i.cfg.node_id.clone(),
-            l: i.cfg.lanes,
-            f: false,
-        })
-        .map_err(|e| Error::Unavailable(e.to_string()))?;
-        let (producer, parts) = block.into_parts();
-        let producer = producer.unwrap_or_else(|| pb.clone());
-        let (topic, stream_a): (Arc<str>, Arc<str>) = (topic.into(), stream.into());
-        let r = i
-            .lanes()?
-            .write(|reply| Job {
-                topic,
-                stream: stream_a,
-                producer,
-                parts,
-                state: (sp, key.clone(), value),
-                reply,
-            })
-            .await;
-        match r {
-            Ok(ranges) => {
-                i.producers.with(&key, |p| {
-                    if pb.block >= p.last_block {
-                        p.last_block = pb.block;
-                        p.ranges = Some(ranges.clone());
-                    }
-                });
-                i.pool.appended.notify_waiters();
-                Ok(Appended::Stored(ranges))
-            }
-            Err(e) => {
-                // the transaction may have committed: look before the retry
-                i.producers.with(&key, |p| p.uncertain = true);
-                Err(e)
-            }
+        self.submit(stream, block).await.await
+    }
+
+    async fn submit(&self, stream: &str, block: Block) -> Submitted {
+        match self.inner.clone().submit(stream, block).await {
+            Ok(f) => f,
+            Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
 
@@ -763,6 +790,17 @@ impl Store for KafkaStore {
         let key = state::key(stream, e.incarnation, producer);
         let lock = i.producers.with(&key, |p| p.lock.clone());
         let _held = lock.lock().await;
+        // the blocks of this producer already on their way land first
+        loop {
+            let idle = i.producers.with(&key, |p| p.idle.clone());
+            let n = idle.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if i.producers.with(&key, |p| p.in_flight == 0) {
+                break;
+            }
+            n.await;
+        }
         let sp = i.producers.partition(&key);
         let me = i.cfg.node_id.clone();
         // 1. the marker: its offset is the new epoch, and any node that

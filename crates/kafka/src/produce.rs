@@ -252,26 +252,23 @@ impl Plain {
         &self.producers[self.next.fetch_add(1, Ordering::Relaxed) % self.producers.len()]
     }
 
-    /// Writes a block's parts and waits for all of them.
-    pub(crate) async fn write(
+    /// Queues a block's parts; the answer tells when all are acknowledged.
+    pub(crate) async fn queue(
         &self,
         topic: &str,
         stream: &str,
         parts: &[(u32, Records)],
-    ) -> Result<Vec<PartRange>> {
+    ) -> Result<Arc<Ack>> {
         let n: usize = parts.iter().map(|p| p.1.len() as usize).sum();
         let ack = Ack::with_capacity(n);
         let p = self.take();
-        {
-            let _q = p.queueing.lock().await;
-            for (partition, records) in parts {
-                send_part(&p.producer, topic, *partition, records, None, &ack)
-                    .await
-                    .map_err(|e| map(&e, stream))?;
-            }
+        let _q = p.queueing.lock().await;
+        for (partition, records) in parts {
+            send_part(&p.producer, topic, *partition, records, None, &ack)
+                .await
+                .map_err(|e| map(&e, stream))?;
         }
-        let offsets = ack.wait().await.map_err(|e| map(&e, stream))?;
-        Ok(ranges(offsets))
+        Ok(ack)
     }
 
     /// Writes one record and answers (partition, offset).
@@ -318,7 +315,16 @@ pub(crate) struct Job {
     pub(crate) parts: Vec<(u32, Records)>,
     /// (partition, key, value) of the state record.
     pub(crate) state: (u32, Vec<u8>, Vec<u8>),
-    pub(crate) reply: oneshot::Sender<Result<Vec<PartRange>>>,
+    /// Set by [`Lanes::queue`].
+    pub(crate) reply: Option<oneshot::Sender<Result<Vec<PartRange>>>>,
+}
+
+impl Job {
+    fn answer(&mut self, r: Result<Vec<PartRange>>) {
+        if let Some(tx) = self.reply.take() {
+            let _ = tx.send(r);
+        }
+    }
 }
 
 /// Transactional producers of this node (`transactional.id`
@@ -328,7 +334,6 @@ pub(crate) struct Job {
 /// visible together, or not at all.
 pub(crate) struct Lanes {
     senders: Vec<mpsc::Sender<Job>>,
-    next: AtomicUsize,
 }
 
 /// Catches the node's view of producer state up with the state topic (a
@@ -370,25 +375,21 @@ impl Lanes {
             ));
             senders.push(tx);
         }
-        Ok(Lanes {
-            senders,
-            next: AtomicUsize::new(0),
-        })
+        Ok(Lanes { senders })
     }
 
-    /// Writes a job's block; answers where its records are.
-    pub(crate) async fn write(
-        &self,
-        job_of: impl FnOnce(oneshot::Sender<Result<Vec<PartRange>>>) -> Job,
-    ) -> Result<Vec<PartRange>> {
+    /// Queues a job's block on its producer's lane (the same lane for every
+    /// block of a producer, so they commit in order); the answer comes on
+    /// the receiver.
+    pub(crate) async fn queue(&self, mut job: Job) -> Result<oneshot::Receiver<Result<Vec<PartRange>>>> {
         let (tx, rx) = oneshot::channel();
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
-        self.senders[i]
-            .send(job_of(tx))
+        job.reply = Some(tx);
+        let lane = switchboard_proto::partition::partition_for_key(&job.state.1, self.senders.len() as u32);
+        self.senders[lane as usize]
+            .send(job)
             .await
             .map_err(|_| Error::Unavailable("kafka store is closed".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("kafka lane stopped".into()))?
+        Ok(rx)
     }
 }
 
@@ -412,6 +413,9 @@ async fn run_lane(
     timeout: Duration,
     resync: Resync,
 ) {
+    // producers (key, epoch) whose block failed here: their later blocks
+    // fail too, so that none lands after a block that did not
+    let mut failed: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         let mut bytes: usize = jobs[0].parts.iter().map(|x| x.1.encoded_len()).sum();
@@ -424,20 +428,38 @@ async fn run_lane(
                 Err(_) => break,
             }
         }
+        jobs.retain_mut(|j| {
+            if failed.get(&j.state.1).is_some_and(|&e| e >= j.producer.epoch) {
+                j.answer(Err(Error::Unavailable(
+                    "an earlier block of this producer failed: replay from last_block".into(),
+                )));
+                return false;
+            }
+            failed.remove(&j.state.1);
+            true
+        });
+        if jobs.is_empty() {
+            continue;
+        }
         let started = std::time::Instant::now();
         let r = transaction(&p, &jobs, &state_topic, timeout).await;
         metrics::histogram!("switchboard_kafka_transaction_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("switchboard_kafka_transaction_blocks").record(jobs.len() as f64);
         match r {
             Ok(ranges) => {
-                for (job, r) in jobs.into_iter().zip(ranges) {
-                    let _ = job.reply.send(Ok(r));
+                for (mut job, r) in jobs.into_iter().zip(ranges) {
+                    job.answer(Ok(r));
                 }
             }
             Err((e, renew)) => {
                 tracing::warn!(error = %e, blocks = jobs.len(), "kafka transaction failed");
-                for job in jobs {
-                    let _ = job.reply.send(Err(map(&e, &job.stream)));
+                if failed.len() > 100_000 {
+                    failed.clear();
+                }
+                for mut job in jobs {
+                    failed.insert(job.state.1.clone(), job.producer.epoch);
+                    let err = map(&e, &job.stream);
+                    job.answer(Err(err));
                 }
                 if renew {
                     // fenced or fatal: a new instance (a new epoch) takes

@@ -51,6 +51,10 @@ pub(crate) struct Producer {
     pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
     /// The last few nodes that opened a session of it, oldest first.
     pub(crate) holders: Vec<Holder>,
+    /// Its blocks queued on this node and not yet answered.
+    pub(crate) in_flight: usize,
+    /// Woken when `in_flight` goes down.
+    pub(crate) idle: Arc<tokio::sync::Notify>,
 }
 
 /// The producers of every stream, keyed by [`key`].
@@ -96,6 +100,8 @@ impl Producers {
             uncertain: false,
             lock: Arc::new(tokio::sync::Mutex::new(())),
             holders: Vec::new(),
+            in_flight: 0,
+            idle: Arc::new(tokio::sync::Notify::new()),
         });
         f(p)
     }

@@ -492,17 +492,55 @@ impl Shared {
 /// serve, before it answers `unavailable` (the block stays scheduled).
 const STORE_DOWN_WAIT: Duration = Duration::from_secs(5);
 
+/// Blocks of one writer submitted to the store and not yet answered: a
+/// store that keeps a producer's blocks in order (Kafka's lanes) works on
+/// several at once; the embedded log answers each before the next.
+const PIPELINE: usize = 8;
+
+/// A submitted block's bookkeeping while the store works on it.
+struct Submitted {
+    block: u64,
+    producer: Option<String>,
+    events: u64,
+    bytes: u64,
+    _held: Lease,
+    result: switchboard_store::Submitted,
+}
+
 async fn publish_loop(
     store: Arc<dyn Store>,
     stream: String,
     mut rx: mpsc::UnboundedReceiver<Job>,
     shared: Arc<Shared>,
 ) -> Vec<(u64, Block)> {
-    while let Some(job) = rx.recv().await {
+    let mut pending: VecDeque<Submitted> = VecDeque::with_capacity(PIPELINE);
+    let mut open = true;
+    while open || !pending.is_empty() {
+        let job = tokio::select! {
+            biased;
+            r = async { (&mut pending.front_mut().expect("not empty").result).await }, if !pending.is_empty() => {
+                let Some(done) = pending.pop_front() else { continue };
+                finish(&stream, &shared, &done, r.map_err(SessionError::from).and_then(|a| appended_ranges(a, &done.producer)));
+                continue;
+            }
+            job = rx.recv(), if open && pending.len() < PIPELINE => job,
+        };
+        let Some(job) = job else {
+            open = false;
+            continue;
+        };
         // the store says it cannot serve: hold the block rather than fail
-        // it; at shutdown, hand it and the rest back to be spilled
+        // it; at shutdown, hand it and the rest back to be spilled (those
+        // already submitted are answered first)
         while store.health().is_some() {
             if shared.spilling.load(std::sync::atomic::Ordering::Acquire) {
+                while let Some(mut done) = pending.pop_front() {
+                    let r = (&mut done.result).await;
+                    let r = r
+                        .map_err(SessionError::from)
+                        .and_then(|a| appended_ranges(a, &done.producer));
+                    finish(&stream, &shared, &done, r);
+                }
                 let mut left = vec![(job.block, job.data)];
                 while let Ok(j) = rx.try_recv() {
                     left.push((j.block, j.data));
@@ -522,33 +560,84 @@ async fn publish_loop(
                 continue;
             }
         }
-        let result = publish_block(&*store, &stream, job.data).await;
-        let mut st = shared.state.lock();
-        st.in_flight = st.in_flight.saturating_sub(1);
-        match result {
-            Ok(ranges) => {
-                metrics::counter!("switchboard_events_in_total").increment(job.events);
-                metrics::counter!("switchboard_bytes_in_total").increment(job.bytes);
-                st.statuses.insert(job.block, Status::Durable(ranges));
-                st.durable_through = st.durable_through.max(job.block);
-                forget_old_offsets(&mut st.statuses);
-                let d = st.durable_through;
-                drop(st);
-                shared.progress.send_replace(d);
-            }
-            Err(e) => {
-                tracing::error!(%stream, block = job.block, error = %e, "publishing a block failed; the session stops");
+        let producer = job.data.producer().map(|p| p.id.clone());
+        let result = store.submit(&stream, job.data).await;
+        pending.push_back(Submitted {
+            block: job.block,
+            producer: producer.clone(),
+            events: job.events,
+            bytes: job.bytes,
+            _held: job._held,
+            result: Box::pin(async move {
+                let started = std::time::Instant::now();
+                let r = result.await;
+                metrics::histogram!("switchboard_store_append_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                r.map_err(|e| match e {
+                    switchboard_store::Error::Fenced { epoch, .. } => switchboard_store::Error::Fenced {
+                        producer: producer.unwrap_or_default(),
+                        epoch,
+                    },
+                    e => e,
+                })
+            }),
+        });
+    }
+    Vec::new()
+}
+
+/// A block's ranges from what the store answered.
+fn appended_ranges(a: Appended, producer: &Option<String>) -> Result<Vec<PartitionRange>> {
+    Ok(match a {
+        Appended::Stored(r) => r,
+        Appended::Duplicate { ranges, .. } => ranges.unwrap_or_default(),
+        Appended::Fenced { epoch } => {
+            return Err(SessionError::Fenced {
+                producer: producer.clone().unwrap_or_default(),
+                epoch,
+            })
+        }
+    }
+    .into_iter()
+    .map(|r| PartitionRange {
+        partition: r.partition,
+        first: r.first,
+        last: r.last,
+    })
+    .collect())
+}
+
+/// Records what became of a submitted block.
+fn finish(stream: &str, shared: &Shared, done: &Submitted, result: Result<Vec<PartitionRange>>) {
+    let mut st = shared.state.lock();
+    st.in_flight = st.in_flight.saturating_sub(1);
+    match result {
+        Ok(ranges) if st.failed.is_none() => {
+            metrics::counter!("switchboard_events_in_total").increment(done.events);
+            metrics::counter!("switchboard_bytes_in_total").increment(done.bytes);
+            st.statuses.insert(done.block, Status::Durable(ranges));
+            st.durable_through = st.durable_through.max(done.block);
+            forget_old_offsets(&mut st.statuses);
+            let d = st.durable_through;
+            drop(st);
+            shared.progress.send_replace(d);
+        }
+        // an earlier block failed: a later one the store took anyway is
+        // not counted durable here (the client replays after last_block)
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(%stream, block = done.block, error = %e, "publishing a block failed; the session stops");
+            if st.failed.is_none() {
                 st.failed = Some(if is_final(&e) || matches!(e, SessionError::Fenced { .. }) {
                     e
                 } else {
-                    SessionError::Unavailable(format!("publishing block {} failed: {e}", job.block))
+                    SessionError::Unavailable(format!("publishing block {} failed: {e}", done.block))
                 });
-                drop(st);
-                shared.progress.send_modify(|_| {});
             }
+            drop(st);
+            shared.progress.send_modify(|_| {});
         }
     }
-    Vec::new()
 }
 
 /// Keeps the offsets of the newest durable blocks, within

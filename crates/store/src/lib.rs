@@ -111,6 +111,9 @@ pub enum Appended {
     },
 }
 
+/// The rest of an append [`Store::submit`] started.
+pub type Submitted = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Appended>> + Send>>;
+
 /// What [`Store::fence_producer`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fencing {
@@ -176,6 +179,18 @@ pub trait Store: Send + Sync + 'static {
     /// durability setting promises. A producer block is stored at most
     /// once, however often it is appended.
     async fn append(&self, stream: &str, block: Block) -> Result<Appended>;
+
+    /// Starts appending a block: once this returns, the block has its place
+    /// in its producer's order, and the future it returns finishes the
+    /// append (answering what [`Store::append`] would). A writer submits
+    /// its next block while earlier ones are still on their way, so that a
+    /// producer is not held to one round trip per block. Stores that keep
+    /// a producer's blocks in order with several in flight override this;
+    /// the default appends in full before it returns.
+    async fn submit(&self, stream: &str, block: Block) -> Submitted {
+        let r = self.append(stream, block).await;
+        Box::pin(std::future::ready(r))
+    }
 
     /// The producer's last block stored in full on `stream` (0: none).
     async fn last_block(&self, stream: &str, producer: &str) -> Result<u64>;
