@@ -576,6 +576,10 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     }
     let got = consumed.load(Ordering::Relaxed);
     let consume_time = last.duration_since(start).max(Duration::from_millis(1));
+    // the benchmark's stream goes (a store like Kafka keeps it otherwise)
+    if let Err(e) = client.delete_stream(&stream).await {
+        eprintln!("could not delete the benchmark stream {stream}: {e}");
+    }
     let publish_events_s = total as f64 / publish_time.as_secs_f64();
     Ok(Report {
         bench: "e2e",
