@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Server, TOKEN};
+use common::Server;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -171,25 +171,11 @@ async fn put(raw: &common::Raw, id: &str, secret: &str, block: u64, value: &str)
 }
 
 async fn stored_values(raw: &common::Raw, stream: &str) -> Vec<String> {
-    let client = switchboard_client::Client::new(&raw.base, TOKEN).unwrap();
-    let opts = switchboard_client::ReaderOptions {
-        wait_ms: 0,
-        ..Default::default()
-    };
-    let mut r = switchboard_client::Reader::open(client, stream, "earliest", opts)
+    let mut out: Vec<String> = common::read_everything(raw, stream)
         .await
-        .unwrap();
-    let mut out = Vec::new();
-    loop {
-        let a = r.next().await.unwrap();
-        if a.events.is_empty() {
-            break;
-        }
-        for e in &a.events {
-            out.push(serde_json::from_str::<String>(e.value.as_ref().unwrap().get()).unwrap());
-        }
-        r.ack().await.unwrap();
-    }
+        .iter()
+        .map(|e| serde_json::from_str::<String>(e.value.as_ref().unwrap().get()).unwrap())
+        .collect();
     out.sort();
     out
 }
@@ -430,11 +416,17 @@ async fn the_broker_stopped_and_restarted_under_load() {
     assert_eq!(stored, want);
 }
 
-/// Commits `durable: false` blocks 1..=n of one event each (`{tag}-{b}`)
-/// and answers their statuses.
-async fn schedule(raw: &common::Raw, id: &str, secret: &str, tag: &str, n: u64) -> Vec<String> {
+/// Commits `durable: false` blocks `blocks` of one event each
+/// (`{tag}-{b}`) and answers their statuses.
+async fn schedule(
+    raw: &common::Raw,
+    id: &str,
+    secret: &str,
+    tag: &str,
+    blocks: std::ops::RangeInclusive<u64>,
+) -> Vec<String> {
     let mut statuses = Vec::new();
-    for b in 1..=n {
+    for b in blocks {
         let w = raw
             .post_signed(
                 &format!("/v1/sessions/{id}/write"),
@@ -531,8 +523,11 @@ async fn scheduled_blocks_are_spilled_at_shutdown_and_stored_at_the_next_start()
     assert_eq!(w.status, 200, "{}", w.body);
     broker.down();
     wait_ready(&raw, 503).await;
-    assert_eq!(schedule(&raw, &idp, &sp, "p", 5).await, vec!["scheduled"; 5]);
-    assert_eq!(schedule(&raw, &ida, &sa, "plain", 4).await, vec!["scheduled"; 4]);
+    assert_eq!(schedule(&raw, &idp, &sp, "p", 1..=5).await, vec!["scheduled"; 5]);
+    assert_eq!(
+        schedule(&raw, &ida, &sa, "plain", 1..=4).await,
+        vec!["scheduled"; 4]
+    );
     assert!(s.terminate().success());
     assert_eq!(spill_files(&data), 9);
     broker.up();
@@ -583,28 +578,7 @@ async fn scheduled_blocks_are_lost_on_sigkill_and_producers_replay_them() {
     assert_eq!(r.body["status"], "durable", "{}", r.body);
     broker.down();
     wait_ready(&raw, 503).await;
-    let statuses = schedule(&raw, &idp, &sp, "x", 0).await;
-    assert!(statuses.is_empty());
-    for b in 2..=4u64 {
-        let w = raw
-            .post_signed(
-                &format!("/v1/sessions/{idp}/write"),
-                &sp,
-                json!({"block": b, "events": [{"value": format!("p-{b}")}]})
-                    .to_string()
-                    .as_bytes(),
-            )
-            .await;
-        assert_eq!(w.status, 200, "{}", w.body);
-        let c = raw
-            .post_signed(
-                &format!("/v1/sessions/{idp}/commit"),
-                &sp,
-                json!({"block": b, "durable": false}).to_string().as_bytes(),
-            )
-            .await;
-        assert_eq!(c.body["status"], "scheduled", "{}", c.body);
-    }
+    assert_eq!(schedule(&raw, &idp, &sp, "p", 2..=4).await, vec!["scheduled"; 3]);
     s.kill();
     assert_eq!(spill_files(&data), 0);
     broker.up();

@@ -31,26 +31,10 @@ async fn counts(raw: &common::Raw, stream: &str) -> Value {
     let Some(n) = d["partitions"].as_u64() else {
         return Value::Null;
     };
-    let client = switchboard_client::Client::new(&raw.base, TOKEN).unwrap();
-    let opts = switchboard_client::ReaderOptions {
-        wait_ms: 0,
-        ..Default::default()
-    };
-    let mut r = switchboard_client::Reader::open(client, stream, "earliest", opts)
-        .await
-        .unwrap();
     let mut counts = vec![0u64; n as usize];
-    loop {
-        let a = r.next().await.unwrap();
-        if a.events.is_empty() && a.gaps.is_empty() {
-            break;
-        }
-        for e in &a.events {
-            counts[e.partition as usize] += 1;
-        }
-        r.ack().await.unwrap();
+    for e in common::read_everything(raw, stream).await {
+        counts[e.partition as usize] += 1;
     }
-    r.close().await.unwrap();
     json!(counts)
 }
 

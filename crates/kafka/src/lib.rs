@@ -596,23 +596,6 @@ impl Inner {
     }
 }
 
-fn validate(name: &str, s: &StreamSettings) -> Result<()> {
-    if !switchboard_log::is_valid_stream_name(name) {
-        return Err(Error::Invalid(format!("invalid stream name {name:?}")));
-    }
-    if !(1..=switchboard_log::MAX_PARTITIONS).contains(&s.partitions) {
-        return Err(Error::Invalid(format!(
-            "partitions: must be 1 to {}, got {}",
-            switchboard_log::MAX_PARTITIONS,
-            s.partitions
-        )));
-    }
-    if s.retention_ms == Some(0) || s.retention_bytes == Some(0) {
-        return Err(Error::Invalid("retention: must be at least 1".into()));
-    }
-    Ok(())
-}
-
 fn opt(v: Option<u64>) -> String {
     v.map_or("-1".to_string(), |v| v.min(i64::MAX as u64).to_string())
 }
@@ -621,7 +604,7 @@ fn opt(v: Option<u64>) -> String {
 impl Store for KafkaStore {
     async fn create_stream(&self, name: &str, settings: StreamSettings) -> Result<bool> {
         let i = &self.inner;
-        validate(name, &settings)?;
+        switchboard_store::check_stream(name, &settings)?;
         if name.starts_with("__switchboard") {
             return Err(Error::Invalid(format!("stream name {name:?} is reserved")));
         }

@@ -28,6 +28,11 @@ pub(crate) struct Fetcher {
     /// Per assigned partition: its first record since the assignment is
     /// still to come (and is checked for skipped offsets).
     first_pending: Vec<bool>,
+    /// Per assigned partition: the high watermark asked at the assignment.
+    high: Vec<i64>,
+    /// Per assigned partition: the consumer's position right after the
+    /// assignment.
+    position_at_assign: Vec<Option<u64>>,
 }
 
 /// (reader, topic, next offsets) a consumer is assigned to.
@@ -69,6 +74,8 @@ impl Pool {
                 consumer,
                 assigned: None,
                 first_pending: Vec::new(),
+                high: Vec::new(),
+                position_at_assign: Vec::new(),
             });
         }
         Ok(Pool {
@@ -131,8 +138,12 @@ pub(crate) struct KafkaReader {
     positions: Vec<(u32, u64)>,
 }
 
-/// Longest a fetch waits for the brokers' first answer after assigning.
-const FIRST_FETCH: Duration = Duration::from_secs(2);
+/// Longest a fetch waits for records the brokers said are there (the high
+/// watermark asked at the assignment is past the reader), whatever its
+/// own wait: an empty answer would tell the reader it is at the end. A
+/// partition at its end is known at once, so this is spent only on a
+/// slow broker.
+const FIRST_FETCH: Duration = Duration::from_secs(10);
 
 /// How long a fetch that has records waits for partitions still behind.
 const LINGER: Duration = Duration::from_millis(5);
@@ -217,6 +228,23 @@ fn poll(
             .assign(&tpl(topic, positions)?)
             .map_err(PollError::Kafka)?;
         f.first_pending = vec![true; positions.len()];
+        // what the consumer cached of these partitions (positions, high
+        // watermarks) may be from an earlier assignment: ask the brokers
+        f.high = positions
+            .iter()
+            .map(|&(p, _)| {
+                f.consumer
+                    .fetch_watermarks(topic, p as i32, Duration::from_secs(5))
+                    .map_or(-1, |(_, hi)| hi)
+            })
+            .collect();
+        // the position right after `assign` may still be the earlier
+        // assignment's: it counts once it has moved
+        let pos = f.consumer.position().ok();
+        f.position_at_assign = positions
+            .iter()
+            .map(|&(p, _)| position_of(pos.as_ref(), topic, p))
+            .collect();
     }
     let mut next: Vec<(u32, u64)> = positions.to_vec();
     let mut buf = ReadBuffer::with_capacity(max_bytes.min(1 << 20), max_records.min(1024));
@@ -237,11 +265,11 @@ fn poll(
                     // what one fetch brought is queued at once; a partition
                     // still behind may have its records on the way
                     let until = *first_at.get_or_insert_with(Instant::now) + LINGER;
-                    if now >= until || caught_up(&f.consumer, topic, &next) {
+                    if now >= until || caught_up(f, topic, &next) {
                         break;
                     }
                     until - now
-                } else if caught_up(&f.consumer, topic, &next) {
+                } else if caught_up(f, topic, &next) {
                     if now >= soft {
                         break;
                     }
@@ -319,15 +347,16 @@ fn poll(
         next[i].1 = o + 1;
     }
     // the consumer's position is past transaction markers the records
-    // did not show
-    if let Ok(pos) = f.consumer.position() {
-        for e in pos.elements_for_topic(topic) {
-            if let (Some(n), Offset::Offset(o)) =
-                (next.iter_mut().find(|x| x.0 as i32 == e.partition()), e.offset())
-            {
-                if o > 0 && o as u64 > n.1 && buf.is_empty() {
-                    n.1 = o as u64;
-                }
+    // did not show (once it moved since the assignment: until then it may
+    // be an earlier assignment's, and must not move the reader)
+    if buf.is_empty() {
+        let pos = f.consumer.position().ok();
+        for (i, n) in next.iter_mut().enumerate() {
+            let now = position_of(pos.as_ref(), topic, n.0);
+            let trusted = !f.first_pending.get(i).copied().unwrap_or(true)
+                || now != f.position_at_assign.get(i).copied().flatten();
+            if let Some(o) = now.filter(|&o| trusted && o > n.1) {
+                n.1 = o;
             }
         }
     }
@@ -342,13 +371,16 @@ fn poll(
 }
 
 /// True when every partition read is known to have nothing past its
-/// position (from the watermarks the consumer's last fetches reported).
-fn caught_up(c: &BaseConsumer<crate::Quiet>, topic: &str, next: &[(u32, u64)]) -> bool {
+/// position: from the high watermarks asked at the assignment and those
+/// the consumer's fetches reported since, and, once a partition's first
+/// record came, the consumer's position (past transaction markers).
+fn caught_up(f: &Fetcher, topic: &str, next: &[(u32, u64)]) -> bool {
+    let c = &f.consumer;
     let Ok(t) = std::ffi::CString::new(topic) else {
         return false;
     };
     let pos = c.position().ok();
-    next.iter().all(|&(p, want)| {
+    next.iter().enumerate().all(|(i, &(p, want))| {
         let (mut lo, mut hi) = (-1i64, -1i64);
         // SAFETY: the client pointer lives as long as `c`; the topic is a
         // NUL-terminated string; lo and hi are valid for writes.
@@ -362,15 +394,23 @@ fn caught_up(c: &BaseConsumer<crate::Quiet>, topic: &str, next: &[(u32, u64)]) -
                 &mut hi,
             );
         }
-        let at = pos
-            .as_ref()
-            .and_then(|l| l.find_partition(topic, p as i32))
-            .and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o as u64),
-                _ => None,
-            })
-            .unwrap_or(want)
-            .max(want);
+        let hi = hi.max(f.high.get(i).copied().unwrap_or(-1));
+        let now = position_of(pos.as_ref(), topic, p);
+        let trusted = !f.first_pending.get(i).copied().unwrap_or(true)
+            || now != f.position_at_assign.get(i).copied().flatten();
+        let at = match now {
+            Some(o) if trusted => o.max(want),
+            _ => want,
+        };
         hi >= 0 && at >= hi as u64
     })
+}
+
+/// A partition's offset in a consumer's positions, if it has one.
+fn position_of(pos: Option<&TopicPartitionList>, topic: &str, p: u32) -> Option<u64> {
+    pos.and_then(|l| l.find_partition(topic, p as i32))
+        .and_then(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o as u64),
+            _ => None,
+        })
 }

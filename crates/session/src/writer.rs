@@ -681,25 +681,8 @@ pub(crate) async fn publish_block(
     block: Block,
 ) -> Result<Vec<PartitionRange>> {
     let started = std::time::Instant::now();
-    let block_producer = block.producer().map(|p| p.id.clone());
+    let producer = block.producer().map(|p| p.id.clone());
     let appended = store.append(stream, block).await;
     metrics::histogram!("switchboard_store_append_seconds").record(started.elapsed().as_secs_f64());
-    let ranges = match appended? {
-        Appended::Stored(r) => r,
-        Appended::Duplicate { ranges, .. } => ranges.unwrap_or_default(),
-        Appended::Fenced { epoch } => {
-            return Err(SessionError::Fenced {
-                producer: block_producer.unwrap_or_default(),
-                epoch,
-            });
-        }
-    };
-    Ok(ranges
-        .into_iter()
-        .map(|r| PartitionRange {
-            partition: r.partition,
-            first: r.first,
-            last: r.last,
-        })
-        .collect())
+    appended_ranges(appended?, &producer)
 }

@@ -219,6 +219,26 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// Checks a stream's name and settings as every store does: names of 1 to
+/// 200 of `A-Z a-z 0-9 . _ -`, 1 to 1024 partitions, retention of at least
+/// 1 when given.
+pub fn check_stream(name: &str, s: &StreamSettings) -> Result<()> {
+    if !switchboard_log::is_valid_stream_name(name) {
+        return Err(Error::Invalid(format!("invalid stream name {name:?}")));
+    }
+    if !(1..=switchboard_log::MAX_PARTITIONS).contains(&s.partitions) {
+        return Err(Error::Invalid(format!(
+            "partitions: must be 1 to {}, got {}",
+            switchboard_log::MAX_PARTITIONS,
+            s.partitions
+        )));
+    }
+    if s.retention_ms == Some(0) || s.retention_bytes == Some(0) {
+        return Err(Error::Invalid("retention: must be at least 1".into()));
+    }
+    Ok(())
+}
+
 /// Opens the store a URL names: `file://DIR` (the embedded log in DIR) or
 /// `memory://`. Blocks: call before serving or from a blocking context.
 pub fn open(url: &str, log: switchboard_log::LogConfig) -> Result<Arc<dyn Store>> {

@@ -100,27 +100,10 @@ impl MemoryStore {
     }
 }
 
-fn validate(name: &str, s: &StreamSettings) -> Result<()> {
-    if !switchboard_log::is_valid_stream_name(name) {
-        return Err(Error::Invalid(format!("invalid stream name {name:?}")));
-    }
-    if !(1..=switchboard_log::MAX_PARTITIONS).contains(&s.partitions) {
-        return Err(Error::Invalid(format!(
-            "partitions: must be 1 to {}, got {}",
-            switchboard_log::MAX_PARTITIONS,
-            s.partitions
-        )));
-    }
-    if s.retention_ms == Some(0) || s.retention_bytes == Some(0) {
-        return Err(Error::Invalid("retention: must be at least 1".into()));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_stream(&self, name: &str, settings: StreamSettings) -> Result<bool> {
-        validate(name, &settings)?;
+        crate::check_stream(name, &settings)?;
         let mut streams = self.streams.write();
         if let Some(s) = streams.get(name) {
             return if s.settings == settings {

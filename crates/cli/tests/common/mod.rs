@@ -418,3 +418,26 @@ pub async fn create_stream(c: &Client, name: &str, partitions: u32) {
     .await
     .unwrap();
 }
+
+/// Every event of a stream, read from its start with the Rust client.
+pub async fn read_everything(raw: &Raw, stream: &str) -> Vec<switchboard_client::wire::ReadEvent> {
+    let client = Client::new(&raw.base, TOKEN).unwrap();
+    let opts = switchboard_client::ReaderOptions {
+        wait_ms: 0,
+        ..Default::default()
+    };
+    let mut r = switchboard_client::Reader::open(client, stream, "earliest", opts)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let a = r.next().await.unwrap();
+        if a.events.is_empty() && a.gaps.is_empty() {
+            break;
+        }
+        out.extend(a.events);
+        r.ack().await.unwrap();
+    }
+    r.close().await.unwrap();
+    out
+}
