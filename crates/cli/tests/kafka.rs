@@ -361,15 +361,7 @@ async fn the_broker_stopped_and_restarted_under_load() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     broker.down();
     // the node notices within a few seconds
-    let mut down = false;
-    for _ in 0..100 {
-        if raw.get("/readyz").await.status == 503 {
-            down = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(down, "/readyz stayed ready with the broker down");
+    wait_ready(&raw, 503).await;
     // a durable commit of another writer fails within the timeout
     let a = raw
         .json(
@@ -391,15 +383,7 @@ async fn the_broker_stopped_and_restarted_under_load() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.up();
-    let mut up = false;
-    for _ in 0..300 {
-        if raw.get("/readyz").await.status == 200 {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "/readyz did not come back with the broker");
+    wait_ready(&raw, 200).await;
     let last = tokio::time::timeout(Duration::from_secs(180), writer)
         .await
         .expect("the writer did not finish")
