@@ -364,7 +364,7 @@ fn schemas() -> Value {
             "block": block, "durable": { "type": ["boolean", "null"], "default": false } } },
         "CommitAnswer": { "type": "object", "required": ["block", "status"], "properties": {
             "block": u64_, "status": { "type": "string", "enum": ["scheduled", "durable"] },
-            "offsets": { "type": "array", "items": { "type": "object", "required": ["partition", "first", "last"],
+            "offsets": { "type": "array", "description": "ranges in offset order; a partition may appear more than once", "items": { "type": "object", "required": ["partition", "first", "last"],
                 "properties": { "partition": u32_, "first": u64_, "last": u64_ } } } } },
         "Disposed": { "type": "object", "properties": { "cursor": { "type": "string" }, "durable_through_block": u64_ } },
         "Config": { "type": "object", "description": "the keys of `switchboard serve --help`; static tokens show only their scopes" },

@@ -116,6 +116,9 @@ pub fn kafka_config(s: &Settings, brokers: &str) -> switchboard_kafka::KafkaConf
     c.fetchers = k.fetchers;
     c.fetcher_buffer_kib = k.fetcher_buffer_kib;
     c.state_partitions = k.state_partitions;
+    // as the embedded log: keyed publishes' producers outlive their keys by
+    // an hour
+    c.short_producer_ttl_ms = s.config.session.idempotency_ttl_ms + 3_600_000;
     c.commit_timeout = Duration::from_millis(k.commit_timeout_ms);
     c.transaction_timeout = Duration::from_millis(k.transaction_timeout_ms);
     let tls = k.ca_cert.is_some();

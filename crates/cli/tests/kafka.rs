@@ -48,6 +48,31 @@ fn prefix() -> String {
     format!("k{:08x}.", rand::random::<u32>())
 }
 
+/// A node on a broker of the test's own, under `prefix`, whose writes to
+/// the broker give up after 3 s; `extra` flags after.
+fn own_node(broker: &Broker, data: &Path, prefix: &str, extra: &[&str]) -> Server {
+    let mut args = node_args(&broker.brokers(), prefix, "a");
+    args.extend(
+        ["--kafka-commit-timeout-ms", "3000"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string()),
+    );
+    start(data, &args)
+}
+
+/// Creates stream `name` of `partitions` partitions.
+async fn create(raw: &common::Raw, name: &str, partitions: u32) {
+    let c = raw
+        .json(
+            Method::POST,
+            "/v1/streams",
+            json!({"name": name, "partitions": partitions}),
+        )
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+}
+
 #[tokio::test]
 async fn keys_land_where_kafka_producers_put_them() {
     let Some(brokers) = brokers() else { return };
@@ -132,12 +157,12 @@ async fn keys_land_where_kafka_producers_put_them() {
     assert_eq!(seen, keys.len() * 2);
 }
 
-async fn allocate_producer(raw: &common::Raw, producer: &str) -> (String, String, Value) {
+async fn allocate_producer(raw: &common::Raw, stream: &str, producer: &str) -> (String, String, Value) {
     let a = raw
         .json(
             Method::POST,
             "/v1/sessions",
-            json!({"stream": "z", "mode": "write", "producer": producer}),
+            json!({"stream": stream, "mode": "write", "producer": producer}),
         )
         .await;
     assert_eq!(a.status, 201, "{}", a.body);
@@ -148,8 +173,16 @@ async fn allocate_producer(raw: &common::Raw, producer: &str) -> (String, String
     )
 }
 
-/// Writes and durably commits `block` with one event `value`.
-async fn put(raw: &common::Raw, id: &str, secret: &str, block: u64, value: &str) -> common::Answer {
+/// Writes block `block` with one event `value` and commits it (durably
+/// or not); answers the write when it failed, else the commit.
+async fn commit_one(
+    raw: &common::Raw,
+    id: &str,
+    secret: &str,
+    block: u64,
+    value: &str,
+    durable: bool,
+) -> common::Answer {
     let w = raw
         .post_signed(
             &format!("/v1/sessions/{id}/write"),
@@ -165,9 +198,14 @@ async fn put(raw: &common::Raw, id: &str, secret: &str, block: u64, value: &str)
     raw.post_signed(
         &format!("/v1/sessions/{id}/commit"),
         secret,
-        json!({"block": block, "durable": true}).to_string().as_bytes(),
+        json!({"block": block, "durable": durable}).to_string().as_bytes(),
     )
     .await
+}
+
+/// Writes and durably commits `block` with one event `value`.
+async fn put(raw: &common::Raw, id: &str, secret: &str, block: u64, value: &str) -> common::Answer {
+    commit_one(raw, id, secret, block, value, true).await
 }
 
 async fn stored_values(raw: &common::Raw, stream: &str) -> Vec<String> {
@@ -203,11 +241,8 @@ async fn a_zombie_node_stores_nothing_after_its_producer_moved() {
     }
     let b = start(&d.path().join("b"), &b_args);
     let (ra, rb) = (a.raw(), b.raw());
-    let c = ra
-        .json(Method::POST, "/v1/streams", json!({"name": "z", "partitions": 2}))
-        .await;
-    assert_eq!(c.status, 201, "{}", c.body);
-    let (ida, sa, _) = allocate_producer(&ra, "p").await;
+    create(&ra, "z", 2).await;
+    let (ida, sa, _) = allocate_producer(&ra, "z", "p").await;
     let r = put(&ra, &ida, &sa, 1, "a1").await;
     assert_eq!(r.body["status"], "durable", "{}", r.body);
     // block 2 on its way when the node stops: it may or may not land
@@ -234,7 +269,7 @@ async fn a_zombie_node_stores_nothing_after_its_producer_moved() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     a.send_signal(libc::SIGSTOP);
     // the producer moves to node b: its last block is whatever landed
-    let (idb, sb, body) = allocate_producer(&rb, "p").await;
+    let (idb, sb, body) = allocate_producer(&rb, "z", "p").await;
     let last = body["last_block"].as_u64().unwrap();
     assert!(last == 1 || last == 2, "{body}");
     let r = put(&rb, &idb, &sb, last + 1, "b-next").await;
@@ -329,14 +364,9 @@ async fn the_broker_stopped_and_restarted_under_load() {
     let _one_at_a_time = PRIVATE_BROKER.lock().await;
     let broker = Broker::start();
     let d = tempfile::tempdir().unwrap();
-    let mut args = node_args(&broker.brokers(), &prefix(), "a");
-    args.extend(["--kafka-commit-timeout-ms".to_string(), "3000".to_string()]);
-    let s = start(&d.path().join("a"), &args);
+    let s = own_node(&broker, &d.path().join("a"), &prefix(), &[]);
     let raw = s.raw();
-    let c = raw
-        .json(Method::POST, "/v1/streams", json!({"name": "z", "partitions": 3}))
-        .await;
-    assert_eq!(c.status, 201, "{}", c.body);
+    create(&raw, "z", 3).await;
     assert_eq!(raw.get("/readyz").await.status, 200);
     // a producer writing all along, through the client's retries
     let client = s.client();
@@ -411,23 +441,8 @@ async fn schedule(
 ) -> Vec<String> {
     let mut statuses = Vec::new();
     for b in blocks {
-        let w = raw
-            .post_signed(
-                &format!("/v1/sessions/{id}/write"),
-                secret,
-                json!({"block": b, "events": [{"value": format!("{tag}-{b}")}]})
-                    .to_string()
-                    .as_bytes(),
-            )
-            .await;
-        assert_eq!(w.status, 200, "{}", w.body);
-        let c = raw
-            .post_signed(
-                &format!("/v1/sessions/{id}/commit"),
-                secret,
-                json!({"block": b, "durable": false}).to_string().as_bytes(),
-            )
-            .await;
+        let c = commit_one(raw, id, secret, b, &format!("{tag}-{b}"), false).await;
+        assert_eq!(c.status, 200, "{}", c.body);
         statuses.push(c.body["status"].as_str().unwrap_or("?").to_string());
     }
     statuses
@@ -468,23 +483,10 @@ async fn scheduled_blocks_are_spilled_at_shutdown_and_stored_at_the_next_start()
     let broker = Broker::start();
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("a");
-    let mut args = node_args(&broker.brokers(), &prefix(), "a");
-    args.extend(
-        [
-            "--kafka-commit-timeout-ms",
-            "3000",
-            "--shutdown-timeout-ms",
-            "8000",
-        ]
-        .map(String::from),
-    );
-    let mut s = start(&data, &args);
+    let mut s = own_node(&broker, &data, &prefix(), &["--shutdown-timeout-ms", "8000"]);
     let raw = s.raw();
-    let c = raw
-        .json(Method::POST, "/v1/streams", json!({"name": "z", "partitions": 2}))
-        .await;
-    assert_eq!(c.status, 201, "{}", c.body);
-    let (idp, sp, _) = allocate_producer(&raw, "p").await;
+    create(&raw, "z", 2).await;
+    let (idp, sp, _) = allocate_producer(&raw, "z", "p").await;
     let a = raw
         .json(
             Method::POST,
@@ -527,7 +529,7 @@ async fn scheduled_blocks_are_spilled_at_shutdown_and_stored_at_the_next_start()
     want.sort();
     assert_eq!(stored, want);
     // the producer's blocks count: a new session of it continues after 5
-    let (_, _, body) = allocate_producer(&raw, "p").await;
+    let (_, _, body) = allocate_producer(&raw, "z", "p").await;
     assert_eq!(body["last_block"], 5);
     // a damaged spill file is quarantined and does not stop the start
     std::fs::create_dir_all(data.join("spill")).unwrap();
@@ -549,15 +551,10 @@ async fn scheduled_blocks_are_lost_on_sigkill_and_producers_replay_them() {
     let broker = Broker::start();
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("a");
-    let mut args = node_args(&broker.brokers(), &prefix(), "a");
-    args.extend(["--kafka-commit-timeout-ms", "3000"].map(String::from));
-    let mut s = start(&data, &args);
+    let mut s = own_node(&broker, &data, &prefix(), &[]);
     let raw = s.raw();
-    let c = raw
-        .json(Method::POST, "/v1/streams", json!({"name": "z", "partitions": 2}))
-        .await;
-    assert_eq!(c.status, 201, "{}", c.body);
-    let (idp, sp, _) = allocate_producer(&raw, "p").await;
+    create(&raw, "z", 2).await;
+    let (idp, sp, _) = allocate_producer(&raw, "z", "p").await;
     let r = put(&raw, &idp, &sp, 1, "p-1").await;
     assert_eq!(r.body["status"], "durable", "{}", r.body);
     broker.down();
@@ -570,7 +567,7 @@ async fn scheduled_blocks_are_lost_on_sigkill_and_producers_replay_them() {
     let raw = s.raw();
     assert_eq!(stored_values(&raw, "z").await, vec!["p-1"]);
     // the producer replays what it kept after last_block
-    let (id, secret, body) = allocate_producer(&raw, "p").await;
+    let (id, secret, body) = allocate_producer(&raw, "z", "p").await;
     assert_eq!(body["last_block"], 1);
     for b in 2..=4u64 {
         let r = put(&raw, &id, &secret, b, &format!("p-{b}")).await;
@@ -592,16 +589,9 @@ async fn no_event_value_reaches_kafkas_disk_in_the_clear() {
     let broker = Broker::start();
     let d = tempfile::tempdir().unwrap();
     let prefix = prefix();
-    let s = start(&d.path().join("a"), &node_args(&broker.brokers(), &prefix, "a"));
+    let s = own_node(&broker, &d.path().join("a"), &prefix, &[]);
     let raw = s.raw();
-    let c = raw
-        .json(
-            Method::POST,
-            "/v1/streams",
-            json!({"name": "secret", "partitions": 2}),
-        )
-        .await;
-    assert_eq!(c.status, 201, "{}", c.body);
+    create(&raw, "secret", 2).await;
     let marker = format!("plaintext-marker-{:016x}", rand::random::<u64>());
     let events: Vec<Value> = (0..50)
         .map(|i| json!({"key": format!("k{i}"), "value": {"m": marker}, "headers": {"h": "x"}}))
@@ -615,38 +605,8 @@ async fn no_event_value_reaches_kafkas_disk_in_the_clear() {
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     // a writer with a producer id goes through the transactional lanes
-    let (id, secret, _) = {
-        let a = raw
-            .json(
-                Method::POST,
-                "/v1/sessions",
-                json!({"stream": "secret", "mode": "write", "producer": "p"}),
-            )
-            .await;
-        assert_eq!(a.status, 201, "{}", a.body);
-        (
-            a.body["session"].as_str().unwrap().to_string(),
-            a.body["secret"].as_str().unwrap().to_string(),
-            (),
-        )
-    };
-    let w = raw
-        .post_signed(
-            &format!("/v1/sessions/{id}/write"),
-            &secret,
-            json!({"block": 1, "events": [{"value": marker}]})
-                .to_string()
-                .as_bytes(),
-        )
-        .await;
-    assert_eq!(w.status, 200, "{}", w.body);
-    let c = raw
-        .post_signed(
-            &format!("/v1/sessions/{id}/commit"),
-            &secret,
-            json!({"block": 1, "durable": true}).to_string().as_bytes(),
-        )
-        .await;
+    let (id, secret, _) = allocate_producer(&raw, "secret", "p").await;
+    let c = put(&raw, &id, &secret, 1, &marker).await;
     assert_eq!(c.body["status"], "durable", "{}", c.body);
     // the events read back
     let stored = common::read_everything(&raw, "secret").await;

@@ -75,6 +75,12 @@ pub struct KafkaConfig {
     pub fetcher_buffer_kib: usize,
     /// Partitions of the producer state topic.
     pub state_partitions: u32,
+    /// How long an idle producer's state is kept, ms (the state topic's
+    /// retention too).
+    pub producer_ttl_ms: u64,
+    /// The same for short-lived producers (ids starting with `~`: keyed
+    /// publishes, spilled blocks), ms.
+    pub short_producer_ttl_ms: u64,
     /// Longest wait for the brokers to acknowledge a write, then
     /// `unavailable`.
     pub commit_timeout: Duration,
@@ -98,6 +104,8 @@ impl KafkaConfig {
             fetchers: 8,
             fetcher_buffer_kib: 8 << 10,
             state_partitions: 8,
+            producer_ttl_ms: 7 * 24 * 3_600_000,
+            short_producer_ttl_ms: 25 * 3_600_000,
             commit_timeout: Duration::from_secs(10),
             transaction_timeout: Duration::from_secs(15),
             properties: Vec::new(),
@@ -220,8 +228,18 @@ impl KafkaStore {
         let meta = Arc::new(meta);
         let streams_topic = format!("{}{STREAMS_TOPIC}", cfg.topic_prefix);
         let producers_topic = format!("{}{PRODUCERS_TOPIC}", cfg.topic_prefix);
-        ensure_internal(&admin, &meta, &cfg, &streams_topic, 1).await?;
-        ensure_internal(&admin, &meta, &cfg, &producers_topic, cfg.state_partitions).await?;
+        ensure_internal(&admin, &meta, &cfg, &streams_topic, 1, None).await?;
+        // producers are forgotten after their time to live, here too
+        let ttl = cfg.producer_ttl_ms.max(cfg.short_producer_ttl_ms);
+        ensure_internal(
+            &admin,
+            &meta,
+            &cfg,
+            &producers_topic,
+            cfg.state_partitions,
+            Some(ttl),
+        )
+        .await?;
         let mut producing = client.clone();
         producing
             .set("message.timeout.ms", cfg.commit_timeout.as_millis().to_string())
@@ -229,7 +247,13 @@ impl KafkaStore {
         let plain = Plain::new(producing.clone(), cfg.producers)?;
         let catalog = Arc::new(Catalog::default());
         let catalog_tail = Tail::start(client.clone(), &streams_topic, 1, catalog.clone())?;
-        let producers = Arc::new(Producers::new(cfg.state_partitions));
+        let producers = Arc::new(Producers::new(
+            cfg.state_partitions,
+            state::ProducerTtl {
+                short_ms: cfg.short_producer_ttl_ms,
+                long_ms: cfg.producer_ttl_ms,
+            },
+        ));
         let producers_tail = Tail::start(
             client.clone(),
             &producers_topic,
@@ -335,13 +359,18 @@ async fn ensure_internal(
     cfg: &KafkaConfig,
     topic: &str,
     partitions: u32,
+    retention_ms: Option<u64>,
 ) -> Result<()> {
+    let retention = retention_ms.map(|ms| ms.to_string());
     let t = NewTopic::new(
         topic,
         partitions as i32,
         TopicReplication::Fixed(cfg.replication_factor),
-    )
-    .set("cleanup.policy", "compact");
+    );
+    let t = match &retention {
+        Some(ms) => t.set("cleanup.policy", "compact,delete").set("retention.ms", ms),
+        None => t.set("cleanup.policy", "compact"),
+    };
     let r = admin
         .create_topics(
             [&t],

@@ -30,13 +30,15 @@ pub const BLOCK_HEADER: &str = "sb.b";
 /// Delivery reports of one block's records.
 #[derive(Default)]
 pub(crate) struct Ack {
+    /// Records handed to librdkafka (counted without the lock: only the
+    /// sending task adds, before it waits).
+    sent: AtomicUsize,
     state: Mutex<AckState>,
     done: Notify,
 }
 
 #[derive(Default)]
 struct AckState {
-    sent: usize,
     acked: usize,
     sealed: bool,
     offsets: Vec<(u32, u64)>,
@@ -46,6 +48,7 @@ struct AckState {
 impl Ack {
     pub(crate) fn with_capacity(records: usize) -> Arc<Ack> {
         Arc::new(Ack {
+            sent: AtomicUsize::new(0),
             state: Mutex::new(AckState {
                 offsets: Vec::with_capacity(records),
                 ..AckState::default()
@@ -55,7 +58,7 @@ impl Ack {
     }
 
     fn sent(&self) {
-        self.state.lock().sent += 1;
+        self.sent.fetch_add(1, Ordering::Release);
     }
 
     fn delivered(&self, r: std::result::Result<(u32, u64), KafkaError>) {
@@ -67,7 +70,7 @@ impl Ack {
                 st.error.get_or_insert(e);
             }
         }
-        let done = st.sealed && st.acked == st.sent;
+        let done = st.sealed && st.acked == self.sent.load(Ordering::Acquire);
         drop(st);
         if done {
             self.done.notify_one();
@@ -76,15 +79,12 @@ impl Ack {
 
     /// No more records will be sent; waits for the reports of those sent.
     pub(crate) async fn wait(&self) -> std::result::Result<Vec<(u32, u64)>, KafkaError> {
-        {
-            let mut st = self.state.lock();
-            st.sealed = true;
-        }
+        self.state.lock().sealed = true;
         loop {
             let n = self.done.notified();
             {
                 let mut st = self.state.lock();
-                if st.acked == st.sent {
+                if st.acked == self.sent.load(Ordering::Acquire) {
                     if let Some(e) = st.error.take() {
                         return Err(e);
                     }

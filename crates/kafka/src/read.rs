@@ -25,14 +25,28 @@ pub(crate) struct Fetcher {
     consumer: BaseConsumer<crate::Quiet>,
     /// The current assignment.
     assigned: Option<Assignment>,
-    /// Per assigned partition: its first record since the assignment is
-    /// still to come (and is checked for skipped offsets).
-    first_pending: Vec<bool>,
-    /// Per assigned partition: the high watermark asked at the assignment.
-    high: Vec<i64>,
-    /// Per assigned partition: the consumer's position right after the
-    /// assignment.
-    position_at_assign: Vec<Option<u64>>,
+    /// What is known of each assigned partition, in assignment order.
+    parts: Vec<Assigned>,
+}
+
+/// One assigned partition, since its assignment.
+#[derive(Debug, Clone, Copy)]
+struct Assigned {
+    /// Its first record is still to come (and is checked for skipped
+    /// offsets).
+    first_pending: bool,
+    /// The high watermark the brokers answered at the assignment.
+    high: i64,
+    /// The consumer's position right after the assignment: it may still be
+    /// an earlier assignment's, so the position counts once it has moved.
+    position_at_assign: Option<u64>,
+}
+
+impl Assigned {
+    /// The consumer's position `now`, if it can be believed.
+    fn trusted(&self, now: Option<u64>) -> Option<u64> {
+        now.filter(|_| !self.first_pending || now != self.position_at_assign)
+    }
 }
 
 /// (reader, topic, next offsets) a consumer is assigned to.
@@ -73,9 +87,7 @@ impl Pool {
             free.push(Fetcher {
                 consumer,
                 assigned: None,
-                first_pending: Vec::new(),
-                high: Vec::new(),
-                position_at_assign: Vec::new(),
+                parts: Vec::new(),
             });
         }
         Ok(Pool {
@@ -227,23 +239,19 @@ fn poll(
         f.consumer
             .assign(&tpl(topic, positions)?)
             .map_err(PollError::Kafka)?;
-        f.first_pending = vec![true; positions.len()];
         // what the consumer cached of these partitions (positions, high
         // watermarks) may be from an earlier assignment: ask the brokers
-        f.high = positions
-            .iter()
-            .map(|&(p, _)| {
-                f.consumer
-                    .fetch_watermarks(topic, p as i32, Duration::from_secs(5))
-                    .map_or(-1, |(_, hi)| hi)
-            })
-            .collect();
-        // the position right after `assign` may still be the earlier
-        // assignment's: it counts once it has moved
         let pos = f.consumer.position().ok();
-        f.position_at_assign = positions
+        f.parts = positions
             .iter()
-            .map(|&(p, _)| position_of(pos.as_ref(), topic, p))
+            .map(|&(p, _)| Assigned {
+                first_pending: true,
+                high: f
+                    .consumer
+                    .fetch_watermarks(topic, p as i32, Duration::from_secs(5))
+                    .map_or(-1, |(_, hi)| hi),
+                position_at_assign: position_of(pos.as_ref(), topic, p),
+            })
             .collect();
     }
     let mut next: Vec<(u32, u64)> = positions.to_vec();
@@ -301,8 +309,8 @@ fn poll(
         let Some(i) = next.iter().position(|x| x.0 == p) else {
             continue;
         };
-        if f.first_pending.get(i).copied().unwrap_or(false) {
-            f.first_pending[i] = false;
+        if let Some(a) = f.parts.get_mut(i).filter(|a| a.first_pending) {
+            a.first_pending = false;
             let want = next[i].1;
             if o < want {
                 // librdkafka reset an offset past the end to the start
@@ -353,9 +361,7 @@ fn poll(
         let pos = f.consumer.position().ok();
         for (i, n) in next.iter_mut().enumerate() {
             let now = position_of(pos.as_ref(), topic, n.0);
-            let trusted = !f.first_pending.get(i).copied().unwrap_or(true)
-                || now != f.position_at_assign.get(i).copied().flatten();
-            if let Some(o) = now.filter(|&o| trusted && o > n.1) {
+            if let Some(o) = f.parts.get(i).and_then(|a| a.trusted(now)).filter(|&o| o > n.1) {
                 n.1 = o;
             }
         }
@@ -394,14 +400,10 @@ fn caught_up(f: &Fetcher, topic: &str, next: &[(u32, u64)]) -> bool {
                 &mut hi,
             );
         }
-        let hi = hi.max(f.high.get(i).copied().unwrap_or(-1));
+        let part = f.parts.get(i);
+        let hi = hi.max(part.map_or(-1, |a| a.high));
         let now = position_of(pos.as_ref(), topic, p);
-        let trusted = !f.first_pending.get(i).copied().unwrap_or(true)
-            || now != f.position_at_assign.get(i).copied().flatten();
-        let at = match now {
-            Some(o) if trusted => o.max(want),
-            _ => want,
-        };
+        let at = part.and_then(|a| a.trusted(now)).map_or(want, |o| o.max(want));
         hi >= 0 && at >= hi as u64
     })
 }

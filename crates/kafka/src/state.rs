@@ -55,13 +55,35 @@ pub(crate) struct Producer {
     pub(crate) in_flight: usize,
     /// Woken when `in_flight` goes down.
     pub(crate) idle: Arc<tokio::sync::Notify>,
+    /// When this node last wrote, fenced or read a record of it, ms.
+    touched_ms: i64,
 }
 
-/// The producers of every stream, keyed by [`key`].
+/// The producers of every stream, keyed by [`key`]. A producer not heard
+/// of for its time to live is forgotten, as the embedded log forgets it
+/// (the state topic deletes its records after the same time): keyed
+/// publishes make a producer each, and would otherwise pile up.
 pub(crate) struct Producers {
     pub(crate) partitions: u32,
-    map: Mutex<HashMap<Vec<u8>, Producer>>,
+    ttl: ProducerTtl,
+    map: Mutex<ProducerMap>,
 }
+
+/// How long producers are remembered, ms: short-lived ones (ids starting
+/// with `~`: keyed publishes, spilled blocks) and the others.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProducerTtl {
+    pub(crate) short_ms: u64,
+    pub(crate) long_ms: u64,
+}
+
+struct ProducerMap {
+    entries: HashMap<Vec<u8>, Producer>,
+    pruned_ms: i64,
+}
+
+/// Time between sweeps of forgotten producers, ms.
+const SWEEP_MS: i64 = 60_000;
 
 /// A producer's key in the state topic: stream, incarnation, producer.
 pub(crate) fn key(stream: &str, incarnation: u64, producer: &str) -> Vec<u8> {
@@ -75,10 +97,14 @@ pub(crate) fn key(stream: &str, incarnation: u64, producer: &str) -> Vec<u8> {
 }
 
 impl Producers {
-    pub(crate) fn new(partitions: u32) -> Producers {
+    pub(crate) fn new(partitions: u32, ttl: ProducerTtl) -> Producers {
         Producers {
             partitions,
-            map: Mutex::new(HashMap::new()),
+            ttl,
+            map: Mutex::new(ProducerMap {
+                entries: HashMap::new(),
+                pruned_ms: switchboard_proto::time::now_ms(),
+            }),
         }
     }
 
@@ -89,11 +115,24 @@ impl Producers {
 
     /// Runs `f` on the producer's entry, made empty if there is none.
     pub(crate) fn with<T>(&self, key: &[u8], f: impl FnOnce(&mut Producer) -> T) -> T {
+        let now = switchboard_proto::time::now_ms();
         let mut m = self.map.lock();
-        if let Some(p) = m.get_mut(key) {
+        if now - m.pruned_ms >= SWEEP_MS {
+            m.pruned_ms = now;
+            let ttl = self.ttl;
+            m.entries.retain(|k, p| {
+                let ms = if short_lived(k) { ttl.short_ms } else { ttl.long_ms };
+                // one in use (an append or fence holds its lock) stays
+                p.in_flight > 0
+                    || Arc::strong_count(&p.lock) > 1
+                    || now - p.touched_ms < ms.min(i64::MAX as u64) as i64
+            });
+        }
+        if let Some(p) = m.entries.get_mut(key) {
+            p.touched_ms = now;
             return f(p);
         }
-        let p = m.entry(key.to_vec()).or_insert_with(|| Producer {
+        let p = m.entries.entry(key.to_vec()).or_insert_with(|| Producer {
             last_block: 0,
             epoch: 0,
             ranges: None,
@@ -102,14 +141,23 @@ impl Producers {
             holders: Vec::new(),
             in_flight: 0,
             idle: Arc::new(tokio::sync::Notify::new()),
+            touched_ms: now,
         });
         f(p)
     }
 
     /// Producers known.
     pub(crate) fn len(&self) -> usize {
-        self.map.lock().len()
+        self.map.lock().entries.len()
     }
+}
+
+/// Whether the producer of a [`key`] is short-lived (its id starts with
+/// `~`).
+fn short_lived(key: &[u8]) -> bool {
+    key.rsplit(|&b| b == 0)
+        .next()
+        .is_some_and(|id| id.first() == Some(&b'~'))
 }
 
 impl Apply for Producers {
@@ -118,7 +166,7 @@ impl Apply for Producers {
             return;
         }
         let Some(v) = value else {
-            self.map.lock().remove(key);
+            self.map.lock().entries.remove(key);
             return;
         };
         let Ok(r) = serde_json::from_slice::<StateRecord>(v) else {
@@ -141,5 +189,37 @@ impl Apply for Producers {
                 p.epoch = p.epoch.max(r.e.unwrap_or(0));
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_producers_are_forgotten_after_their_time_to_live() {
+        let ps = Producers::new(
+            1,
+            ProducerTtl {
+                short_ms: 1,
+                long_ms: 3_600_000,
+            },
+        );
+        let (short, long) = (key("s", 1, "~idem.x"), key("s", 1, "p"));
+        assert!(short_lived(&short) && !short_lived(&long));
+        ps.with(&short, |p| p.last_block = 1);
+        ps.with(&long, |p| p.last_block = 1);
+        let held = ps.with(&short, |p| p.lock.clone());
+        ps.map.lock().pruned_ms = 0;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        ps.with(&long, |_| ());
+        // held by an append: kept
+        assert_eq!(ps.len(), 2);
+        drop(held);
+        ps.map.lock().pruned_ms = 0;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        ps.with(&long, |_| ());
+        assert_eq!(ps.len(), 1);
+        assert_eq!(ps.with(&long, |p| p.last_block), 1);
     }
 }

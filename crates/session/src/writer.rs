@@ -564,7 +564,7 @@ async fn publish_loop(
         let result = store.submit(&stream, job.data).await;
         pending.push_back(Submitted {
             block: job.block,
-            producer: producer.clone(),
+            producer,
             events: job.events,
             bytes: job.bytes,
             _held: job._held,
@@ -573,13 +573,7 @@ async fn publish_loop(
                 let r = result.await;
                 metrics::histogram!("switchboard_store_append_seconds")
                     .record(started.elapsed().as_secs_f64());
-                r.map_err(|e| match e {
-                    switchboard_store::Error::Fenced { epoch, .. } => switchboard_store::Error::Fenced {
-                        producer: producer.unwrap_or_default(),
-                        epoch,
-                    },
-                    e => e,
-                })
+                r
             }),
         });
     }
