@@ -167,20 +167,26 @@ pub struct Reinjected {
 /// error log line; a file the store cannot take now stays for next time.
 pub async fn reinject(dir: &Path, store: &Arc<dyn Store>) -> Reinjected {
     let mut done = Reinjected::default();
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
         return done;
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "spill"))
-        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "spill") {
+            files.push(p);
+        }
+    }
     files.sort();
     for path in files {
-        let parsed = std::fs::read(&path).ok().and_then(|d| read(&d));
+        let parsed = tokio::fs::read(&path).await.ok().and_then(|d| read(&d));
         let Some((stream, block)) = parsed else {
             let q = dir.join(QUARANTINE);
             let to = q.join(path.file_name().unwrap_or_default());
-            let moved = std::fs::create_dir_all(&q).and_then(|()| std::fs::rename(&path, &to));
+            let moved = match tokio::fs::create_dir_all(&q).await {
+                Ok(()) => tokio::fs::rename(&path, &to).await,
+                Err(e) => Err(e),
+            };
             tracing::error!(file = %path.display(), moved_to = %to.display(), ok = moved.is_ok(),
                 "spill file is damaged: quarantined, not re-injected");
             done.quarantined += 1;
@@ -196,12 +202,12 @@ pub async fn reinject(dir: &Path, store: &Arc<dyn Store>) -> Reinjected {
                     }
                     _ => done.stored += 1,
                 }
-                let _ = std::fs::remove_file(&path);
+                let _ = tokio::fs::remove_file(&path).await;
             }
             Err(StoreError::NotFound(_)) => {
                 tracing::warn!(file = %path.display(), %stream, "spilled block dropped: its stream is gone");
                 done.dropped += 1;
-                let _ = std::fs::remove_file(&path);
+                let _ = tokio::fs::remove_file(&path).await;
             }
             Err(e) => {
                 tracing::error!(file = %path.display(), %stream, producer = ?producer.map(|p| p.id), error = %e,
@@ -210,8 +216,8 @@ pub async fn reinject(dir: &Path, store: &Arc<dyn Store>) -> Reinjected {
             }
         }
     }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        let _ = d.sync_all().await;
     }
     done
 }

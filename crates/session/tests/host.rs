@@ -816,15 +816,7 @@ async fn a_spent_budget_degrades_to_backpressure_never_to_failure() {
         other => panic!("expected backpressure, got {other:?}"),
     }
     // idle readers give their read-ahead back
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while host.memory_used() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "used {}",
-            host.memory_used()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    memory_released(&host, Duration::from_secs(5)).await;
     let Response::Written(_) = session(&w.session, Call::Write(block.into())).await.unwrap() else {
         panic!()
     };
@@ -1033,15 +1025,7 @@ async fn an_idle_reader_at_the_tail_holds_nothing() {
     let ans: ReadAnswer = serde_json::from_slice(&b).unwrap();
     assert_eq!(ans.events.len(), 10);
     call(Call::Ack(Ack { batch: ans.batch })).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    while host.memory_used() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still held: {}",
-            host.memory_used()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    memory_released(&host, Duration::from_secs(8)).await;
     // and the reader goes on where it was
     let Response::Batch(b) = call(read(100)).await.unwrap() else {
         panic!()
@@ -1049,4 +1033,18 @@ async fn an_idle_reader_at_the_tail_holds_nothing() {
     let ans: ReadAnswer = serde_json::from_slice(&b).unwrap();
     assert_eq!(ans.events.first().map(|e| e.offset), Some(10));
     assert_eq!(ans.events.len(), 40);
+}
+
+/// Waits (up to `bound`) until the host's readers and writers hold none
+/// of its memory budget.
+async fn memory_released(host: &switchboard_session::SessionHost, bound: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + bound;
+    while host.memory_used() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still held: {}",
+            host.memory_used()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
