@@ -218,6 +218,7 @@ impl ApiState {
             request_id: self.inner.next_request.fetch_add(1, Ordering::Relaxed),
             deadline_ms: u64::try_from(switchboard_proto::time::now_ms()).unwrap_or(0) + ROUTE_DEADLINE_MS,
             caller: caller.to_string(),
+            shard: None,
         };
         Ok(self.inner.router.route(ctx, req).await?)
     }
@@ -503,14 +504,9 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     if s.inner.draining.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    let nodes = s.inner.router.nodes().await;
-    match nodes.iter().find(|n| n.state != "ready") {
-        Some(n) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{}: {}\n", n.id, n.state),
-        )
-            .into_response(),
-        None => (StatusCode::OK, "ready\n").into_response(),
+    match s.inner.router.readiness().await {
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 
@@ -527,10 +523,10 @@ async fn openapi_doc() -> Response {
 
 async fn cluster(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     s.identity(&headers).await?;
-    let nodes = s.inner.router.nodes().await;
+    let (nodes, brokers) = (s.inner.router.nodes().await, s.inner.router.brokers().await);
     Ok(json(
         StatusCode::OK,
-        &switchboard_proto::wire::ClusterInfo { nodes },
+        &switchboard_proto::wire::ClusterInfo { nodes, brokers },
     ))
 }
 

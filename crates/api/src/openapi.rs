@@ -368,10 +368,16 @@ fn schemas() -> Value {
                 "properties": { "partition": u32_, "first": u64_, "last": u64_ } } } } },
         "Disposed": { "type": "object", "properties": { "cursor": { "type": "string" }, "durable_through_block": u64_ } },
         "Config": { "type": "object", "description": "the keys of `switchboard serve --help`; static tokens show only their scopes" },
-        "Cluster": { "type": "object", "required": ["nodes"], "properties": { "nodes": { "type": "array", "items": {
-            "type": "object", "required": ["id", "role", "state", "sessions", "address", "last_seen"], "properties": {
-                "id": { "type": "string" }, "role": { "type": "string" }, "state": { "type": "string" }, "sessions": u64_,
-                "address": { "type": "string" }, "last_seen": { "type": "string", "format": "date-time" } } } } } },
+        "Cluster": { "type": "object", "required": ["nodes", "brokers"], "properties": { "nodes": { "type": "array", "items": {
+            "type": "object", "required": ["id", "role", "state", "sessions", "address", "last_seen", "memory_bytes", "memory_budget", "load"], "properties": {
+                "id": { "type": "string" }, "role": { "type": "string", "enum": ["api", "backend", "api+backend"] },
+                "state": { "type": "string", "description": "ready, draining, full, store_unavailable or lost (not heard from lately)" }, "sessions": u64_,
+                "address": { "type": "string" }, "last_seen": { "type": "string", "format": "date-time" },
+                "broker": { "type": "string", "description": "the phone-switch broker it was heard on" },
+                "memory_bytes": u64_, "memory_budget": u64_, "load": { "type": "integer", "minimum": 0, "description": "calls in progress" } } } },
+            "brokers": { "type": "array", "items": { "type": "object", "required": ["shard", "address", "state", "in_flight"], "properties": {
+                "shard": { "type": "integer", "minimum": 0, "maximum": 65535 }, "address": { "type": "string" },
+                "state": { "type": "string", "enum": ["up", "down"] }, "in_flight": u64_ } } } } },
     })
 }
 

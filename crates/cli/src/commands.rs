@@ -231,6 +231,61 @@ pub fn stream(conn: &Conn, cmd: StreamCmd) -> Result<()> {
     })
 }
 
+/// `switchboard cluster`: every node and broker the API node knows, as a
+/// table (`--json`: as the API answers).
+pub fn cluster(conn: &Conn, json: bool) -> Result<()> {
+    let client = conn.client()?;
+    runtime()?.block_on(async move {
+        let c = client.cluster().await?;
+        let mut out = std::io::stdout().lock();
+        if json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&c)?)?;
+            return Ok(());
+        }
+        let mib = |b: u64| format!("{:.1}", b as f64 / (1u64 << 20) as f64);
+        writeln!(
+            out,
+            "{:<24} {:<12} {:<18} {:<22} {:>9} {:>16} {:>6}  LAST SEEN",
+            "NODE", "ROLE", "STATE", "BROKER", "SESSIONS", "MEMORY MiB", "LOAD"
+        )?;
+        for n in &c.nodes {
+            let memory = if n.memory_budget > 0 {
+                format!("{}/{}", mib(n.memory_bytes), mib(n.memory_budget))
+            } else {
+                "-".into()
+            };
+            writeln!(
+                out,
+                "{:<24} {:<12} {:<18} {:<22} {:>9} {:>16} {:>6}  {}",
+                n.id,
+                n.role,
+                n.state,
+                n.broker.as_deref().unwrap_or("-"),
+                n.sessions,
+                memory,
+                n.load,
+                n.last_seen
+            )?;
+        }
+        if !c.brokers.is_empty() {
+            writeln!(out)?;
+            writeln!(
+                out,
+                "{:<6} {:<22} {:<6} {:>9}",
+                "SHARD", "BROKER", "STATE", "IN FLIGHT"
+            )?;
+            for b in &c.brokers {
+                writeln!(
+                    out,
+                    "{:<6} {:<22} {:<6} {:>9}",
+                    b.shard, b.address, b.state, b.in_flight
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Options of `switchboard publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {

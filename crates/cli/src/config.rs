@@ -37,6 +37,8 @@ const KAFKA_FETCHERS_RANGE: RangeInclusive<u64> = 1..=256;
 const KAFKA_FETCHER_BUFFER_KIB_RANGE: RangeInclusive<u64> = 1024..=1 << 20;
 const KAFKA_STATE_PARTITIONS_RANGE: RangeInclusive<u64> = 1..=1024;
 const KAFKA_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 1000..=900_000;
+const ROUTER_CALL_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 1000..=600_000;
+const ROUTER_MAX_CALLS_RANGE: RangeInclusive<u64> = 1..=65_536;
 
 /// The type of a setting in the config tree, by kind.
 macro_rules! config_ty {
@@ -382,6 +384,29 @@ settings! {
             flag kafka_properties [Vec<String>] (long = "kafka-property", env = "SWITCHBOARD_KAFKA_PROPERTIES", value_delimiter = ';');
     }
 
+    /// The phone switch between `switchboard api` and `switchboard
+    /// backend` nodes: RabbitMQ brokers, each an independent shard.
+    [router] RouterSection {
+        /// Brokers, amqp://[USER:PASS@]HOST:PORT[/VHOST] or amqps://..., separated
+        /// by commas. API nodes list every broker, all in the same order (new ones
+        /// at the end); a backend node lists the one it attaches to.
+        brokers: list String = Vec::new(),
+            flag router [Vec<String>] (long = "router", env = "SWITCHBOARD_ROUTER", value_delimiter = ',', hide_env_values = true);
+        /// CA certificate (PEM) of amqps:// brokers [default: the system's roots].
+        ca_cert: opt PathBuf = None,
+            flag router_ca_cert [Option<PathBuf>] (long, env = "SWITCHBOARD_ROUTER_CA_CERT");
+        /// How long an API node waits for a backend node's answer before
+        /// `unavailable`, ms; a long-poll read's wait comes on top [default: 30000].
+        call_timeout_ms: value u64 = 30_000,
+            flag router_call_timeout_ms [Option<u64>] (long, env = "SWITCHBOARD_ROUTER_CALL_TIMEOUT_MS"),
+            range ROUTER_CALL_TIMEOUT_MS_RANGE;
+        /// Most calls a backend node works on at once; more wait in its
+        /// broker [default: 1024].
+        max_calls: value usize = 1024,
+            flag router_max_calls [Option<usize>] (long, env = "SWITCHBOARD_ROUTER_MAX_CALLS"),
+            range ROUTER_MAX_CALLS_RANGE;
+    }
+
     /// TLS of the API listener.
     [tls] TlsConfig {
         /// TLS certificate chain (PEM), reloaded on SIGHUP or change.
@@ -453,6 +478,12 @@ impl Config {
         if c.encryption.master_key_command.is_some() {
             c.encryption.master_key_command = Some(REDACTED.into());
         }
+        c.router.brokers = c
+            .router
+            .brokers
+            .iter()
+            .map(|b| switchboard_amqp::redact(b))
+            .collect();
         c
     }
 }
@@ -461,7 +492,7 @@ impl Config {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// TOML config file, in sections: [node], [http], [logging], [log], [session],
-    /// [auth], [tls], [encryption]; `serve --print-config` prints one with
+    /// [auth], [kafka], [router], [tls], [encryption]; `serve --print-config` prints one with
     /// every key. Environment variables and flags override it.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -588,6 +619,11 @@ fn validate(c: Config) -> Result<Settings> {
         || c.kafka.sasl_username.is_some() != c.kafka.sasl_password.is_some()
     {
         bail!("config key `kafka.sasl_mechanism`: `kafka.sasl_mechanism`, `kafka.sasl_username` and `kafka.sasl_password` go together");
+    }
+    for b in &c.router.brokers {
+        if let Err(e) = switchboard_amqp::Broker::parse(b, None) {
+            bail!("config key `router.brokers`: {e}");
+        }
     }
     if !switchboard_rpc::id::is_valid_node_id(&c.node.node_id) {
         bail!(

@@ -28,6 +28,12 @@ struct Cli {
 enum Command {
     /// Run the service: API, sessions and the embedded log in one process.
     Serve(Box<config::ServeArgs>),
+    /// Run an API node: the stateless HTTP tier, which reaches backend
+    /// nodes through the phone switch's RabbitMQ brokers (--router).
+    Api(Box<config::ServeArgs>),
+    /// Run a backend node: sessions against the store (--store), attached
+    /// to one phone-switch broker (--router).
+    Backend(Box<config::ServeArgs>),
     /// Create, list, describe and delete streams.
     Stream {
         #[command(subcommand)]
@@ -46,6 +52,15 @@ enum Command {
     Tail {
         #[command(flatten)]
         args: commands::TailArgs,
+        #[command(flatten)]
+        conn: commands::Conn,
+    },
+    /// Show the cluster: API and backend nodes (state, broker, sessions,
+    /// memory, load) and the phone switch's brokers.
+    Cluster {
+        /// Print the JSON answer of GET /v1/cluster instead of tables.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: commands::Conn,
     },
@@ -194,7 +209,15 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             tune_allocator();
-            serve::run(*args)
+            serve::run(*args, serve::Role::All)
+        }
+        Command::Api(args) => {
+            tune_allocator();
+            serve::run(*args, serve::Role::Api)
+        }
+        Command::Backend(args) => {
+            tune_allocator();
+            serve::run(*args, serve::Role::Backend)
         }
         other => {
             init_cli_logging();
@@ -202,9 +225,10 @@ fn main() -> std::process::ExitCode {
                 Command::Stream { conn, cmd } => conn.explain(commands::stream(&conn, cmd)),
                 Command::Publish { conn, args } => conn.explain(commands::publish(&conn, args)),
                 Command::Tail { conn, args } => conn.explain(commands::tail(&conn, args)),
+                Command::Cluster { conn, json } => conn.explain(commands::cluster(&conn, json)),
                 Command::Keys(k) => keys(k),
                 Command::Bench(b) => bench::run(b),
-                Command::Serve(_) => unreachable!(),
+                Command::Serve(_) | Command::Api(_) | Command::Backend(_) => unreachable!(),
             }
         }
     };

@@ -233,12 +233,29 @@ fn tls_setup(s: &Settings) -> Result<Tls> {
     Ok(Some((resolver, fp)))
 }
 
+/// What a process of this binary runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `serve`: the API, the sessions and the store in one process.
+    All,
+    /// `api`: the stateless HTTP tier, reaching backends through the
+    /// phone switch.
+    Api,
+    /// `backend`: a session host attached to the store and to one broker.
+    Backend,
+}
+
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
-pub fn run(args: ServeArgs) -> Result<()> {
+pub fn run(args: ServeArgs, role: Role) -> Result<()> {
     let s = args.load()?;
     if args.print_config {
         print!("{}", s.config.redacted_toml()?);
         return Ok(());
+    }
+    match (role, s.config.router.brokers.len()) {
+        (Role::Api, 0) => anyhow::bail!("config key `router.brokers`: `switchboard api` needs the phone switch's brokers (--router amqp://HOST:PORT,...)"),
+        (Role::Backend, n) if n != 1 => anyhow::bail!("config key `router.brokers`: a backend node attaches to exactly one broker (--router amqp://HOST:PORT), not {n}"),
+        _ => {}
     }
     init_logging(&s);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -246,7 +263,30 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .thread_name("switchboard")
         .build()
         .context("starting the runtime")?;
-    rt.block_on(serve(s))
+    match role {
+        Role::All | Role::Api => rt.block_on(serve(s, role)),
+        Role::Backend => rt.block_on(backend(s)),
+    }
+}
+
+/// The brokers of the `[router]` section.
+fn brokers(s: &Settings) -> Result<Vec<switchboard_amqp::Broker>> {
+    let ca = match &s.config.router.ca_cert {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("config key `router.ca_cert`: reading {}", p.display()))?,
+        ),
+        None => None,
+    };
+    s.config
+        .router
+        .brokers
+        .iter()
+        .map(|b| {
+            switchboard_amqp::Broker::parse(b, ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("config key `router.brokers`: {e}"))
+        })
+        .collect()
 }
 
 /// Raises the soft limit on open files to the hard one (each partition of
@@ -284,28 +324,21 @@ fn check_file_limit(limit: Option<u64>, s: &Settings) {
     }
 }
 
-async fn serve(s: Settings) -> Result<()> {
-    // first, so that what the layers below record at start is kept
-    let metrics = switchboard_api::metrics_export::install();
-    check_file_limit(raise_file_limit(), &s);
-    // before anything is created in the data directory: a taken port
-    // leaves no trace
-    let listener = tokio::net::TcpListener::bind(s.listen)
-        .await
-        .with_context(|| format!("listening on {} (is another server running there?)", s.listen))?;
-    let dir = &s.config.node.data_dir;
-    // the files of the data directory are read off the runtime
-    let (keys, tokens) = {
-        let s = s.clone();
-        tokio::task::spawn_blocking(move || -> Result<(ServerKeys, Vec<String>)> {
-            let dir = &s.config.node.data_dir;
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating data directory {}", dir.display()))?;
-            let keys = server_keys(&s)?;
-            Ok((keys, tokens(&s)?))
-        })
-        .await??
-    };
+/// The data directory, the server keys and (for nodes that take HTTP)
+/// the tokens, read off the runtime.
+async fn node_files(s: &Settings, with_tokens: bool) -> Result<(ServerKeys, Vec<String>)> {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || -> Result<(ServerKeys, Vec<String>)> {
+        let dir = &s.config.node.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        let keys = server_keys(&s)?;
+        Ok((keys, if with_tokens { tokens(&s)? } else { Vec::new() }))
+    })
+    .await?
+}
+
+/// Opens the store, re-injects spilled blocks and starts the session host.
+async fn open_host(s: &Settings, keys: &ServerKeys) -> Result<SessionHost> {
     let log_cfg = LogConfig {
         durability: s.durability,
         segment_bytes: s.config.log.segment_bytes,
@@ -314,10 +347,10 @@ async fn serve(s: Settings) -> Result<()> {
         short_producer_ttl_ms: s.config.session.idempotency_ttl_ms + 3_600_000,
         ..LogConfig::default()
     };
-    let url = store_url(&s);
+    let url = store_url(s);
     let store: Arc<dyn switchboard_store::Store> = match switchboard_kafka::brokers_of(&url) {
         Some(brokers) => Arc::new(
-            switchboard_kafka::KafkaStore::open(kafka_config(&s, brokers))
+            switchboard_kafka::KafkaStore::open(kafka_config(s, brokers))
                 .await
                 .with_context(|| format!("opening the store {url}"))?,
         ),
@@ -333,7 +366,7 @@ async fn serve(s: Settings) -> Result<()> {
     }
     // blocks spilled at the last shutdown go to the store before anything
     // is served
-    let spilled = switchboard_session::spill::reinject(&spill_dir(&s), &store).await;
+    let spilled = switchboard_session::spill::reinject(&spill_dir(s), &store).await;
     if spilled != Default::default() {
         tracing::info!(
             stored = spilled.stored,
@@ -343,7 +376,7 @@ async fn serve(s: Settings) -> Result<()> {
             "spilled blocks re-injected"
         );
     }
-    let crypto = match crypto_config(&s) {
+    let crypto = match crypto_config(s) {
         Some(cfg) => Some(
             Crypto::open(cfg, store.clone())
                 .await
@@ -354,12 +387,12 @@ async fn serve(s: Settings) -> Result<()> {
             None
         }
     };
-    let host = SessionHost::start(
+    SessionHost::start(
         store,
         keys.clone(),
         HostConfig {
             node_id: s.config.node.node_id.clone(),
-            // one shard until the phone switch routes between nodes
+            // behind the phone switch, each allocation names its shard
             shard: 0,
             lease_ms: s.config.session.lease_ms,
             max_sessions: s.config.session.max_sessions,
@@ -370,15 +403,36 @@ async fn serve(s: Settings) -> Result<()> {
             idempotency_max_keys: s.config.session.idempotency_max_keys,
             // only the embedded log can hold records an older version wrote
             legacy_records: url.starts_with("file://"),
-            spill_dir: Some(spill_dir(&s)),
+            spill_dir: Some(spill_dir(s)),
             ..HostConfig::default()
         },
         crypto,
     )
     .await
-    .context("starting the session host")?;
+    .context("starting the session host")
+}
+
+async fn serve(s: Settings, role: Role) -> Result<()> {
+    // first, so that what the layers below record at start is kept
+    let metrics = switchboard_api::metrics_export::install();
+    check_file_limit(raise_file_limit(), &s);
+    // before anything is created in the data directory: a taken port
+    // leaves no trace
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("listening on {} (is another server running there?)", s.listen))?;
+    let dir = &s.config.node.data_dir;
+    let (keys, tokens) = node_files(&s, true).await?;
     let addr = listener.local_addr()?;
-    let router = Arc::new(LocalRouter::new(Arc::new(host.clone()), addr.to_string()));
+    let (host, switch) = match role {
+        Role::Api => (None, Some(api_router(&s, addr)?)),
+        _ => (Some(open_host(&s, &keys).await?), None),
+    };
+    let router: Arc<dyn switchboard_router::Router> = match (&host, &switch) {
+        (Some(host), _) => Arc::new(LocalRouter::new(Arc::new(host.clone()), addr.to_string())),
+        (None, Some(r)) => Arc::new(r.clone()),
+        (None, None) => anyhow::bail!("no router"),
+    };
     let auth = authenticators(&s, &tokens).await?;
     let state = ApiState::new(router, auth, keys.session_secrets(), metrics)
         .with_client_certs(&s.config.auth.client_certs)
@@ -429,6 +483,9 @@ async fn serve(s: Settings) -> Result<()> {
         "shutting down: draining"
     );
     state.start_draining();
+    if let Some(r) = &switch {
+        r.start_draining();
+    }
     if s.config.node.drain_delay_ms > 0 {
         // keep answering (503) so that load balancers see /readyz fail
         // before the listener goes away
@@ -437,6 +494,26 @@ async fn serve(s: Settings) -> Result<()> {
     }
     // the delay is part of the bound, not added to it: the process is gone
     // within shutdown_timeout_ms of the signal, as orchestrators expect
+    if let Some(host) = &host {
+        drain_host(host, deadline).await;
+    }
+    let _ = stop_tx.send(());
+    match tokio::time::timeout_at(deadline, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("requests still open at the shutdown bound; exiting"),
+    }
+    if let Some(r) = &switch {
+        r.close();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Drains the session host: writers finish (or spill) their scheduled
+/// blocks by `deadline`.
+async fn drain_host(host: &SessionHost, deadline: tokio::time::Instant) {
     let unfinished = host
         .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .await;
@@ -446,15 +523,68 @@ async fn serve(s: Settings) -> Result<()> {
             "shutdown bound reached with blocks still in flight"
         );
     }
-    let _ = stop_tx.send(());
-    match tokio::time::timeout_at(deadline, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-        Err(_) => tracing::warn!("requests still open at the shutdown bound; exiting"),
-    }
+}
+
+/// The API tier's phone-switch router.
+fn api_router(s: &Settings, addr: std::net::SocketAddr) -> Result<switchboard_amqp::AmqpRouter> {
+    Ok(switchboard_amqp::AmqpRouter::start(
+        switchboard_amqp::RouterConfig {
+            brokers: brokers(s)?,
+            node_id: s.config.node.node_id.clone(),
+            address: addr.to_string(),
+            call_timeout: Duration::from_millis(s.config.router.call_timeout_ms),
+        },
+    ))
+}
+
+/// `switchboard backend`: a session host attached to the store and to one
+/// phone-switch broker, until SIGTERM or SIGINT; then it stops taking
+/// allocations, drains (spilling as a last resort) and detaches.
+async fn backend(s: Settings) -> Result<()> {
+    let _metrics = switchboard_api::metrics_export::install();
+    check_file_limit(raise_file_limit(), &s);
+    let (keys, _) = node_files(&s, false).await?;
+    let host = open_host(&s, &keys).await?;
+    let broker = brokers(&s)?.remove(0);
+    let label = broker.label().to_string();
+    let link = switchboard_amqp::BackendLink::start(
+        Arc::new(host.clone()),
+        switchboard_amqp::BackendConfig {
+            broker,
+            node_id: s.config.node.node_id.clone(),
+            address: hostname(),
+            max_calls: s.config.router.max_calls,
+        },
+    )
+    .await
+    .context("attaching to the phone switch")?;
+    let stop_signal = shutdown_signal();
+    tracing::info!(node = %s.config.node.node_id, broker = %label, "switchboard backend attached");
+    let _ = writeln!(
+        std::io::stdout(),
+        "switchboard backend {} attached to {label}",
+        s.config.node.node_id
+    );
+    stop_signal.await;
+    let bound = Duration::from_millis(s.config.node.shutdown_timeout_ms);
+    let deadline = tokio::time::Instant::now() + bound;
+    tracing::info!(
+        bound_ms = s.config.node.shutdown_timeout_ms,
+        "shutting down: draining"
+    );
+    link.stop_taking_work();
+    drain_host(&host, deadline).await;
+    link.close(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This machine's name, for `GET /v1/cluster`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "-".into())
 }
 
 /// SIGTERM or SIGINT. The handlers are installed when this is called, not

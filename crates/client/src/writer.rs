@@ -219,6 +219,10 @@ impl Writer {
                 return Ok(());
             }
             self.submit_all().await?;
+            // a new session's last_block may have covered the block
+            if self.kept.front().is_none_or(|k| k.block > block) {
+                return Ok(());
+            }
             let Some(s) = self.session.clone() else { continue };
             match self.client.commit(&s, block, true).await {
                 Ok(a) if a.status == BlockStatus::Durable => {

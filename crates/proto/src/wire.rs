@@ -540,6 +540,31 @@ pub struct NodeInfo {
     pub address: String,
     /// RFC 3339.
     pub last_seen: String,
+    /// The phone-switch broker it was heard on (none in one process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Bytes of its memory budget in use (backends).
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// Its memory budget, bytes (backends).
+    #[serde(default)]
+    pub memory_budget: u64,
+    /// Calls in progress.
+    #[serde(default)]
+    pub load: u64,
+}
+
+/// One phone-switch broker of `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// Its shard number (its place in the API tier's broker list).
+    pub shard: u16,
+    /// Host and port.
+    pub address: String,
+    /// `up` or `down`.
+    pub state: String,
+    /// Calls waiting for an answer through it.
+    pub in_flight: u64,
 }
 
 /// `GET /v1/cluster`.
@@ -547,4 +572,7 @@ pub struct NodeInfo {
 pub struct ClusterInfo {
     /// Nodes.
     pub nodes: Vec<NodeInfo>,
+    /// The phone switch's brokers (none in one process).
+    #[serde(default)]
+    pub brokers: Vec<BrokerInfo>,
 }

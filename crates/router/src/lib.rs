@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use switchboard_proto::wire::NodeInfo;
+use switchboard_proto::wire::{BrokerInfo, NodeInfo};
 use switchboard_rpc::{Backend, Context, Request, Response, RpcError};
 
 /// Carries requests to the backend tier.
@@ -19,8 +19,23 @@ pub trait Router: Send + Sync + 'static {
     /// for session calls, any node otherwise) and returns its answer.
     async fn route(&self, ctx: Context, req: Request) -> Result<Response, RpcError>;
 
-    /// The backend nodes this router knows, for `GET /v1/cluster`.
+    /// The nodes this router knows, for `GET /v1/cluster`.
     async fn nodes(&self) -> Vec<NodeInfo>;
+
+    /// The brokers it routes through, for `GET /v1/cluster` (none by
+    /// default: in one process there are none).
+    async fn brokers(&self) -> Vec<BrokerInfo> {
+        Vec::new()
+    }
+
+    /// Whether calls can be served now, for `/readyz`: by default, when
+    /// every node it knows is ready; otherwise why not (`node: state`).
+    async fn readiness(&self) -> Result<(), String> {
+        match self.nodes().await.into_iter().find(|n| n.state != "ready") {
+            Some(n) => Err(format!("{}: {}", n.id, n.state)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A router to a backend in this process.
@@ -58,6 +73,10 @@ impl Router for LocalRouter {
             sessions: s.sessions,
             address: self.address.clone(),
             last_seen: switchboard_proto::time::rfc3339_ms(switchboard_proto::time::now_ms()),
+            broker: None,
+            memory_bytes: s.memory_used,
+            memory_budget: s.memory_budget,
+            load: 0,
         }]
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! The fields follow [`crate::codec`]: `1` kind (1 request, 2 answer, 3
 //! error), `2` request id, `3` deadline (Unix ms), `4` caller identity,
-//! `5` the body (a nested message). Event payloads (publish and write
+//! `5` the body (a nested message), `6` the shard an allocation came
+//! through. Event payloads (publish and write
 //! bodies, read answers) are raw bytes fields: no base64, no JSON inside
 //! JSON, and a decoded frame slices them without copying.
 //!
@@ -78,6 +79,7 @@ pub fn encode_request(ctx: &Context, req: &Request) -> Vec<u8> {
     e.uint(3, ctx.deadline_ms);
     e.str(4, &ctx.caller);
     e.msg(5, |m| request(m, req));
+    e.opt_uint(6, ctx.shard.map(u64::from));
     out
 }
 
@@ -126,6 +128,7 @@ pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
     }
     let mut d = Dec::new(frame.slice(4..));
     let (mut kind, mut id, mut deadline, mut caller, mut body) = (None, None, 0, String::new(), None);
+    let mut shard = None;
     while let Some((f, v)) = d.next_field()? {
         match f {
             1 => kind = Some(v.int("kind")?),
@@ -133,6 +136,10 @@ pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
             3 => deadline = v.int("deadline")?,
             4 => caller = v.string("caller")?,
             5 => body = Some(v.bytes("body")?),
+            6 => {
+                let s = v.int("shard")?;
+                shard = Some(u16::try_from(s).map_err(|_| FrameError::Malformed("shard out of range"))?);
+            }
             _ => {}
         }
     }
@@ -144,6 +151,7 @@ pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
                 request_id: id,
                 deadline_ms: deadline,
                 caller,
+                shard,
             },
             decode_request(body)?,
         )),

@@ -34,6 +34,9 @@ pub struct Context {
     pub deadline_ms: u64,
     /// The authenticated identity: sessions are bound to it.
     pub caller: String,
+    /// The phone-switch shard an allocation travelled through, which the
+    /// new session's id names (none: the node's own).
+    pub shard: Option<u16>,
 }
 
 impl Context {
@@ -54,6 +57,20 @@ pub struct NodeStatus {
     pub sessions: u64,
     /// Why the node's store cannot serve now, if it cannot.
     pub store_error: Option<String>,
+    /// Most sessions it holds.
+    pub max_sessions: u64,
+    /// Bytes of its memory budget in use.
+    pub memory_used: u64,
+    /// Its memory budget, bytes.
+    pub memory_budget: u64,
+}
+
+impl NodeStatus {
+    /// Whether the node should take no new sessions: full, or its memory
+    /// budget nearly spent (less than a sixteenth left).
+    pub fn at_capacity(&self) -> bool {
+        self.sessions >= self.max_sessions || self.memory_used >= self.memory_budget - self.memory_budget / 16
+    }
 }
 
 /// What a backend node offers a router.

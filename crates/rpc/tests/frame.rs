@@ -220,8 +220,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn requests_round_trip(id in any::<u64>(), deadline in any::<u64>(), caller in text(), req in request()) {
-        let ctx = Context { request_id: id, deadline_ms: deadline, caller };
+    fn requests_round_trip(id in any::<u64>(), deadline in any::<u64>(), caller in text(), shard in any::<Option<u16>>(), req in request()) {
+        let ctx = Context { request_id: id, deadline_ms: deadline, caller, shard };
         let f = frame::encode_request(&ctx, &req);
         prop_assert_eq!(frame::decode(Bytes::from(f)).unwrap(), Frame::Request(ctx, req));
     }
@@ -249,6 +249,7 @@ fn a_newer_minor_with_unknown_fields_still_decodes() {
         request_id: 9,
         deadline_ms: 1_700_000_000_000,
         caller: "svc".into(),
+        shard: Some(1),
     };
     let req = Request::Session {
         id: "abc".into(),

@@ -336,9 +336,12 @@ impl SessionHost {
     /// Handles one request of `ctx.caller`.
     pub async fn handle(&self, ctx: Context, req: Request) -> Result<Response> {
         if self.is_draining() {
-            return Err(SessionError::Unavailable(
-                "node is draining: retry on another node".into(),
-            ));
+            // a session does not outlive its node's drain: its client
+            // allocates anew (elsewhere) from its cursor or `last_block`
+            return Err(match req {
+                Request::Session { .. } => SessionError::SessionGone,
+                _ => SessionError::Unavailable("node is draining: retry on another node".into()),
+            });
         }
         if ctx.expired(now_ms()) {
             return Err(SessionError::Unavailable(
@@ -381,7 +384,7 @@ impl SessionHost {
                 idempotency_key,
                 body,
             } => self.publish(stream, idempotency_key, body, &ctx.caller).await,
-            Request::Allocate(req) => self.allocate(req, ctx.caller).await,
+            Request::Allocate(req) => self.allocate(req, ctx.caller, ctx.shard).await,
             Request::Session { id, call } => self.call(&id, &ctx.caller, call).await,
         }
     }
@@ -510,7 +513,7 @@ impl SessionHost {
         }
     }
 
-    async fn allocate(&self, a: Allocate, owner: String) -> Result<Response> {
+    async fn allocate(&self, a: Allocate, owner: String, shard: Option<u16>) -> Result<Response> {
         visible_stream(&a.stream)?;
         let settings = self.inner.store.stream_settings(&a.stream).await?;
         if self.session_count() >= self.inner.cfg.max_sessions {
@@ -526,7 +529,7 @@ impl SessionHost {
         let id = SessionId::generate(
             self.inner.keys.current_id(),
             &self.inner.cfg.node_id,
-            self.inner.cfg.shard,
+            shard.unwrap_or(self.inner.cfg.shard),
         )
         .to_text();
         let (state, cursor, last_block, producer_key) = match a.mode {
@@ -855,6 +858,9 @@ impl Backend for SessionHost {
             draining: self.is_draining(),
             sessions: self.session_count() as u64,
             store_error: self.inner.store.health(),
+            max_sessions: self.inner.cfg.max_sessions as u64,
+            memory_used: self.inner.budget.used() as u64,
+            memory_budget: self.inner.budget.limit() as u64,
         }
     }
 }

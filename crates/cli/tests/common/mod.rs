@@ -14,6 +14,8 @@ use switchboard_client::Client;
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 pub struct Server {
+    /// `serve`, `api` or `backend`.
+    role: &'static str,
     child: Option<Child>,
     stdout: Option<std::sync::mpsc::Receiver<String>>,
     pub url: String,
@@ -89,8 +91,26 @@ impl Server {
         Server::launch(dir, extra, Some(nofile))
     }
 
+    /// Starts an API node (`api`) or a backend node (`backend`, which has
+    /// no URL) of the tiers behind the phone switch.
+    pub fn start_role(role: &'static str, dir: &Path, extra: &[&str]) -> Server {
+        let mut s = Server {
+            role,
+            child: None,
+            stdout: None,
+            url: String::new(),
+            addr: "127.0.0.1:0".into(),
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile: None,
+        };
+        s.spawn();
+        s
+    }
+
     fn launch(dir: &Path, extra: &[&str], nofile: Option<(u64, u64)>) -> Server {
         let mut s = Server {
+            role: "serve",
             child: None,
             stdout: None,
             url: String::new(),
@@ -113,16 +133,14 @@ impl Server {
         if let Some(limit) = self.nofile {
             limit_files(&mut cmd, limit);
         }
+        cmd.arg(self.role).arg("--data-dir").arg(&self.dir);
+        if self.role != "backend" {
+            cmd.arg("--listen").arg(&self.addr).arg("--token").arg(TOKEN);
+        }
+        let own_store = self.role == "api" || self.extra.iter().any(|a| a == "--store");
         let mut child = cmd
-            .arg("serve")
-            .arg("--listen")
-            .arg(&self.addr)
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--token")
-            .arg(TOKEN)
             .args(&self.extra)
-            .args(if self.extra.iter().any(|a| a == "--store") {
+            .args(if own_store {
                 Vec::new()
             } else {
                 store_args(&self.dir)
@@ -143,9 +161,23 @@ impl Server {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server did not start");
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!(
+                "{} did not start; see {}",
+                self.role,
+                self.dir.with_extension("server.log").display()
+            )
+        });
+        if self.role == "backend" {
+            assert!(
+                line.starts_with("switchboard backend "),
+                "unexpected first line {line:?}; see {}",
+                self.dir.with_extension("server.log").display()
+            );
+            self.child = Some(child);
+            self.stdout = Some(rx);
+            return;
+        }
         let url = line
             .trim()
             .strip_prefix("switchboard listening on ")

@@ -1,0 +1,620 @@
+//! The API tier's side of the phone switch: a [`Router`] that publishes
+//! each request to the right queue of the right broker and waits for the
+//! answer on its own reply queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
+use parking_lot::Mutex;
+use switchboard_proto::wire::{BrokerInfo, NodeInfo};
+use switchboard_proto::ErrorCode;
+use switchboard_router::Router;
+use switchboard_rpc::frame::{self, Frame};
+use switchboard_rpc::id::SessionId;
+use switchboard_rpc::{Call, Context, Request, Response, RpcError};
+use tokio::sync::{oneshot, watch};
+
+use crate::backend::declare_work_queue;
+use crate::{
+    backoff, node_queue, AmqpError, Broker, Heartbeat, ALLOCATE_QUEUE, ANY_QUEUE, FORGOTTEN_AFTER,
+    HEARTBEATS, HEARTBEAT_EVERY, SILENT_AFTER,
+};
+
+/// The API tier's phone-switch settings.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The brokers, in shard order: every API node lists the same brokers
+    /// in the same order (a session id names its shard by position), and
+    /// new brokers go at the end.
+    pub brokers: Vec<Broker>,
+    /// This API node's id.
+    pub node_id: String,
+    /// Where it listens, for `GET /v1/cluster`.
+    pub address: String,
+    /// How long a call may take on its node before it is `unavailable`
+    /// (a long-poll read gets its wait on top).
+    pub call_timeout: Duration,
+}
+
+/// A call waiting for its answer.
+struct Pending {
+    tx: oneshot::Sender<Result<Response, RpcError>>,
+    /// A session call: if its broker goes, its session is gone.
+    session: bool,
+}
+
+/// A live connection to one broker.
+#[derive(Clone)]
+struct Link {
+    publish: Channel,
+    reply_to: ShortString,
+}
+
+struct Seen {
+    hb: Heartbeat,
+    at: Instant,
+}
+
+struct Shard {
+    index: u16,
+    broker: Broker,
+    link: Mutex<Option<Link>>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    seen: Mutex<HashMap<(String, String), Seen>>,
+    in_flight: AtomicU64,
+    label: String,
+}
+
+impl Shard {
+    /// Whether it can take work now: attached, with a backend node heard
+    /// from lately that is `ready` (for allocations) or at least serving.
+    fn serves(&self, allocation: bool) -> bool {
+        if self.link.lock().is_none() {
+            return false;
+        }
+        self.seen.lock().values().any(|s| {
+            s.hb.role == "backend"
+                && s.at.elapsed() < SILENT_AFTER
+                && (s.hb.state == "ready" || (!allocation && s.hb.state == "full"))
+        })
+    }
+
+    /// Fails every waiting call: the broker is gone.
+    fn fail_pending(&self) {
+        let pending: Vec<Pending> = self.pending.lock().drain().map(|(_, p)| p).collect();
+        for p in pending {
+            let _ = p.tx.send(Err(self.gone(p.session)));
+        }
+    }
+
+    fn gone(&self, session: bool) -> RpcError {
+        if session {
+            RpcError::session_gone(format!(
+                "the session's broker ({}) is unreachable: allocate a new session from your cursor",
+                self.label
+            ))
+        } else {
+            RpcError::unavailable(format!("broker {} is unreachable", self.label)).after(500)
+        }
+    }
+}
+
+struct Inner {
+    cfg: RouterConfig,
+    shards: Vec<Shard>,
+    draining: AtomicBool,
+    closing: watch::Sender<bool>,
+}
+
+/// Routes calls through the phone switch's brokers.
+#[derive(Clone)]
+pub struct AmqpRouter {
+    inner: Arc<Inner>,
+}
+
+impl AmqpRouter {
+    /// Starts a connection (kept with reconnection and backoff) to every
+    /// broker. Returns at once: brokers that are down are retried, and
+    /// their shards take no calls until they are up.
+    pub fn start(cfg: RouterConfig) -> AmqpRouter {
+        let (closing, _) = watch::channel(false);
+        let shards = cfg
+            .brokers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Shard {
+                index: i as u16,
+                broker: b.clone(),
+                link: Mutex::new(None),
+                pending: Mutex::new(HashMap::new()),
+                seen: Mutex::new(HashMap::new()),
+                in_flight: AtomicU64::new(0),
+                label: b.label().to_string(),
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            cfg,
+            shards,
+            draining: AtomicBool::new(false),
+            closing,
+        });
+        for i in 0..inner.shards.len() {
+            let inner = inner.clone();
+            tokio::spawn(async move { maintain(inner, i).await });
+        }
+        AmqpRouter { inner }
+    }
+
+    /// Tells the other nodes this one is draining.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    /// Closes the connections.
+    pub fn close(&self) {
+        let _ = self.inner.closing.send(true);
+    }
+
+    /// Waits until some shard can take allocations, up to `bound`.
+    pub async fn wait_ready(&self, bound: Duration) -> bool {
+        let until = Instant::now() + bound;
+        while Instant::now() < until {
+            if self.inner.shards.iter().any(|s| s.serves(true)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    fn timeout(&self, req: &Request) -> Duration {
+        let wait = match req {
+            Request::Session {
+                call: Call::Read(r), ..
+            } => Duration::from_millis(r.wait_ms.unwrap_or(0)),
+            _ => Duration::ZERO,
+        };
+        self.inner.cfg.call_timeout + wait
+    }
+
+    /// The shard an allocation of `caller` goes to: the highest of a
+    /// rendezvous hash over the shards that take allocations, so that a
+    /// caller keeps its shard while it is up, and adding a broker moves
+    /// only the callers it wins.
+    fn shard_for(&self, caller: &str) -> Option<&Shard> {
+        self.inner
+            .shards
+            .iter()
+            .filter(|s| s.serves(true))
+            .max_by_key(|s| xxhash_rust::xxh3::xxh3_64_with_seed(caller.as_bytes(), u64::from(s.index)))
+    }
+
+    fn any_shard(&self, spread: u64) -> Option<&Shard> {
+        let up: Vec<&Shard> = self.inner.shards.iter().filter(|s| s.serves(false)).collect();
+        (!up.is_empty()).then(|| up[(spread % up.len() as u64) as usize])
+    }
+}
+
+#[async_trait]
+impl Router for AmqpRouter {
+    async fn route(&self, mut ctx: Context, req: Request) -> Result<Response, RpcError> {
+        let timeout = self.timeout(&req);
+        let (shard, queue, session) = match &req {
+            Request::Session { id, .. } => {
+                let sid = SessionId::parse(id)
+                    .ok_or_else(|| RpcError::session_gone("not a session of this cluster"))?;
+                let shard = self.inner.shards.get(usize::from(sid.shard)).ok_or_else(|| {
+                    RpcError::session_gone(format!(
+                        "the session's shard {} is not one of this node's brokers (every API node must list the same brokers in the same order)",
+                        sid.shard
+                    ))
+                })?;
+                (shard, node_queue(&sid.node), true)
+            }
+            Request::Allocate(_) => {
+                let shard = self.shard_for(&ctx.caller).ok_or_else(|| {
+                    RpcError::unavailable("no backend node is taking sessions: retry shortly").after(1000)
+                })?;
+                ctx.shard = Some(shard.index);
+                (shard, ALLOCATE_QUEUE.to_string(), false)
+            }
+            _ => {
+                let shard = self.any_shard(ctx.request_id).ok_or_else(|| {
+                    RpcError::unavailable("no backend node is reachable: retry shortly").after(1000)
+                })?;
+                (shard, ANY_QUEUE.to_string(), false)
+            }
+        };
+        call(shard, &ctx, &req, &queue, session, timeout).await
+    }
+
+    async fn nodes(&self) -> Vec<NodeInfo> {
+        let me = &self.inner.cfg;
+        let mut out = vec![NodeInfo {
+            id: me.node_id.clone(),
+            role: "api".into(),
+            state: if self.inner.draining.load(Ordering::Acquire) {
+                "draining"
+            } else {
+                "ready"
+            }
+            .into(),
+            sessions: 0,
+            address: me.address.clone(),
+            last_seen: switchboard_proto::time::rfc3339_ms(switchboard_proto::time::now_ms()),
+            broker: None,
+            memory_bytes: 0,
+            memory_budget: 0,
+            load: self
+                .inner
+                .shards
+                .iter()
+                .map(|s| s.in_flight.load(Ordering::Relaxed))
+                .sum(),
+        }];
+        // an API node is heard on every broker: show it once, as last heard
+        let mut apis: HashMap<String, NodeInfo> = HashMap::new();
+        let now_ms = switchboard_proto::time::now_ms();
+        for s in &self.inner.shards {
+            for ((id, role), seen) in s.seen.lock().iter() {
+                if role == "api" && id == &me.node_id {
+                    continue;
+                }
+                let age = seen.at.elapsed();
+                let n = NodeInfo {
+                    id: id.clone(),
+                    role: role.clone(),
+                    state: if age < SILENT_AFTER {
+                        seen.hb.state.clone()
+                    } else {
+                        "lost".into()
+                    },
+                    sessions: seen.hb.sessions,
+                    address: seen.hb.address.clone(),
+                    last_seen: switchboard_proto::time::rfc3339_ms(now_ms - age.as_millis() as i64),
+                    broker: Some(s.label.clone()),
+                    memory_bytes: seen.hb.memory_bytes,
+                    memory_budget: seen.hb.memory_budget,
+                    load: seen.hb.load,
+                };
+                if role == "api" {
+                    match apis.get(id) {
+                        Some(old) if old.last_seen >= n.last_seen => {}
+                        _ => {
+                            apis.insert(id.clone(), NodeInfo { broker: None, ..n });
+                        }
+                    }
+                } else {
+                    out.push(n);
+                }
+            }
+        }
+        out.extend(apis.into_values());
+        out[1..].sort_by(|a, b| (&a.role, &a.id).cmp(&(&b.role, &b.id)));
+        out
+    }
+
+    async fn brokers(&self) -> Vec<BrokerInfo> {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| BrokerInfo {
+                shard: s.index,
+                address: s.label.clone(),
+                state: if s.link.lock().is_some() { "up" } else { "down" }.into(),
+                in_flight: s.in_flight.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    async fn readiness(&self) -> Result<(), String> {
+        if self.inner.shards.iter().any(|s| s.serves(true)) {
+            return Ok(());
+        }
+        let up = self
+            .inner
+            .shards
+            .iter()
+            .filter(|s| s.link.lock().is_some())
+            .count();
+        Err(if up == 0 {
+            "no phone-switch broker is reachable".into()
+        } else {
+            format!("{up} broker(s) up, but no backend node on them takes sessions")
+        })
+    }
+}
+
+/// Removes a call's entry when the call ends, however it ends.
+struct Waiting<'a> {
+    shard: &'a Shard,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.shard.pending.lock().remove(&self.id);
+        self.shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("switchboard_switch_calls_in_flight", "broker" => self.shard.label.clone())
+            .decrement(1.0);
+    }
+}
+
+async fn call(
+    shard: &Shard,
+    ctx: &Context,
+    req: &Request,
+    queue: &str,
+    session: bool,
+    timeout: Duration,
+) -> Result<Response, RpcError> {
+    let label = &shard.label;
+    let link = shard.link.lock().clone().ok_or_else(|| shard.gone(session))?;
+    let started = Instant::now();
+    let body = frame::encode_request(ctx, req);
+    let (tx, rx) = oneshot::channel();
+    shard
+        .pending
+        .lock()
+        .insert(ctx.request_id, Pending { tx, session });
+    shard.in_flight.fetch_add(1, Ordering::Relaxed);
+    metrics::gauge!("switchboard_switch_calls_in_flight", "broker" => label.clone()).increment(1.0);
+    let _waiting = Waiting {
+        shard,
+        id: ctx.request_id,
+    };
+    // the broker drops a request nobody took in time: its asker gave up
+    let props = BasicProperties::default()
+        .with_reply_to(link.reply_to.clone())
+        .with_expiration(timeout.as_millis().to_string().into());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let confirm = link
+        .publish
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &body,
+            props,
+        )
+        .await
+        .map_err(|_| shard.gone(session))?;
+    drop(body);
+    match tokio::time::timeout_at(deadline, confirm).await {
+        Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => {}
+        Ok(Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)))) => {
+            metrics::counter!("switchboard_switch_returned_total", "broker" => label.clone()).increment(1);
+            return Err(if session {
+                RpcError::session_gone("the session's node is gone: allocate a new session from your cursor")
+            } else {
+                RpcError::unavailable(format!("no backend node listens on broker {label}")).after(500)
+            });
+        }
+        Ok(Ok(Confirmation::Nack(None))) => {
+            return Err(RpcError::unavailable(format!("broker {label} refused the call")).after(500));
+        }
+        Ok(Err(_)) => return Err(shard.gone(session)),
+        Err(_) => return Err(timed_out(label, timeout)),
+    }
+    let answer = match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(answer)) => answer,
+        // the link failed: fail_pending answered already, or it was dropped
+        Ok(Err(_)) => Err(shard.gone(session)),
+        Err(_) => Err(timed_out(label, timeout)),
+    };
+    metrics::histogram!("switchboard_switch_call_seconds", "broker" => label.clone())
+        .record(started.elapsed().as_secs_f64());
+    answer
+}
+
+fn timed_out(label: &str, timeout: Duration) -> RpcError {
+    metrics::counter!("switchboard_switch_timeouts_total", "broker" => label.to_string()).increment(1);
+    RpcError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "no answer within {} ms through broker {label}: the node is slow or stopped",
+            timeout.as_millis()
+        ),
+    )
+    .after(1000)
+}
+
+/// Keeps shard `i` connected: connects, serves answers and heartbeats
+/// until the connection fails, fails the calls that were waiting, and
+/// reconnects with backoff.
+async fn maintain(inner: Arc<Inner>, i: usize) {
+    let shard = &inner.shards[i];
+    let mut closing = inner.closing.subscribe();
+    let mut attempt = 0u32;
+    let mut logged_down = false;
+    loop {
+        if *closing.borrow() {
+            return;
+        }
+        match attach(&inner, shard, &mut closing).await {
+            Ok(()) => return,
+            Err((e, was_up)) => {
+                if was_up {
+                    tracing::warn!(broker = %shard.label, error = %e, "phone switch: lost a broker; its sessions are gone, allocations go to the others");
+                    attempt = 0;
+                    logged_down = false;
+                } else if !logged_down {
+                    tracing::warn!(broker = %shard.label, error = %e, "phone switch: broker unreachable; retrying");
+                    logged_down = true;
+                }
+                metrics::counter!("switchboard_switch_reconnects_total", "broker" => shard.label.clone())
+                    .increment(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(attempt)) => {}
+                    _ = closing.changed() => return,
+                }
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+async fn attach(
+    inner: &Arc<Inner>,
+    shard: &Shard,
+    closing: &mut watch::Receiver<bool>,
+) -> Result<(), (AmqpError, bool)> {
+    let b = &shard.broker;
+    let e = |e: lapin::Error| (b.err(e), false);
+    let conn = b
+        .connect(&format!("switchboard api {}", inner.cfg.node_id))
+        .await
+        .map_err(|e| (e, false))?;
+    let publish = conn.create_channel().await.map_err(e)?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(e)?;
+    for q in [ALLOCATE_QUEUE, ANY_QUEUE] {
+        declare_work_queue(&publish, q).await.map_err(e)?;
+    }
+    publish
+        .exchange_declare(
+            HEARTBEATS.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(e)?;
+    let input = conn.create_channel().await.map_err(e)?;
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    let replies = input
+        .queue_declare("".into(), exclusive, FieldTable::default())
+        .await
+        .map_err(e)?;
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(5_000));
+    let beats = input.queue_declare("".into(), exclusive, args).await.map_err(e)?;
+    input
+        .queue_bind(
+            beats.name().clone(),
+            HEARTBEATS.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(e)?;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        exclusive: true,
+        ..BasicConsumeOptions::default()
+    };
+    let mut answers = input
+        .basic_consume(
+            replies.name().clone(),
+            "answers".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(e)?;
+    let mut heard = input
+        .basic_consume(
+            beats.name().clone(),
+            "heartbeats".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(e)?;
+    *shard.link.lock() = Some(Link {
+        publish: publish.clone(),
+        reply_to: replies.name().clone(),
+    });
+    metrics::gauge!("switchboard_switch_broker_up", "broker" => shard.label.clone()).set(1.0);
+    tracing::info!(broker = %shard.label, shard = shard.index, "phone switch: connected");
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let result = loop {
+        tokio::select! {
+            d = answers.next() => match d {
+                Some(Ok(d)) => deliver(shard, Bytes::from(d.data)),
+                Some(Err(err)) => break Err(b.err(err)),
+                None => break Err(b.err(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into())),
+            },
+            d = heard.next() => match d {
+                Some(Ok(d)) => {
+                    if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&d.data) {
+                        shard.seen.lock().insert((hb.id.clone(), hb.role.clone()), Seen { hb, at: Instant::now() });
+                    }
+                }
+                Some(Err(err)) => break Err(b.err(err)),
+                None => break Err(b.err(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into())),
+            },
+            _ = tick.tick() => {
+                shard.seen.lock().retain(|_, s| s.at.elapsed() < FORGOTTEN_AFTER);
+                let hb = Heartbeat {
+                    id: inner.cfg.node_id.clone(),
+                    role: "api".into(),
+                    state: if inner.draining.load(Ordering::Acquire) { "draining" } else { "ready" }.into(),
+                    address: inner.cfg.address.clone(),
+                    sessions: 0,
+                    memory_bytes: 0,
+                    memory_budget: 0,
+                    load: shard.in_flight.load(Ordering::Relaxed),
+                };
+                let body = serde_json::to_vec(&hb).unwrap_or_default();
+                let sent = publish
+                    .basic_publish(HEARTBEATS.into(), "".into(), BasicPublishOptions::default(), &body,
+                        BasicProperties::default().with_expiration("5000".into()))
+                    .await;
+                match sent {
+                    // confirms of heartbeats are awaited off this loop
+                    Ok(c) => { tokio::spawn(c); }
+                    Err(err) => break Err(b.err(err)),
+                }
+            }
+            _ = closing.changed() => break Ok(()),
+        }
+    };
+    *shard.link.lock() = None;
+    metrics::gauge!("switchboard_switch_broker_up", "broker" => shard.label.clone()).set(0.0);
+    shard.fail_pending();
+    // backends this node heard through the broker are not reachable now
+    shard.seen.lock().clear();
+    let _ = conn.close(200, "closing".into()).await;
+    result.map_err(|e| (e, true))
+}
+
+/// Hands an answer to the call waiting for it (late answers are dropped).
+fn deliver(shard: &Shard, data: Bytes) {
+    match frame::decode(data) {
+        Ok(Frame::Answer { id, result }) => {
+            let waiting = shard.pending.lock().remove(&id);
+            if let Some(p) = waiting {
+                let _ = p.tx.send(result);
+            }
+        }
+        Ok(Frame::Request(..)) => {
+            tracing::warn!(broker = %shard.label, "phone switch: a request on a reply queue; dropped")
+        }
+        Err(e) => {
+            metrics::counter!("switchboard_switch_bad_frames_total").increment(1);
+            tracing::warn!(broker = %shard.label, error = %e, "phone switch: an undecodable answer; dropped");
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The two tiers behind the phone switch: `switchboard api` and
+//! `switchboard backend` processes that talk through the real RabbitMQ
+//! brokers at `SWITCHBOARD_AMQP` (scripts/test starts two). Tests with
+//! several backend nodes share a store, the Kafka at `SWITCHBOARD_KAFKA`.
+//! Without those variables these tests pass at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Server, TOKEN};
+use serde_json::Value;
+use switchboard_client::wire::{Allocate, Event, Mode, Read};
+use switchboard_client::{Client, Reader, ReaderOptions, Writer, WriterOptions};
+use switchboard_proto::ErrorCode;
+
+fn amqp() -> Option<Vec<String>> {
+    let v = std::env::var("SWITCHBOARD_AMQP").ok()?;
+    Some(v.split(',').map(str::to_string).collect())
+}
+
+fn kafka() -> Option<String> {
+    std::env::var("SWITCHBOARD_KAFKA").ok()
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchboard")
+}
+
+/// A cluster of the test's own: shared server key, master key and store.
+struct Tiers {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    store: Vec<String>,
+    /// The first backend's master key file, which the others share.
+    master: Option<PathBuf>,
+}
+
+impl Tiers {
+    /// Backends on `memory://` (one backend only: stores are not shared).
+    fn memory() -> Tiers {
+        Tiers::with_store(vec!["--store".into(), "memory://".into()])
+    }
+
+    /// Backends on the Kafka at `SWITCHBOARD_KAFKA`, on topics of its own.
+    fn kafka(brokers: &str) -> Tiers {
+        let prefix = format!("r{:08x}.", rand::random::<u32>());
+        Tiers::with_store(
+            [
+                "--store",
+                &format!("kafka://{brokers}"),
+                "--kafka-topic-prefix",
+                &prefix,
+                "--kafka-state-partitions",
+                "2",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        )
+    }
+
+    fn with_store(store: Vec<String>) -> Tiers {
+        let mut dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("dir {}", dir.path().display());
+        }
+        let key = dir.path().join("server.key");
+        let out = std::process::Command::new(bin())
+            .args(["keys", "init-server", "--file"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        Tiers {
+            dir,
+            key,
+            store,
+            master: None,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A backend node `name` attached to `broker`.
+    fn backend(&mut self, name: &str, broker: &str, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec![
+            "--router".into(),
+            broker.into(),
+            "--node-id".into(),
+            name.into(),
+            "--server-key-file".into(),
+            self.key.display().to_string(),
+            "--router-call-timeout-ms".into(),
+            "3000".into(),
+            "--shutdown-timeout-ms".into(),
+            "10000".into(),
+        ];
+        if let Some(m) = &self.master {
+            args.extend(["--master-key-file".into(), m.display().to_string()]);
+        }
+        args.extend(self.store.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let s = Server::start_role("backend", &self.path(name), &a);
+        if self.master.is_none() {
+            self.master = Some(self.path(name).join("keys/master.keys"));
+        }
+        s
+    }
+
+    /// An API node `name` routing through `brokers`.
+    fn api(&self, name: &str, brokers: &[String], extra: &[&str]) -> Server {
+        let list = brokers.join(",");
+        let key = self.key.display().to_string();
+        let mut args = vec![
+            "--router",
+            &list,
+            "--node-id",
+            name,
+            "--server-key-file",
+            &key,
+            "--router-call-timeout-ms",
+            "3000",
+        ];
+        args.extend(extra);
+        Server::start_role("api", &self.path(name), &args)
+    }
+}
+
+/// The cluster as `api` sees it.
+async fn cluster(api: &Server) -> Value {
+    let a = api.raw().get("/v1/cluster").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+}
+
+/// Waits until `api` sees each of `nodes` as a ready backend.
+async fn wait_backends(api: &Server, nodes: &[&str]) {
+    let ok = common::eventually(Duration::from_secs(30), || async {
+        let c = cluster(api).await;
+        nodes.iter().all(|n| {
+            c["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["id"] == *n && x["role"] == "backend" && x["state"] == "ready")
+        })
+    })
+    .await;
+    assert!(ok, "backends {nodes:?} not ready: {}", cluster(api).await);
+}
+
+fn node_of_session(s: &switchboard_client::Session) -> String {
+    switchboard_rpc::id::SessionId::parse(&s.id).unwrap().node
+}
+
+fn node_of<'a>(c: &'a Value, id: &str) -> &'a Value {
+    c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no node {id} in {c}"))
+}
+
+async fn create(c: &Client, name: &str, partitions: u32) {
+    common::create_stream(c, name, partitions).await;
+}
+
+fn reader_alloc(stream: &str) -> Allocate {
+    Allocate {
+        stream: stream.into(),
+        mode: Mode::Read,
+        cursor: Some("earliest".into()),
+        partitions: None,
+        producer: None,
+    }
+}
+
+#[tokio::test]
+async fn the_protocol_works_through_the_brokers() {
+    let Some(brokers) = amqp() else { return };
+    let mut t = Tiers::memory();
+    let _b = t.backend("b1", &brokers[0], &[]);
+    let api = t.api("a1", &brokers, &[]);
+    wait_backends(&api, &["b1"]).await;
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            api.raw().get("/readyz").await.status == 200
+        })
+        .await
+    );
+    let c = api.client();
+    create(&c, "orders", 2).await;
+    for i in 0..10 {
+        let e = Event {
+            key: Some(format!("k{i}")),
+            ..Event::json(&i).unwrap()
+        };
+        c.publish("orders", &[e], None).await.unwrap();
+    }
+    let mut w = Writer::open(
+        c.clone(),
+        "orders",
+        WriterOptions {
+            producer: Some("p1".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 10..20 {
+        w.send(&[Event::json(&i).unwrap()]).await.unwrap();
+    }
+    w.close().await.unwrap();
+    let mut seen: Vec<i64> = common::read_all(&c, "orders")
+        .await
+        .iter()
+        .map(|e| serde_json::from_str(e.value.as_ref().unwrap().get()).unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    // the cluster: this API node, the backend with its broker, both brokers
+    let cl = cluster(&api).await;
+    let b1 = node_of(&cl, "b1");
+    assert_eq!(b1["broker"], brokers[0].trim_start_matches("amqp://"));
+    assert!(b1["memory_budget"].as_u64().unwrap() > 0, "{cl}");
+    assert_eq!(node_of(&cl, "a1")["role"], "api");
+    let b = cl["brokers"].as_array().unwrap();
+    assert_eq!(b.len(), 2, "{cl}");
+    assert!(b.iter().all(|b| b["state"] == "up"), "{cl}");
+    // the CLI shows the same
+    let out = std::process::Command::new(bin())
+        .args(["cluster", "--url", &api.url, "--token", TOKEN])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("b1") && text.contains("backend") && text.contains("SHARD"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_whose_node_is_gone_is_session_gone_at_once() {
+    let Some(brokers) = amqp() else { return };
+    let mut t = Tiers::memory();
+    let mut b1 = t.backend("b1", &brokers[0], &[]);
+    let api = t.api("a1", &brokers, &[]);
+    wait_backends(&api, &["b1"]).await;
+    let c = api.client();
+    create(&c, "s", 1).await;
+    let read = Read {
+        wait_ms: Some(0),
+        ..Default::default()
+    };
+    let session = switchboard_client::Session::new(&c.allocate(&reader_alloc("s")).await.unwrap());
+    c.read(&session, &read).await.unwrap();
+    // a stopped node: its queue stays, nobody answers: unavailable once
+    // the call timeout passes, retryable
+    b1.send_signal(libc::SIGSTOP);
+    let t0 = Instant::now();
+    let e = c.read(&session, &read).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    b1.send_signal(libc::SIGCONT);
+    // a killed node: its queue goes with its connection (a call published
+    // in the instant before the broker notices is lost with the queue, and
+    // answers unavailable at the call timeout)
+    b1.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    let e = c.read(&session, &read).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::SessionGone), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    // no backend left: allocations are unavailable, not hung
+    let ok = common::eventually(Duration::from_secs(15), || async {
+        matches!(c.allocate(&reader_alloc("s")).await, Err(e) if e.code() == Some(ErrorCode::Unavailable))
+    })
+    .await;
+    assert!(ok);
+    assert_eq!(api.raw().get("/readyz").await.status, 503);
+}
+
+#[tokio::test]
+async fn a_full_node_takes_no_allocations() {
+    let (Some(brokers), Some(kafka)) = (amqp(), kafka()) else {
+        return;
+    };
+    let mut t = Tiers::kafka(&kafka);
+    let _b1 = t.backend("b1", &brokers[0], &["--max-sessions", "2"]);
+    let _b2 = t.backend("b2", &brokers[0], &[]);
+    let api = t.api("a1", &brokers[..1], &[]);
+    wait_backends(&api, &["b1", "b2"]).await;
+    let c = api.client();
+    create(&c, "full", 1).await;
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        // a full node may answer backpressure in the second before it stops
+        // taking allocations: the client retries
+        let mut a = c.allocate(&reader_alloc("full")).await;
+        for _ in 0..20 {
+            match &a {
+                Err(e) if e.code() == Some(ErrorCode::Backpressure) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    a = c.allocate(&reader_alloc("full")).await;
+                }
+                _ => break,
+            }
+        }
+        sessions.push(a.unwrap());
+    }
+    let on_b1 = sessions.iter().filter(|s| s.node == "b1").count();
+    let on_b2 = sessions.iter().filter(|s| s.node == "b2").count();
+    assert!(on_b1 <= 2 && on_b1 + on_b2 == 8, "b1 {on_b1}, b2 {on_b2}");
+    let ok = common::eventually(Duration::from_secs(5), || async {
+        node_of(&cluster(&api).await, "b1")["state"] == "full"
+    })
+    .await;
+    assert!(ok, "{}", cluster(&api).await);
+}
+
+/// Values of every event of `stream`, read until `want` are seen (Kafka
+/// makes a batch visible a little after its commit).
+async fn values(c: &Client, stream: &str, want: usize) -> Vec<String> {
+    let opts = ReaderOptions {
+        wait_ms: 500,
+        max_events: Some(5_000),
+        ..Default::default()
+    };
+    let mut r = Reader::open(c.clone(), stream, "earliest", opts).await.unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut empty = 0;
+    while Instant::now() < deadline {
+        let b = r.next().await.unwrap();
+        if b.events.is_empty() {
+            empty += 1;
+            if out.len() >= want && empty >= 3 {
+                break;
+            }
+        } else {
+            empty = 0;
+        }
+        out.extend(
+            b.events
+                .iter()
+                .map(|e| e.value.as_ref().unwrap().get().to_string()),
+        );
+        r.ack().await.unwrap();
+    }
+    r.close().await.unwrap();
+    out
+}
+
+/// Each of `values` exactly once; names what is missing or doubled.
+fn exactly_once(values: &[String], expected: impl Iterator<Item = String>) {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for v in values {
+        *count.entry(v).or_default() += 1;
+    }
+    let mut missing = Vec::new();
+    let mut n = 0;
+    for e in expected {
+        n += 1;
+        match count.remove(e.as_str()) {
+            Some(1) => {}
+            Some(k) => panic!("{e} stored {k} times"),
+            None => missing.push(e),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {n} missing, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        count.is_empty(),
+        "unexpected values {:?}",
+        count.keys().take(5).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_draining_backend_hands_its_writers_over() {
+    let (Some(brokers), Some(kafka)) = (amqp(), kafka()) else {
+        return;
+    };
+    let mut t = Tiers::kafka(&kafka);
+    let mut b1 = t.backend("b1", &brokers[0], &[]);
+    let api = t.api("a1", &brokers[..1], &[]);
+    wait_backends(&api, &["b1"]).await;
+    let c = api.client();
+    create(&c, "handover", 2).await;
+    let mut w = Writer::open(
+        c.clone(),
+        "handover",
+        WriterOptions {
+            producer: Some("ho".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..50 {
+        w.send(&[Event::json(&format!("e{i}")).unwrap()]).await.unwrap();
+    }
+    // a second node, then the first drains: the writer moves over
+    let _b2 = t.backend("b2", &brokers[0], &[]);
+    wait_backends(&api, &["b2"]).await;
+    let stop = std::thread::spawn(move || {
+        let st = b1.terminate();
+        (b1, st)
+    });
+    for i in 50..150 {
+        w.send(&[Event::json(&format!("e{i}")).unwrap()]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.close().await.unwrap();
+    let (_b1, st) = stop.join().unwrap();
+    assert!(st.success(), "{st:?}");
+    let v = values(&c, "handover", 150).await;
+    exactly_once(&v, (0..150).map(|i| format!("\"e{i}\"")));
+}
+
+/// RabbitMQ nodes of a test's own, on ports no other test uses.
+struct OwnBrokers {
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
+}
+
+impl OwnBrokers {
+    fn start(ports: &[u16]) -> OwnBrokers {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new(script());
+        cmd.arg("start").arg(dir.path());
+        cmd.args(ports.iter().map(u16::to_string));
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        OwnBrokers {
+            dir,
+            ports: ports.to_vec(),
+        }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("amqp://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    fn stop(&self, port: u16) {
+        let out = std::process::Command::new(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .arg(port.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for OwnBrokers {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/rabbitmq")
+}
+
+#[tokio::test]
+async fn a_broker_down_sends_its_sessions_to_another_shard() {
+    let (Some(_), Some(kafka)) = (amqp(), kafka()) else {
+        return;
+    };
+    let own = OwnBrokers::start(&[5690, 5691]);
+    let urls = own.urls();
+    let mut t = Tiers::kafka(&kafka);
+    let _b1 = t.backend("b1", &urls[0], &[]);
+    let _b2 = t.backend("b2", &urls[1], &[]);
+    let api = t.api("a1", &urls, &[]);
+    wait_backends(&api, &["b1", "b2"]).await;
+    let c = api.client();
+    create(&c, "moves", 1).await;
+    for i in 0..20 {
+        c.publish("moves", &[Event::json(&i).unwrap()], None)
+            .await
+            .unwrap();
+    }
+    let opts = ReaderOptions {
+        wait_ms: 0,
+        max_events: Some(5),
+        ..Default::default()
+    };
+    let mut r = Reader::open(c.clone(), "moves", "earliest", opts).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let b = r.next().await.unwrap();
+        got.extend(
+            b.events
+                .iter()
+                .map(|e| e.value.as_ref().unwrap().get().to_string()),
+        );
+        r.ack().await.unwrap();
+    }
+    let node = node_of_session(r.session().unwrap());
+    let (down, other) = if node == "b1" { (5690, "b2") } else { (5691, "b1") };
+    own.stop(down);
+    // the reader's next call finds its session gone and allocates again,
+    // on the other shard, from its cursor
+    let t0 = Instant::now();
+    while got.len() < 20 {
+        let b = r.next().await.unwrap();
+        got.extend(
+            b.events
+                .iter()
+                .map(|e| e.value.as_ref().unwrap().get().to_string()),
+        );
+        r.ack().await.unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(20), "stuck at {}", got.len());
+    }
+    assert_eq!(node_of_session(r.session().unwrap()), other);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    exactly_once(&got, (0..20).map(|i| i.to_string()));
+    let cl = cluster(&api).await;
+    let states: Vec<&Value> = cl["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| &b["state"])
+        .collect();
+    assert!(states.contains(&&Value::from("down")), "{cl}");
+}
