@@ -618,7 +618,7 @@ async fn a_rolling_restart_under_load_loses_and_duplicates_nothing() {
         return;
     };
     let mut t = Tiers::kafka(&kafka);
-    let mut backends = vec![
+    let mut backends = [
         t.backend("b1", &brokers[0], &[]),
         t.backend("b2", &brokers[0], &[]),
         t.backend("b3", &brokers[1], &[]),
