@@ -207,8 +207,8 @@ impl Attachment {
             )
             .await;
         if let Err(e) = declared {
-            // RESOURCE_LOCKED: another connection holds the exclusive queue
-            if e.to_string().contains("RESOURCE_LOCKED") || e.to_string().contains("resource-locked") {
+            // another connection holds the exclusive queue
+            if crate::soft_error(&e, lapin::protocol::AMQPSoftError::RESOURCELOCKED) {
                 return Err(AmqpError::NodeIdTaken {
                     broker: b.label().to_string(),
                     node: inner.cfg.node_id.clone(),

@@ -178,6 +178,12 @@ pub struct Heartbeat {
     pub load: u64,
 }
 
+/// Whether the broker answered `err` with this soft (channel) error.
+fn soft_error(err: &lapin::Error, which: lapin::protocol::AMQPSoftError) -> bool {
+    matches!(err.kind(), lapin::ErrorKind::ProtocolError(e)
+        if *e.kind() == lapin::protocol::AMQPErrorKind::Soft(which))
+}
+
 /// Exponential backoff with jitter for reconnections: 100 ms doubling to 5 s.
 fn backoff(attempt: u32) -> Duration {
     let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);

@@ -52,7 +52,14 @@ struct Pending {
     tx: oneshot::Sender<Result<Response, RpcError>>,
     /// A session call: if its broker goes, its session is gone.
     session: bool,
+    /// The node of a session call.
+    node: Option<String>,
+    since: Instant,
 }
+
+/// A call waiting longer than this makes its node's queue checked: a node
+/// that died took the queue, and the call in it, along.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 /// A live connection to one broker.
 #[derive(Clone)]
@@ -210,7 +217,7 @@ impl AmqpRouter {
 impl Router for AmqpRouter {
     async fn route(&self, mut ctx: Context, req: Request) -> Result<Response, RpcError> {
         let timeout = self.timeout(&req);
-        let (shard, queue, session) = match &req {
+        let (shard, queue, node) = match &req {
             Request::Session { id, .. } => {
                 let sid = SessionId::parse(id)
                     .ok_or_else(|| RpcError::session_gone("not a session of this cluster"))?;
@@ -220,23 +227,23 @@ impl Router for AmqpRouter {
                         sid.shard
                     ))
                 })?;
-                (shard, node_queue(&sid.node), true)
+                (shard, node_queue(&sid.node), Some(sid.node))
             }
             Request::Allocate(_) => {
                 let shard = self.shard_for(&ctx.caller).ok_or_else(|| {
                     RpcError::unavailable("no backend node is taking sessions: retry shortly").after(1000)
                 })?;
                 ctx.shard = Some(shard.index);
-                (shard, ALLOCATE_QUEUE.to_string(), false)
+                (shard, ALLOCATE_QUEUE.to_string(), None)
             }
             _ => {
                 let shard = self.any_shard(ctx.request_id).ok_or_else(|| {
                     RpcError::unavailable("no backend node is reachable: retry shortly").after(1000)
                 })?;
-                (shard, ANY_QUEUE.to_string(), false)
+                (shard, ANY_QUEUE.to_string(), None)
             }
         };
-        call(shard, &ctx, &req, &queue, session, timeout).await
+        call(shard, &ctx, &req, &queue, node, timeout).await
     }
 
     async fn nodes(&self) -> Vec<NodeInfo> {
@@ -356,18 +363,24 @@ async fn call(
     ctx: &Context,
     req: &Request,
     queue: &str,
-    session: bool,
+    node: Option<String>,
     timeout: Duration,
 ) -> Result<Response, RpcError> {
     let label = &shard.label;
+    let session = node.is_some();
     let link = shard.link.lock().clone().ok_or_else(|| shard.gone(session))?;
     let started = Instant::now();
     let body = frame::encode_request(ctx, req);
     let (tx, rx) = oneshot::channel();
-    shard
-        .pending
-        .lock()
-        .insert(ctx.request_id, Pending { tx, session });
+    shard.pending.lock().insert(
+        ctx.request_id,
+        Pending {
+            tx,
+            session,
+            node,
+            since: Instant::now(),
+        },
+    );
     shard.in_flight.fetch_add(1, Ordering::Relaxed);
     metrics::gauge!("switchboard_switch_calls_in_flight", "broker" => label.clone()).increment(1.0);
     let _waiting = Waiting {
@@ -567,6 +580,7 @@ async fn attach(
             },
             _ = tick.tick() => {
                 shard.seen.lock().retain(|_, s| s.at.elapsed() < FORGOTTEN_AFTER);
+                probe_gone_nodes(&conn, shard).await;
                 let hb = Heartbeat {
                     id: inner.cfg.node_id.clone(),
                     role: "api".into(),
@@ -598,6 +612,52 @@ async fn attach(
     shard.seen.lock().clear();
     let _ = conn.close(200, "closing".into()).await;
     result.map_err(|e| (e, true))
+}
+
+/// Fails the calls waiting on nodes whose queue is gone (the node died
+/// with the calls in its queue) as `session_gone`, instead of letting them
+/// run into the call timeout. A node that is only slow keeps its queue.
+async fn probe_gone_nodes(conn: &lapin::Connection, shard: &Shard) {
+    let suspects: std::collections::HashSet<String> = shard
+        .pending
+        .lock()
+        .values()
+        .filter(|p| p.since.elapsed() > PROBE_AFTER)
+        .filter_map(|p| p.node.clone())
+        .collect();
+    for node in suspects {
+        // a passive declare of a missing queue closes its channel: one each
+        let Ok(ch) = conn.create_channel().await else {
+            return;
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let probe = ch.queue_declare(node_queue(&node).as_str().into(), passive, FieldTable::default());
+        match tokio::time::timeout(Duration::from_secs(1), probe).await {
+            Ok(Err(e)) if crate::soft_error(&e, lapin::protocol::AMQPSoftError::NOTFOUND) => {
+                let gone: Vec<Pending> = {
+                    let mut pending = shard.pending.lock();
+                    let ids: Vec<u64> = pending
+                        .iter()
+                        .filter(|(_, p)| p.node.as_deref() == Some(node.as_str()))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    ids.iter().filter_map(|id| pending.remove(id)).collect()
+                };
+                for p in gone {
+                    let _ = p.tx.send(Err(RpcError::session_gone(
+                        "the session's node is gone: allocate a new session from your cursor",
+                    )));
+                }
+            }
+            Ok(Ok(_)) => {
+                let _ = ch.close(200, "probed".into()).await;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Hands an answer to the call waiting for it (late answers are dropped).
