@@ -443,9 +443,15 @@ struct OwnBrokers {
 
 impl OwnBrokers {
     fn start(ports: &[u16]) -> OwnBrokers {
+        OwnBrokers::start_with(ports, &[])
+    }
+
+    /// With `env` for scripts/rabbitmq (its TLS settings).
+    fn start_with(ports: &[u16], env: &[(&str, &Path)]) -> OwnBrokers {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = std::process::Command::new(script());
         cmd.arg("start").arg(dir.path());
+        cmd.envs(env.iter().map(|(k, v)| (*k, *v)));
         cmd.args(ports.iter().map(u16::to_string));
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -678,4 +684,55 @@ async fn a_rolling_restart_under_load_loses_and_duplicates_nothing() {
         let missing = expected.iter().filter(|e| !set.contains(e)).count();
         assert_eq!(missing, 0, "a reader missed {missing} of {}", expected.len());
     }
+}
+
+#[tokio::test]
+async fn brokers_can_be_reached_over_tls() {
+    if amqp().is_none() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (certs.path().join("broker.crt"), certs.path().join("broker.key"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    // AMQPS on the port + 1000
+    let _own = OwnBrokers::start_with(
+        &[5692],
+        &[("RABBITMQ_TLS_CERT", &cert), ("RABBITMQ_TLS_KEY", &key)],
+    );
+    let url = "amqps://127.0.0.1:6692".to_string();
+    let mut t = Tiers::memory();
+    // without the broker's CA, the start fails and says why
+    let out = std::process::Command::new(bin())
+        .args([
+            "backend",
+            "--router",
+            &url,
+            "--store",
+            "memory://",
+            "--node-id",
+            "x",
+            "--data-dir",
+        ])
+        .arg(t.path("x"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("127.0.0.1:6692") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let ca = cert.display().to_string();
+    let _b = t.backend("b1", &url, &["--router-ca-cert", &ca]);
+    let api = t.api("a1", std::slice::from_ref(&url), &["--router-ca-cert", &ca]);
+    wait_backends(&api, &["b1"]).await;
+    let c = api.client();
+    create(&c, "tls", 1).await;
+    c.publish("tls", &[Event::json("over tls").unwrap()], None)
+        .await
+        .unwrap();
+    let got = common::read_all(&c, "tls").await;
+    assert_eq!(got.len(), 1);
 }
