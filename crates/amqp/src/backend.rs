@@ -18,9 +18,7 @@ use switchboard_rpc::frame::{self, Frame};
 use switchboard_rpc::{Backend, RpcError};
 use tokio::sync::{watch, Semaphore};
 
-use crate::{
-    backoff, node_queue, AmqpError, Broker, Heartbeat, ALLOCATE_QUEUE, ANY_QUEUE, HEARTBEATS, HEARTBEAT_EVERY,
-};
+use crate::{backoff, AmqpError, Broker, Heartbeat, Names, HEARTBEAT_EVERY};
 
 /// How a backend node attaches to its broker.
 #[derive(Debug, Clone)]
@@ -33,6 +31,8 @@ pub struct BackendConfig {
     pub address: String,
     /// Most calls it works on at once; more wait in the broker.
     pub max_calls: usize,
+    /// Its cluster's queue names.
+    pub names: Names,
 }
 
 /// Unacknowledged allocations a node holds: few, so that the next node
@@ -194,7 +194,7 @@ impl Attachment {
             .basic_qos(NODE_PREFETCH, BasicQosOptions::default())
             .await
             .map_err(|e| b.err(e))?;
-        let queue = node_queue(&inner.cfg.node_id);
+        let queue = inner.cfg.names.node(&inner.cfg.node_id);
         let declared = node_ch
             .queue_declare(
                 queue.as_str().into(),
@@ -238,12 +238,12 @@ impl Attachment {
             .basic_qos(ALLOCATE_PREFETCH, BasicQosOptions::default())
             .await
             .map_err(|e| b.err(e))?;
-        for q in [ANY_QUEUE, ALLOCATE_QUEUE] {
+        for q in [&inner.cfg.names.any, &inner.cfg.names.allocate] {
             declare_work_queue(&any_ch, q).await.map_err(|e| b.err(e))?;
         }
         let out = conn.create_channel().await.map_err(|e| b.err(e))?;
         out.exchange_declare(
-            HEARTBEATS.into(),
+            inner.cfg.names.heartbeats.as_str().into(),
             ExchangeKind::Fanout,
             ExchangeDeclareOptions::default(),
             FieldTable::default(),
@@ -297,8 +297,8 @@ impl Attachment {
                     let stopped = inner.stopped.load(Ordering::Acquire) || status.draining;
                     let take_any = !stopped && status.store_error.is_none();
                     let take_alloc = take_any && !status.at_capacity();
-                    toggle(any_ch, &mut any, ANY_QUEUE, take_any).await.map_err(|e| b.err(e))?;
-                    toggle(alloc_ch, &mut alloc, ALLOCATE_QUEUE, take_alloc).await.map_err(|e| b.err(e))?;
+                    toggle(any_ch, &mut any, &inner.cfg.names.any, take_any).await.map_err(|e| b.err(e))?;
+                    toggle(alloc_ch, &mut alloc, &inner.cfg.names.allocate, take_alloc).await.map_err(|e| b.err(e))?;
                     beats = beats.wrapping_add(1);
                     if beats % 4 == 1 {
                         heartbeat(out, inner, &status, stopped).await.map_err(|e| b.err(e))?;
@@ -346,7 +346,7 @@ async fn heartbeat(
     // the channel is not in confirm mode: this resolves at once
     let _confirmation = out
         .basic_publish(
-            HEARTBEATS.into(),
+            inner.cfg.names.heartbeats.as_str().into(),
             "".into(),
             BasicPublishOptions::default(),
             &body,

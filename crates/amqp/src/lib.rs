@@ -2,7 +2,8 @@
 //! a session, through independent RabbitMQ brokers (shards, not a
 //! cluster).
 //!
-//! On each broker:
+//! On each broker, under the cluster's namespace (`switchboard` by
+//! default, see [`Names`]):
 //! - `switchboard.allocate`, a work queue of allocations. Backend nodes
 //!   consume it with a small prefetch while they have room, so a full
 //!   node takes none and the next one does.
@@ -34,23 +35,46 @@ mod router;
 pub use backend::{BackendConfig, BackendLink};
 pub use router::{AmqpRouter, RouterConfig};
 
-/// The work queue of allocations.
-pub const ALLOCATE_QUEUE: &str = "switchboard.allocate";
-/// The work queue of calls any backend node answers.
-pub const ANY_QUEUE: &str = "switchboard.any";
-/// The fanout exchange of heartbeats.
-pub const HEARTBEATS: &str = "switchboard.heartbeats";
+/// The namespace of a cluster's queues when none is configured.
+pub const DEFAULT_NAMESPACE: &str = "switchboard";
+
+/// The queue and exchange names of one cluster on its brokers. Every name
+/// starts with the cluster's namespace, so that clusters (or test runs)
+/// can share brokers without taking each other's calls.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The work queue of allocations.
+    pub allocate: String,
+    /// The work queue of calls any backend node answers.
+    pub any: String,
+    /// The fanout exchange of heartbeats.
+    pub heartbeats: String,
+    node_prefix: String,
+}
+
+impl Names {
+    /// The names under `namespace`.
+    pub fn new(namespace: &str) -> Names {
+        Names {
+            allocate: format!("{namespace}.allocate"),
+            any: format!("{namespace}.any"),
+            heartbeats: format!("{namespace}.heartbeats"),
+            node_prefix: format!("{namespace}.node."),
+        }
+    }
+
+    /// A backend node's own queue.
+    pub fn node(&self, node: &str) -> String {
+        format!("{}{node}", self.node_prefix)
+    }
+}
+
 /// How often nodes say they are alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A node not heard from for this long takes no new work.
 pub const SILENT_AFTER: Duration = Duration::from_secs(4);
 /// A node not heard from for this long leaves the cluster table.
 pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(60);
-
-/// A backend node's own queue.
-pub fn node_queue(node: &str) -> String {
-    format!("switchboard.node.{node}")
-}
 
 /// Why the phone switch cannot start or carry a call.
 #[derive(Debug, thiserror::Error)]

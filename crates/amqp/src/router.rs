@@ -2,6 +2,7 @@
 //! each request to the right queue of the right broker and waits for the
 //! answer on its own reply queue.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,10 +27,7 @@ use switchboard_rpc::{Call, Context, Request, Response, RpcError};
 use tokio::sync::{oneshot, watch};
 
 use crate::backend::declare_work_queue;
-use crate::{
-    backoff, node_queue, AmqpError, Broker, Heartbeat, ALLOCATE_QUEUE, ANY_QUEUE, FORGOTTEN_AFTER,
-    HEARTBEATS, HEARTBEAT_EVERY, SILENT_AFTER,
-};
+use crate::{backoff, AmqpError, Broker, Heartbeat, Names, FORGOTTEN_AFTER, HEARTBEAT_EVERY, SILENT_AFTER};
 
 /// The API tier's phone-switch settings.
 #[derive(Debug, Clone)]
@@ -45,6 +43,8 @@ pub struct RouterConfig {
     /// How long a call may take on its node before it is `unavailable`
     /// (a long-poll read gets its wait on top).
     pub call_timeout: Duration,
+    /// Its cluster's queue names.
+    pub names: Names,
 }
 
 /// A call waiting for its answer.
@@ -81,20 +81,51 @@ struct Shard {
     seen: Mutex<HashMap<(String, String), Seen>>,
     in_flight: AtomicU64,
     label: String,
+    /// Attached, with a `ready` backend node heard from lately.
+    allocating: AtomicBool,
+    /// Attached, with a `ready` or `full` backend node heard from lately.
+    serving: AtomicBool,
 }
 
 impl Shard {
-    /// Whether it can take work now: attached, with a backend node heard
-    /// from lately that is `ready` (for allocations) or at least serving.
-    fn serves(&self, allocation: bool) -> bool {
-        if self.link.lock().is_none() {
-            return false;
+    fn new(index: u16, broker: &Broker) -> Shard {
+        Shard {
+            index,
+            broker: broker.clone(),
+            link: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            in_flight: AtomicU64::new(0),
+            label: broker.label().to_string(),
+            allocating: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
         }
-        self.seen.lock().values().any(|s| {
-            s.hb.role == "backend"
-                && s.at.elapsed() < SILENT_AFTER
-                && (s.hb.state == "ready" || (!allocation && s.hb.state == "full"))
-        })
+    }
+
+    /// Whether it can take work now: allocations, or calls any node answers.
+    fn serves(&self, allocation: bool) -> bool {
+        if allocation {
+            self.allocating.load(Ordering::Acquire)
+        } else {
+            self.serving.load(Ordering::Acquire)
+        }
+    }
+
+    /// Recomputes what it can take, from its link and the heartbeats heard
+    /// (on each heartbeat, each second, and when the link changes).
+    fn refresh(&self) {
+        let up = self.link.lock().is_some();
+        let (mut ready, mut full) = (false, false);
+        if up {
+            for s in self.seen.lock().values() {
+                if s.hb.role == "backend" && s.at.elapsed() < SILENT_AFTER {
+                    ready |= s.hb.state == "ready";
+                    full |= s.hb.state == "full";
+                }
+            }
+        }
+        self.allocating.store(ready, Ordering::Release);
+        self.serving.store(ready || full, Ordering::Release);
     }
 
     /// Fails every waiting call: the broker is gone.
@@ -119,7 +150,8 @@ impl Shard {
 
 struct Inner {
     cfg: RouterConfig,
-    shards: Vec<Shard>,
+    /// In shard order; only ever grows (a reload appends brokers).
+    shards: parking_lot::RwLock<Vec<Arc<Shard>>>,
     draining: AtomicBool,
     closing: watch::Sender<bool>,
 }
@@ -136,31 +168,53 @@ impl AmqpRouter {
     /// their shards take no calls until they are up.
     pub fn start(cfg: RouterConfig) -> AmqpRouter {
         let (closing, _) = watch::channel(false);
-        let shards = cfg
+        let shards: Vec<Arc<Shard>> = cfg
             .brokers
             .iter()
             .enumerate()
-            .map(|(i, b)| Shard {
-                index: i as u16,
-                broker: b.clone(),
-                link: Mutex::new(None),
-                pending: Mutex::new(HashMap::new()),
-                seen: Mutex::new(HashMap::new()),
-                in_flight: AtomicU64::new(0),
-                label: b.label().to_string(),
-            })
+            .map(|(i, b)| Arc::new(Shard::new(i as u16, b)))
             .collect();
         let inner = Arc::new(Inner {
             cfg,
-            shards,
+            shards: parking_lot::RwLock::new(shards.clone()),
             draining: AtomicBool::new(false),
             closing,
         });
-        for i in 0..inner.shards.len() {
-            let inner = inner.clone();
-            tokio::spawn(async move { maintain(inner, i).await });
+        for shard in shards {
+            tokio::spawn(maintain(inner.clone(), shard));
         }
         AmqpRouter { inner }
+    }
+
+    /// Takes a reloaded broker list: brokers added at its end become new
+    /// shards, connected at once. The brokers already known must stay, in
+    /// the same order (session ids name their shard by position); returns
+    /// how many were added.
+    pub fn reload(&self, brokers: &[Broker]) -> Result<usize, String> {
+        let mut shards = self.inner.shards.write();
+        if brokers.len() < shards.len() {
+            return Err(format!(
+                "the broker list lost {} broker(s): brokers cannot be removed (sessions name their shard by position); drain the backends of a broker and keep it listed",
+                shards.len() - brokers.len()
+            ));
+        }
+        for (s, b) in shards.iter().zip(brokers) {
+            if s.label != b.label() {
+                return Err(format!(
+                    "shard {} was {} and would be {}: known brokers keep their place, new ones go at the end",
+                    s.index,
+                    s.label,
+                    b.label()
+                ));
+            }
+        }
+        let added = brokers.len() - shards.len();
+        for b in &brokers[shards.len()..] {
+            let shard = Arc::new(Shard::new(shards.len() as u16, b));
+            shards.push(shard.clone());
+            tokio::spawn(maintain(self.inner.clone(), shard));
+        }
+        Ok(added)
     }
 
     /// Tells the other nodes this one is draining.
@@ -177,7 +231,7 @@ impl AmqpRouter {
     pub async fn wait_ready(&self, bound: Duration) -> bool {
         let until = Instant::now() + bound;
         while Instant::now() < until {
-            if self.inner.shards.iter().any(|s| s.serves(true)) {
+            if self.inner.shards.read().iter().any(|s| s.serves(true)) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -199,17 +253,27 @@ impl AmqpRouter {
     /// rendezvous hash over the shards that take allocations, so that a
     /// caller keeps its shard while it is up, and adding a broker moves
     /// only the callers it wins.
-    fn shard_for(&self, caller: &str) -> Option<&Shard> {
+    fn shard_for(&self, caller: &str) -> Option<Arc<Shard>> {
         self.inner
             .shards
+            .read()
             .iter()
             .filter(|s| s.serves(true))
             .max_by_key(|s| xxhash_rust::xxh3::xxh3_64_with_seed(caller.as_bytes(), u64::from(s.index)))
+            .cloned()
     }
 
-    fn any_shard(&self, spread: u64) -> Option<&Shard> {
-        let up: Vec<&Shard> = self.inner.shards.iter().filter(|s| s.serves(false)).collect();
-        (!up.is_empty()).then(|| up[(spread % up.len() as u64) as usize])
+    fn any_shard(&self, spread: u64) -> Option<Arc<Shard>> {
+        let shards = self.inner.shards.read();
+        let up = shards.iter().filter(|s| s.serves(false)).count() as u64;
+        if up == 0 {
+            return None;
+        }
+        shards
+            .iter()
+            .filter(|s| s.serves(false))
+            .nth((spread % up) as usize)
+            .cloned()
     }
 }
 
@@ -217,33 +281,35 @@ impl AmqpRouter {
 impl Router for AmqpRouter {
     async fn route(&self, mut ctx: Context, req: Request) -> Result<Response, RpcError> {
         let timeout = self.timeout(&req);
+        let names = &self.inner.cfg.names;
         let (shard, queue, node) = match &req {
             Request::Session { id, .. } => {
                 let sid = SessionId::parse(id)
                     .ok_or_else(|| RpcError::session_gone("not a session of this cluster"))?;
-                let shard = self.inner.shards.get(usize::from(sid.shard)).ok_or_else(|| {
+                let shard = self.inner.shards.read().get(usize::from(sid.shard)).cloned();
+                let shard = shard.ok_or_else(|| {
                     RpcError::session_gone(format!(
                         "the session's shard {} is not one of this node's brokers (every API node must list the same brokers in the same order)",
                         sid.shard
                     ))
                 })?;
-                (shard, node_queue(&sid.node), Some(sid.node))
+                (shard, Cow::Owned(names.node(&sid.node)), Some(sid.node))
             }
             Request::Allocate(_) => {
                 let shard = self.shard_for(&ctx.caller).ok_or_else(|| {
                     RpcError::unavailable("no backend node is taking sessions: retry shortly").after(1000)
                 })?;
                 ctx.shard = Some(shard.index);
-                (shard, ALLOCATE_QUEUE.to_string(), None)
+                (shard, Cow::Borrowed(names.allocate.as_str()), None)
             }
             _ => {
                 let shard = self.any_shard(ctx.request_id).ok_or_else(|| {
                     RpcError::unavailable("no backend node is reachable: retry shortly").after(1000)
                 })?;
-                (shard, ANY_QUEUE.to_string(), None)
+                (shard, Cow::Borrowed(names.any.as_str()), None)
             }
         };
-        call(shard, &ctx, &req, &queue, node, timeout).await
+        call(&shard, &ctx, &req, &queue, node, timeout).await
     }
 
     async fn nodes(&self) -> Vec<NodeInfo> {
@@ -266,6 +332,7 @@ impl Router for AmqpRouter {
             load: self
                 .inner
                 .shards
+                .read()
                 .iter()
                 .map(|s| s.in_flight.load(Ordering::Relaxed))
                 .sum(),
@@ -273,7 +340,8 @@ impl Router for AmqpRouter {
         // an API node is heard on every broker: show it once, as last heard
         let mut apis: HashMap<String, NodeInfo> = HashMap::new();
         let now_ms = switchboard_proto::time::now_ms();
-        for s in &self.inner.shards {
+        let shards = self.inner.shards.read().clone();
+        for s in &shards {
             for ((id, role), seen) in s.seen.lock().iter() {
                 if role == "api" && id == &me.node_id {
                     continue;
@@ -315,6 +383,7 @@ impl Router for AmqpRouter {
     async fn brokers(&self) -> Vec<BrokerInfo> {
         self.inner
             .shards
+            .read()
             .iter()
             .map(|s| BrokerInfo {
                 shard: s.index,
@@ -326,15 +395,11 @@ impl Router for AmqpRouter {
     }
 
     async fn readiness(&self) -> Result<(), String> {
-        if self.inner.shards.iter().any(|s| s.serves(true)) {
+        let shards = self.inner.shards.read();
+        if shards.iter().any(|s| s.serves(true)) {
             return Ok(());
         }
-        let up = self
-            .inner
-            .shards
-            .iter()
-            .filter(|s| s.link.lock().is_some())
-            .count();
+        let up = shards.iter().filter(|s| s.link.lock().is_some()).count();
         Err(if up == 0 {
             "no phone-switch broker is reachable".into()
         } else {
@@ -449,8 +514,8 @@ fn timed_out(label: &str, timeout: Duration) -> RpcError {
 /// Keeps shard `i` connected: connects, serves answers and heartbeats
 /// until the connection fails, fails the calls that were waiting, and
 /// reconnects with backoff.
-async fn maintain(inner: Arc<Inner>, i: usize) {
-    let shard = &inner.shards[i];
+async fn maintain(inner: Arc<Inner>, shard: Arc<Shard>) {
+    let shard = &*shard;
     let mut closing = inner.closing.subscribe();
     let mut attempt = 0u32;
     let mut logged_down = false;
@@ -497,12 +562,12 @@ async fn attach(
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(e)?;
-    for q in [ALLOCATE_QUEUE, ANY_QUEUE] {
+    for q in [&inner.cfg.names.allocate, &inner.cfg.names.any] {
         declare_work_queue(&publish, q).await.map_err(e)?;
     }
     publish
         .exchange_declare(
-            HEARTBEATS.into(),
+            inner.cfg.names.heartbeats.as_str().into(),
             ExchangeKind::Fanout,
             ExchangeDeclareOptions::default(),
             FieldTable::default(),
@@ -525,7 +590,7 @@ async fn attach(
     input
         .queue_bind(
             beats.name().clone(),
-            HEARTBEATS.into(),
+            inner.cfg.names.heartbeats.as_str().into(),
             "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -559,6 +624,7 @@ async fn attach(
         publish: publish.clone(),
         reply_to: replies.name().clone(),
     });
+    shard.refresh();
     metrics::gauge!("switchboard_switch_broker_up", "broker" => shard.label.clone()).set(1.0);
     tracing::info!(broker = %shard.label, shard = shard.index, "phone switch: connected");
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -572,7 +638,11 @@ async fn attach(
             d = heard.next() => match d {
                 Some(Ok(d)) => {
                     if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&d.data) {
+                        let backend = hb.role == "backend";
                         shard.seen.lock().insert((hb.id.clone(), hb.role.clone()), Seen { hb, at: Instant::now() });
+                        if backend {
+                            shard.refresh();
+                        }
                     }
                 }
                 Some(Err(err)) => break Err(b.err(err)),
@@ -580,7 +650,8 @@ async fn attach(
             },
             _ = tick.tick() => {
                 shard.seen.lock().retain(|_, s| s.at.elapsed() < FORGOTTEN_AFTER);
-                probe_gone_nodes(&conn, shard).await;
+                shard.refresh();
+                probe_gone_nodes(&conn, shard, &inner.cfg.names).await;
                 let hb = Heartbeat {
                     id: inner.cfg.node_id.clone(),
                     role: "api".into(),
@@ -593,7 +664,7 @@ async fn attach(
                 };
                 let body = serde_json::to_vec(&hb).unwrap_or_default();
                 let sent = publish
-                    .basic_publish(HEARTBEATS.into(), "".into(), BasicPublishOptions::default(), &body,
+                    .basic_publish(inner.cfg.names.heartbeats.as_str().into(), "".into(), BasicPublishOptions::default(), &body,
                         BasicProperties::default().with_expiration("5000".into()))
                     .await;
                 match sent {
@@ -606,6 +677,7 @@ async fn attach(
         }
     };
     *shard.link.lock() = None;
+    shard.refresh();
     metrics::gauge!("switchboard_switch_broker_up", "broker" => shard.label.clone()).set(0.0);
     shard.fail_pending();
     // backends this node heard through the broker are not reachable now
@@ -617,7 +689,7 @@ async fn attach(
 /// Fails the calls waiting on nodes whose queue is gone (the node died
 /// with the calls in its queue) as `session_gone`, instead of letting them
 /// run into the call timeout. A node that is only slow keeps its queue.
-async fn probe_gone_nodes(conn: &lapin::Connection, shard: &Shard) {
+async fn probe_gone_nodes(conn: &lapin::Connection, shard: &Shard, names: &Names) {
     let suspects: std::collections::HashSet<String> = shard
         .pending
         .lock()
@@ -634,7 +706,7 @@ async fn probe_gone_nodes(conn: &lapin::Connection, shard: &Shard) {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let probe = ch.queue_declare(node_queue(&node).as_str().into(), passive, FieldTable::default());
+        let probe = ch.queue_declare(names.node(&node).as_str().into(), passive, FieldTable::default());
         match tokio::time::timeout(Duration::from_secs(1), probe).await {
             Ok(Err(e)) if crate::soft_error(&e, lapin::protocol::AMQPSoftError::NOTFOUND) => {
                 let gone: Vec<Pending> = {

@@ -392,6 +392,10 @@ settings! {
         /// at the end); a backend node lists the one it attaches to.
         brokers: list String = Vec::new(),
             flag router [Vec<String>] (long = "router", env = "SWITCHBOARD_ROUTER", value_delimiter = ',', hide_env_values = true);
+        /// Prefix of the cluster's queues and exchange on the brokers, so that
+        /// clusters can share brokers (1 to 64 of A-Z a-z 0-9 . _ -) [default: switchboard].
+        namespace: value String = switchboard_amqp::DEFAULT_NAMESPACE.into(),
+            flag router_namespace [Option<String>] (long, env = "SWITCHBOARD_ROUTER_NAMESPACE");
         /// CA certificate (PEM) of amqps:// brokers [default: the system's roots].
         ca_cert: opt PathBuf = None,
             flag router_ca_cert [Option<PathBuf>] (long, env = "SWITCHBOARD_ROUTER_CA_CERT");
@@ -619,6 +623,12 @@ fn validate(c: Config) -> Result<Settings> {
         || c.kafka.sasl_username.is_some() != c.kafka.sasl_password.is_some()
     {
         bail!("config key `kafka.sasl_mechanism`: `kafka.sasl_mechanism`, `kafka.sasl_username` and `kafka.sasl_password` go together");
+    }
+    if !switchboard_rpc::id::is_valid_node_id(&c.router.namespace) {
+        bail!(
+            "config key `router.namespace`: {:?} must be 1 to 64 of A-Z a-z 0-9 . _ -",
+            c.router.namespace
+        );
     }
     for b in &c.router.brokers {
         if let Err(e) = switchboard_amqp::Broker::parse(b, None) {

@@ -263,10 +263,42 @@ pub fn run(args: ServeArgs, role: Role) -> Result<()> {
         .thread_name("switchboard")
         .build()
         .context("starting the runtime")?;
+    let reload: Reload = Arc::new(move || args.load());
     match role {
-        Role::All | Role::Api => rt.block_on(serve(s, role)),
+        Role::All | Role::Api => rt.block_on(serve(s, role, reload)),
         Role::Backend => rt.block_on(backend(s)),
     }
+}
+
+/// Reads the configuration again (file, environment, flags), on SIGHUP.
+type Reload = Arc<dyn Fn() -> Result<Settings> + Send + Sync>;
+
+/// On SIGHUP, an API node reads its configuration again and connects to
+/// the brokers added at the end of `router.brokers`.
+fn reload_brokers_on_hangup(router: switchboard_amqp::AmqpRouter, reload: Reload) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let reload = reload.clone();
+            let read = tokio::task::spawn_blocking(move || reload().and_then(|s| brokers(&s))).await;
+            let outcome = match read {
+                Ok(Ok(list)) => router.reload(&list).map_err(anyhow::Error::msg),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.into()),
+            };
+            match outcome {
+                Ok(0) => tracing::info!("configuration reloaded: no new broker"),
+                Ok(n) => tracing::info!(added = n, "configuration reloaded: new brokers connected"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "configuration reload refused; keeping the brokers in use"
+                ),
+            }
+        }
+    });
 }
 
 /// The brokers of the `[router]` section.
@@ -412,7 +444,7 @@ async fn open_host(s: &Settings, keys: &ServerKeys) -> Result<SessionHost> {
     .context("starting the session host")
 }
 
-async fn serve(s: Settings, role: Role) -> Result<()> {
+async fn serve(s: Settings, role: Role, reload: Reload) -> Result<()> {
     // first, so that what the layers below record at start is kept
     let metrics = switchboard_api::metrics_export::install();
     check_file_limit(raise_file_limit(), &s);
@@ -428,6 +460,9 @@ async fn serve(s: Settings, role: Role) -> Result<()> {
         Role::Api => (None, Some(api_router(&s, addr)?)),
         _ => (Some(open_host(&s, &keys).await?), None),
     };
+    if let Some(r) = &switch {
+        reload_brokers_on_hangup(r.clone(), reload);
+    }
     let router: Arc<dyn switchboard_router::Router> = match (&host, &switch) {
         (Some(host), _) => Arc::new(LocalRouter::new(Arc::new(host.clone()), addr.to_string())),
         (None, Some(r)) => Arc::new(r.clone()),
@@ -533,6 +568,7 @@ fn api_router(s: &Settings, addr: std::net::SocketAddr) -> Result<switchboard_am
             node_id: s.config.node.node_id.clone(),
             address: addr.to_string(),
             call_timeout: Duration::from_millis(s.config.router.call_timeout_ms),
+            names: switchboard_amqp::Names::new(&s.config.router.namespace),
         },
     ))
 }
@@ -554,6 +590,7 @@ async fn backend(s: Settings) -> Result<()> {
             node_id: s.config.node.node_id.clone(),
             address: hostname(),
             max_calls: s.config.router.max_calls,
+            names: switchboard_amqp::Names::new(&s.config.router.namespace),
         },
     )
     .await

@@ -37,6 +37,8 @@ struct Tiers {
     store: Vec<String>,
     /// The first backend's master key file, which the others share.
     master: Option<PathBuf>,
+    /// Its queues' namespace on the shared brokers.
+    namespace: String,
 }
 
 impl Tiers {
@@ -81,6 +83,7 @@ impl Tiers {
             key,
             store,
             master: None,
+            namespace: format!("t{:08x}", rand::random::<u32>()),
         }
     }
 
@@ -99,6 +102,8 @@ impl Tiers {
             self.key.display().to_string(),
             "--router-call-timeout-ms".into(),
             "3000".into(),
+            "--router-namespace".into(),
+            self.namespace.clone(),
             "--shutdown-timeout-ms".into(),
             "10000".into(),
         ];
@@ -119,7 +124,16 @@ impl Tiers {
     fn api(&self, name: &str, brokers: &[String], extra: &[&str]) -> Server {
         let list = brokers.join(",");
         let key = self.key.display().to_string();
-        let mut args = vec!["--router", &list, "--node-id", name, "--server-key-file", &key];
+        let mut args = vec![
+            "--router",
+            &list,
+            "--node-id",
+            name,
+            "--server-key-file",
+            &key,
+            "--router-namespace",
+            &self.namespace,
+        ];
         if !extra.contains(&"--router-call-timeout-ms") {
             args.extend(["--router-call-timeout-ms", "3000"]);
         }
@@ -735,4 +749,57 @@ async fn brokers_can_be_reached_over_tls() {
         .unwrap();
     let got = common::read_all(&c, "tls").await;
     assert_eq!(got.len(), 1);
+}
+
+#[tokio::test]
+async fn a_broker_added_to_the_config_is_used_after_a_reload() {
+    let Some(brokers) = amqp() else { return };
+    let mut t = Tiers::memory();
+    let _b1 = t.backend("b1", &brokers[0], &[]);
+    let _b2 = t.backend("b2", &brokers[1], &[]);
+    let config = t.path("api.toml");
+    let write = |list: &[&String]| {
+        let quoted: Vec<String> = list.iter().map(|b| format!("{b:?}")).collect();
+        std::fs::write(&config, format!("[router]\nbrokers = [{}]\n", quoted.join(", "))).unwrap();
+    };
+    write(&[&brokers[0]]);
+    let key = t.key.display().to_string();
+    let cfg = config.display().to_string();
+    let api = Server::start_role(
+        "api",
+        &t.path("a1"),
+        &[
+            "--config",
+            &cfg,
+            "--node-id",
+            "a1",
+            "--server-key-file",
+            &key,
+            "--router-namespace",
+            &t.namespace,
+        ],
+    );
+    wait_backends(&api, &["b1"]).await;
+    assert_eq!(cluster(&api).await["brokers"].as_array().unwrap().len(), 1);
+    // reordering is refused: the known broker keeps its shard
+    write(&[&brokers[1], &brokers[0]]);
+    api.send_signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster(&api).await["brokers"].as_array().unwrap().len(), 1);
+    // appending is taken: the new shard's backend shows up
+    write(&[&brokers[0], &brokers[1]]);
+    api.send_signal(libc::SIGHUP);
+    wait_backends(&api, &["b1", "b2"]).await;
+    let cl = cluster(&api).await;
+    assert_eq!(
+        cl["brokers"][1]["address"],
+        brokers[1].trim_start_matches("amqp://"),
+        "{cl}"
+    );
+    assert_eq!(
+        node_of(&cl, "b2")["broker"],
+        brokers[1].trim_start_matches("amqp://")
+    );
+    let log = std::fs::read_to_string(t.path("a1").with_extension("server.log")).unwrap();
+    assert!(log.contains("configuration reload refused"), "{log}");
 }
