@@ -182,6 +182,10 @@ settings! {
         /// session signatures) [default: <data-dir>/server.key, created].
         server_key_file: opt PathBuf = None,
             flag server_key_file [Option<PathBuf>] (long, env = "SWITCHBOARD_SERVER_KEY_FILE");
+        /// Address of a backend node's /metrics, /healthz and /readyz (`api` and
+        /// `serve` have them on `listen`) [default: none, not served].
+        metrics_listen: opt String = None,
+            flag metrics_listen [Option<String>] (long, env = "SWITCHBOARD_METRICS_LISTEN");
         /// Graceful shutdown bound in ms [default: 30000].
         shutdown_timeout_ms: value u64 = 30_000,
             flag shutdown_timeout_ms [Option<u64>] (long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_MS"),
@@ -563,6 +567,11 @@ fn validate(c: Config) -> Result<Settings> {
             c.node.listen
         )
     })?;
+    if let Some(a) = &c.node.metrics_listen {
+        if a.parse::<SocketAddr>().is_err() {
+            bail!("config key `node.metrics_listen`: {a:?} is not an address like 127.0.0.1:9100");
+        }
+    }
     let durability: Durability = c.log.fsync.parse().map_err(|_| {
         anyhow::anyhow!(
             "config key `log.fsync`: {:?} is not always, interval, interval:MS or never",

@@ -577,8 +577,16 @@ fn api_router(s: &Settings, addr: std::net::SocketAddr) -> Result<switchboard_am
 /// phone-switch broker, until SIGTERM or SIGINT; then it stops taking
 /// allocations, drains (spilling as a last resort) and detaches.
 async fn backend(s: Settings) -> Result<()> {
-    let _metrics = switchboard_api::metrics_export::install();
+    let metrics = switchboard_api::metrics_export::install();
     check_file_limit(raise_file_limit(), &s);
+    let ops = match &s.config.node.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("config key `node.metrics_listen`: listening on {a}"))?,
+        ),
+        None => None,
+    };
     let (keys, _) = node_files(&s, false).await?;
     let host = open_host(&s, &keys).await?;
     let broker = brokers(&s)?.remove(0);
@@ -595,6 +603,28 @@ async fn backend(s: Settings) -> Result<()> {
     )
     .await
     .context("attaching to the phone switch")?;
+    let (ops_stop, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = ops {
+        let (link, host) = (link.clone(), host.clone());
+        let ready: switchboard_api::metrics_export::Readiness = Arc::new(move || {
+            if host.is_draining() {
+                return Err("draining".into());
+            }
+            if !link.attached() {
+                return Err("not attached to its broker".into());
+            }
+            match switchboard_rpc::Backend::status(&host).store_error {
+                Some(e) => Err(format!("store_unavailable: {e}")),
+                None => Ok(()),
+            }
+        });
+        let stop = async move {
+            let _ = ops_stopped.await;
+        };
+        tokio::spawn(switchboard_api::metrics_export::run_ops(
+            listener, metrics, ready, stop,
+        ));
+    }
     let stop_signal = shutdown_signal();
     tracing::info!(node = %s.config.node.node_id, broker = %label, "switchboard backend attached");
     let _ = writeln!(
@@ -613,6 +643,7 @@ async fn backend(s: Settings) -> Result<()> {
     drain_host(&host, deadline).await;
     link.close(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .await;
+    let _ = ops_stop.send(());
     tracing::info!("stopped");
     Ok(())
 }

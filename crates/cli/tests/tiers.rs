@@ -196,9 +196,14 @@ fn reader_alloc(stream: &str) -> Allocate {
 async fn the_protocol_works_through_the_brokers() {
     let Some(brokers) = amqp() else { return };
     let mut t = Tiers::memory();
-    let _b = t.backend("b1", &brokers[0], &[]);
+    let ops = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let _b = t.backend("b1", &brokers[0], &["--metrics-listen", &ops]);
     let api = t.api("a1", &brokers, &[]);
     wait_backends(&api, &["b1"]).await;
+    // the backend's own operations endpoints
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("http://{ops}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
     assert!(
         common::eventually(Duration::from_secs(10), || async {
             api.raw().get("/readyz").await.status == 200
@@ -244,6 +249,15 @@ async fn the_protocol_works_through_the_brokers() {
     let b = cl["brokers"].as_array().unwrap();
     assert_eq!(b.len(), 2, "{cl}");
     assert!(b.iter().all(|b| b["state"] == "up"), "{cl}");
+    let m = http
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("switchboard_switch_broker_up"), "{m}");
     // the CLI shows the same
     let out = std::process::Command::new(bin())
         .args(["cluster", "--url", &api.url, "--token", TOKEN])
