@@ -272,7 +272,10 @@ impl Attachment {
         } = self;
         let (mut any, mut alloc): (Option<Consumer>, Option<Consumer>) = (None, None);
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY / 4);
-        let mut beats = 0u32;
+        let mut was_stopped = false;
+        // heartbeats go on while this loop waits for room for a call: a
+        // busy node is not a lost one
+        let _beats = AbortOnDrop(tokio::spawn(beat(out.clone(), inner.clone())));
         loop {
             tokio::select! {
                 d = node.next() => match d {
@@ -299,10 +302,11 @@ impl Attachment {
                     let take_alloc = take_any && !status.at_capacity();
                     toggle(any_ch, &mut any, &inner.cfg.names.any, take_any).await.map_err(|e| b.err(e))?;
                     toggle(alloc_ch, &mut alloc, &inner.cfg.names.allocate, take_alloc).await.map_err(|e| b.err(e))?;
-                    beats = beats.wrapping_add(1);
-                    if beats % 4 == 1 {
-                        heartbeat(out, inner, &status, stopped).await.map_err(|e| b.err(e))?;
+                    if stopped && !was_stopped {
+                        // say so now: API nodes stop sending work
+                        heartbeat(out, inner, &status, true).await.map_err(|e| b.err(e))?;
                     }
+                    was_stopped = stopped;
                 }
                 _ = closing.changed() => {
                     // one last word: draining, so that API nodes stop
@@ -312,6 +316,28 @@ impl Attachment {
                     return Ok(());
                 }
             }
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Says who the node is once a second, until the channel fails.
+async fn beat(out: Channel, inner: Arc<Inner>) {
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        every.tick().await;
+        let status = inner.backend.status();
+        let stopped = inner.stopped.load(Ordering::Acquire) || status.draining;
+        if heartbeat(&out, &inner, &status, stopped).await.is_err() {
+            return;
         }
     }
 }

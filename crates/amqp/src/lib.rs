@@ -71,10 +71,12 @@ impl Names {
 
 /// How often nodes say they are alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// A node not heard from for this long takes no new work.
+/// A node not heard from for this long is lost: it takes no new work, and
+/// its sessions are `session_gone` (their clients move on; a zombie that
+/// wakes up later is fenced by the sessions that replaced its own).
 pub const SILENT_AFTER: Duration = Duration::from_secs(4);
 /// A node not heard from for this long leaves the cluster table.
-pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(60);
+pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 
 /// Why the phone switch cannot start or carry a call.
 #[derive(Debug, thiserror::Error)]

@@ -73,12 +73,26 @@ struct Seen {
     at: Instant,
 }
 
+/// The nodes heard on a broker, by id.
+#[derive(Default)]
+struct Heard {
+    backends: HashMap<String, Seen>,
+    apis: HashMap<String, Seen>,
+}
+
+impl Heard {
+    fn retain(&mut self, keep: impl Fn(&Seen) -> bool) {
+        self.backends.retain(|_, s| keep(s));
+        self.apis.retain(|_, s| keep(s));
+    }
+}
+
 struct Shard {
     index: u16,
     broker: Broker,
     link: Mutex<Option<Link>>,
     pending: Mutex<HashMap<u64, Pending>>,
-    seen: Mutex<HashMap<(String, String), Seen>>,
+    seen: Mutex<Heard>,
     in_flight: AtomicU64,
     label: String,
     /// Attached, with a `ready` backend node heard from lately.
@@ -94,7 +108,7 @@ impl Shard {
             broker: broker.clone(),
             link: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Heard::default()),
             in_flight: AtomicU64::new(0),
             label: broker.label().to_string(),
             allocating: AtomicBool::new(false),
@@ -117,8 +131,8 @@ impl Shard {
         let up = self.link.lock().is_some();
         let (mut ready, mut full) = (false, false);
         if up {
-            for s in self.seen.lock().values() {
-                if s.hb.role == "backend" && s.at.elapsed() < SILENT_AFTER {
+            for s in self.seen.lock().backends.values() {
+                if s.at.elapsed() < SILENT_AFTER {
                     ready |= s.hb.state == "ready";
                     full |= s.hb.state == "full";
                 }
@@ -126,6 +140,21 @@ impl Shard {
         }
         self.allocating.store(ready, Ordering::Release);
         self.serving.store(ready || full, Ordering::Release);
+    }
+
+    /// How long backend `node` has been silent, if it is lost: heard from
+    /// once, not for [`SILENT_AFTER`].
+    fn lost(&self, node: &str) -> Option<Duration> {
+        let seen = self.seen.lock();
+        let s = seen.backends.get(node)?;
+        let age = s.at.elapsed();
+        (age >= SILENT_AFTER).then_some(age)
+    }
+
+    /// Forgets backend `node`: its queue is gone, so it is too.
+    fn forget(&self, node: &str) {
+        self.seen.lock().backends.remove(node);
+        self.refresh();
     }
 
     /// Fails every waiting call: the broker is gone.
@@ -293,6 +322,9 @@ impl Router for AmqpRouter {
                         sid.shard
                     ))
                 })?;
+                if let Some(silent) = shard.lost(&sid.node) {
+                    return Err(lost_node(&sid.node, silent));
+                }
                 (shard, Cow::Owned(names.node(&sid.node)), Some(sid.node))
             }
             Request::Allocate(_) => {
@@ -342,7 +374,10 @@ impl Router for AmqpRouter {
         let now_ms = switchboard_proto::time::now_ms();
         let shards = self.inner.shards.read().clone();
         for s in &shards {
-            for ((id, role), seen) in s.seen.lock().iter() {
+            let heard = s.seen.lock();
+            let all = heard.backends.iter().chain(heard.apis.iter());
+            for (id, seen) in all {
+                let role = &seen.hb.role;
                 if role == "api" && id == &me.node_id {
                     continue;
                 }
@@ -442,7 +477,7 @@ async fn call(
         Pending {
             tx,
             session,
-            node,
+            node: node.clone(),
             since: Instant::now(),
         },
     );
@@ -476,6 +511,9 @@ async fn call(
         Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => {}
         Ok(Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)))) => {
             metrics::counter!("switchboard_switch_returned_total", "broker" => label.clone()).increment(1);
+            if let Some(n) = &node {
+                shard.forget(n);
+            }
             return Err(if session {
                 RpcError::session_gone("the session's node is gone: allocate a new session from your cursor")
             } else {
@@ -497,6 +535,13 @@ async fn call(
     metrics::histogram!("switchboard_switch_call_seconds", "broker" => label.clone())
         .record(started.elapsed().as_secs_f64());
     answer
+}
+
+fn lost_node(node: &str, silent: Duration) -> RpcError {
+    RpcError::session_gone(format!(
+        "the session's node {node} has not been heard from for {} s: allocate a new session from your cursor",
+        silent.as_secs()
+    ))
 }
 
 fn timed_out(label: &str, timeout: Duration) -> RpcError {
@@ -639,7 +684,10 @@ async fn attach(
                 Some(Ok(d)) => {
                     if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&d.data) {
                         let backend = hb.role == "backend";
-                        shard.seen.lock().insert((hb.id.clone(), hb.role.clone()), Seen { hb, at: Instant::now() });
+                        let mut heard = shard.seen.lock();
+                        let map = if backend { &mut heard.backends } else { &mut heard.apis };
+                        map.insert(hb.id.clone(), Seen { hb, at: Instant::now() });
+                        drop(heard);
                         if backend {
                             shard.refresh();
                         }
@@ -649,7 +697,7 @@ async fn attach(
                 None => break Err(b.err(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into())),
             },
             _ = tick.tick() => {
-                shard.seen.lock().retain(|_, s| s.at.elapsed() < FORGOTTEN_AFTER);
+                shard.seen.lock().retain(|s| s.at.elapsed() < FORGOTTEN_AFTER);
                 shard.refresh();
                 probe_gone_nodes(&conn, shard, &inner.cfg.names).await;
                 let hb = Heartbeat {
@@ -681,7 +729,7 @@ async fn attach(
     metrics::gauge!("switchboard_switch_broker_up", "broker" => shard.label.clone()).set(0.0);
     shard.fail_pending();
     // backends this node heard through the broker are not reachable now
-    shard.seen.lock().clear();
+    *shard.seen.lock() = Heard::default();
     let _ = conn.close(200, "closing".into()).await;
     result.map_err(|e| (e, true))
 }
@@ -698,6 +746,10 @@ async fn probe_gone_nodes(conn: &lapin::Connection, shard: &Shard, names: &Names
         .filter_map(|p| p.node.clone())
         .collect();
     for node in suspects {
+        if let Some(silent) = shard.lost(&node) {
+            fail_calls_of(shard, &node, || lost_node(&node, silent));
+            continue;
+        }
         // a passive declare of a missing queue closes its channel: one each
         let Ok(ch) = conn.create_channel().await else {
             return;
@@ -709,26 +761,34 @@ async fn probe_gone_nodes(conn: &lapin::Connection, shard: &Shard, names: &Names
         let probe = ch.queue_declare(names.node(&node).as_str().into(), passive, FieldTable::default());
         match tokio::time::timeout(Duration::from_secs(1), probe).await {
             Ok(Err(e)) if crate::soft_error(&e, lapin::protocol::AMQPSoftError::NOTFOUND) => {
-                let gone: Vec<Pending> = {
-                    let mut pending = shard.pending.lock();
-                    let ids: Vec<u64> = pending
-                        .iter()
-                        .filter(|(_, p)| p.node.as_deref() == Some(node.as_str()))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    ids.iter().filter_map(|id| pending.remove(id)).collect()
-                };
-                for p in gone {
-                    let _ = p.tx.send(Err(RpcError::session_gone(
+                shard.forget(&node);
+                fail_calls_of(shard, &node, || {
+                    RpcError::session_gone(
                         "the session's node is gone: allocate a new session from your cursor",
-                    )));
-                }
+                    )
+                });
             }
             Ok(Ok(_)) => {
                 let _ = ch.close(200, "probed".into()).await;
             }
             _ => {}
         }
+    }
+}
+
+/// Answers every call waiting on `node` with `err()`.
+fn fail_calls_of(shard: &Shard, node: &str, err: impl Fn() -> RpcError) {
+    let gone: Vec<Pending> = {
+        let mut pending = shard.pending.lock();
+        let ids: Vec<u64> = pending
+            .iter()
+            .filter(|(_, p)| p.node.as_deref() == Some(node))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter().filter_map(|id| pending.remove(id)).collect()
+    };
+    for p in gone {
+        let _ = p.tx.send(Err(err()));
     }
 }
 

@@ -272,11 +272,11 @@ async fn the_protocol_works_through_the_brokers() {
 }
 
 #[tokio::test]
-async fn a_session_whose_node_is_gone_is_session_gone_at_once() {
+async fn a_slow_node_is_unavailable_and_a_lost_or_dead_one_session_gone() {
     let Some(brokers) = amqp() else { return };
     let mut t = Tiers::memory();
     let mut b1 = t.backend("b1", &brokers[0], &[]);
-    let api = t.api("a1", &brokers, &["--router-call-timeout-ms", "5000"]);
+    let api = t.api("a1", &brokers, &["--router-call-timeout-ms", "1500"]);
     wait_backends(&api, &["b1"]).await;
     let c = api.client();
     create(&c, "s", 1).await;
@@ -286,27 +286,49 @@ async fn a_session_whose_node_is_gone_is_session_gone_at_once() {
     };
     let session = switchboard_client::Session::new(&c.allocate(&reader_alloc("s")).await.unwrap());
     c.read(&session, &read).await.unwrap();
-    // a stopped node: its queue stays, nobody answers: unavailable once
-    // the call timeout passes, retryable
+    // a node that does not answer in time, but is not lost: unavailable,
+    // retryable, once the call timeout passes
     b1.send_signal(libc::SIGSTOP);
-    let t0 = Instant::now();
+    let stopped = Instant::now();
     let e = c.read(&session, &read).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
-    assert!(t0.elapsed() >= Duration::from_secs(4), "{:?}", t0.elapsed());
-    // the node dies with a call in its queue: the call is session_gone
-    // once the API node sees the queue gone, before its timeout
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(3500),
+        "{took:?}"
+    );
+    // silent for longer than the heartbeats allow: lost, its sessions gone
+    // at once, so that clients move on (the zombie is fenced if it wakes)
+    tokio::time::sleep(Duration::from_millis(4500).saturating_sub(stopped.elapsed())).await;
+    let t0 = Instant::now();
+    let e = c.read(&session, &read).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::SessionGone), "{e}");
+    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    let cl = cluster(&api).await;
+    assert_eq!(node_of(&cl, "b1")["state"], "lost", "{cl}");
+    // awake again, it serves new sessions
+    b1.send_signal(libc::SIGCONT);
+    wait_backends(&api, &["b1"]).await;
+    let session = switchboard_client::Session::new(&c.allocate(&reader_alloc("s")).await.unwrap());
+    c.read(&session, &read).await.unwrap();
+    // the node dies with a long poll in progress: the call is session_gone
+    // once the API node finds the node's queue gone, long before its wait
     let pending = {
         let (c, session) = (c.clone(), session.clone());
+        let poll = Read {
+            wait_ms: Some(20_000),
+            ..Default::default()
+        };
         tokio::spawn(async move {
             let t0 = Instant::now();
-            (c.read(&session, &read).await, t0.elapsed())
+            (c.read(&session, &poll).await, t0.elapsed())
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     b1.kill();
     let (r, took) = pending.await.unwrap();
     assert_eq!(r.unwrap_err().code(), Some(ErrorCode::SessionGone));
-    assert!(took < Duration::from_millis(4500), "{took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
     // and later calls at once: the mandatory publish comes back unroutable
     let t0 = Instant::now();
     let e = c.read(&session, &read).await.unwrap_err();
@@ -318,7 +340,11 @@ async fn a_session_whose_node_is_gone_is_session_gone_at_once() {
     })
     .await;
     assert!(ok);
-    assert_eq!(api.raw().get("/readyz").await.status, 503);
+    let unready = common::eventually(Duration::from_secs(5), || async {
+        api.raw().get("/readyz").await.status == 503
+    })
+    .await;
+    assert!(unready);
 }
 
 #[tokio::test]
@@ -572,7 +598,8 @@ async fn a_broker_down_sends_its_sessions_to_another_shard() {
         assert!(t0.elapsed() < Duration::from_secs(20), "stuck at {}", got.len());
     }
     assert_eq!(node_of_session(r.session().unwrap()), other);
-    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // the bound: re-allocated on the other shard within 5 s
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     exactly_once(&got, (0..20).map(|i| i.to_string()));
     let cl = cluster(&api).await;
     let states: Vec<&Value> = cl["brokers"]
@@ -647,8 +674,22 @@ async fn keep_reading(
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_under_load_loses_and_duplicates_nothing() {
+/// What the failover suite does to its backend nodes under load.
+#[derive(Debug, Clone, Copy)]
+enum Disruption {
+    /// SIGTERM and start again, each in turn.
+    RollingRestart,
+    /// SIGKILL two of them mid-stream, then start them again.
+    Kill,
+    /// SIGSTOP two of them until their sessions moved, then SIGCONT.
+    Zombie,
+}
+
+/// Two brokers, Kafka, two API nodes and three backend nodes; four
+/// producers and two readers through both API nodes; `d` done to the
+/// backends meanwhile. Every event is then stored exactly once, and the
+/// readers, which lived through it all, missed none.
+async fn failover_suite(d: Disruption) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let (Some(brokers), Some(kafka)) = (amqp(), kafka()) else {
@@ -681,17 +722,43 @@ async fn a_rolling_restart_under_load_loses_and_duplicates_nothing() {
         .iter()
         .map(|&i| tokio::spawn(keep_reading(clients[i].clone(), stop.clone(), want.clone())))
         .collect();
-    // every backend in turn: drained with SIGTERM, started again
-    for b in backends.iter_mut() {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let st = tokio::task::block_in_place(|| b.terminate());
-        assert!(st.success(), "{st:?}");
-        tokio::task::block_in_place(|| b.restart());
-        for a in &apis {
-            wait_backends(a, &["b1", "b2", "b3"]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match d {
+        Disruption::RollingRestart => {
+            for b in backends.iter_mut() {
+                let st = tokio::task::block_in_place(|| b.terminate());
+                assert!(st.success(), "{st:?}");
+                tokio::task::block_in_place(|| b.restart());
+                for a in &apis {
+                    wait_backends(a, &["b1", "b2", "b3"]).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        Disruption::Kill => {
+            for i in [0, 2] {
+                backends[i].kill();
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            for i in [0, 2] {
+                tokio::task::block_in_place(|| backends[i].restart());
+            }
+        }
+        Disruption::Zombie => {
+            for i in [0, 2] {
+                backends[i].send_signal(libc::SIGSTOP);
+            }
+            // lost after four silent seconds: their sessions move
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            for i in [0, 2] {
+                backends[i].send_signal(libc::SIGCONT);
+            }
         }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    for a in &apis {
+        wait_backends(a, &["b1", "b2", "b3"]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let mut expected = Vec::new();
     for (i, w) in writers.into_iter().enumerate() {
@@ -700,18 +767,33 @@ async fn a_rolling_restart_under_load_loses_and_duplicates_nothing() {
         expected.extend((0..n).map(|k| format!("\"w{i}-{k}\"")));
     }
     want.store(expected.len(), Ordering::Relaxed);
-    eprintln!("rolling restart: {} events from 4 writers", expected.len());
+    eprintln!("{d:?}: {} events from 4 writers", expected.len());
     // the stream holds each event exactly once
     let stored = values(&clients[1], "roll", expected.len()).await;
     exactly_once(&stored, expected.iter().cloned());
-    // readers that lived through the restarts saw every event (a batch
-    // whose ack was lost with its session may come twice)
+    // readers saw every event (a batch whose ack was lost with its session
+    // comes again: that is what at-least-once after the cursor allows)
     for r in readers {
         let seen = r.await.unwrap();
         let set: std::collections::HashSet<&String> = seen.iter().collect();
         let missing = expected.iter().filter(|e| !set.contains(e)).count();
         assert_eq!(missing, 0, "a reader missed {missing} of {}", expected.len());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_and_duplicates_nothing() {
+    failover_suite(Disruption::RollingRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_killed_mid_stream_lose_and_duplicate_nothing() {
+    failover_suite(Disruption::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zombie_backends_store_nothing_after_their_sessions_moved() {
+    failover_suite(Disruption::Zombie).await;
 }
 
 #[tokio::test]
