@@ -69,6 +69,9 @@ impl Names {
     }
 }
 
+/// The frame size the nodes ask brokers for, bytes.
+pub const FRAME_MAX: u32 = 1 << 20;
+
 /// How often nodes say they are alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A node not heard from for this long is lost: it takes no new work, and
@@ -136,6 +139,11 @@ impl Broker {
         // a dead peer is noticed within seconds, not the server's minute
         if uri.query.heartbeat.is_none() {
             uri.query.heartbeat = Some(5);
+        }
+        // a block or a read answer (up to MiBs) in few frames: the broker
+        // picks the lower of this and its own `frame_max`
+        if uri.query.frame_max.is_none() {
+            uri.query.frame_max = Some(FRAME_MAX);
         }
         if uri.query.connection_timeout.is_none() {
             uri.query.connection_timeout = Some(5_000);

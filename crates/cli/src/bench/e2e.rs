@@ -48,8 +48,9 @@ pub(super) struct Load {
 /// Options of `switchboard bench e2e`.
 #[derive(Debug, Args)]
 pub struct E2eBench {
-    /// A running server; without it, one is started on a temporary data
-    /// directory under --data-dir.
+    /// A running server, or several API nodes of one cluster separated by
+    /// commas (writers and readers take them in turn); without it, one
+    /// server is started on a temporary data directory under --data-dir.
     #[arg(long)]
     url: Option<String>,
     /// Token for --url.
@@ -412,14 +413,22 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
     };
-    let client = Client::with_options(
-        &url,
-        &token,
-        switchboard_client::ClientOptions {
-            accept_compressed: false,
-            ca_cert_pem,
-        },
-    )?;
+    // several URLs (API nodes of one cluster): writers and readers take
+    // them in turn
+    let clients = url
+        .split(',')
+        .map(|u| {
+            Client::with_options(
+                u.trim(),
+                &token,
+                switchboard_client::ClientOptions {
+                    accept_compressed: false,
+                    ca_cert_pem: ca_cert_pem.clone(),
+                },
+            )
+        })
+        .collect::<Result<Vec<Client>, _>>()?;
+    let client = clients[0].clone();
     let partitions = b
         .load
         .partitions
@@ -465,7 +474,8 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
             partitions: Some(parts),
             ..ReaderOptions::default()
         };
-        let mut reader = Reader::open(client.clone(), &stream, "earliest", opts).await?;
+        let c = clients[r % clients.len()].clone();
+        let mut reader = Reader::open(c, &stream, "earliest", opts).await?;
         let (consumed, done) = (consumed.clone(), readers_done.clone());
         readers.push(tokio::spawn(async move {
             let (mut reads, mut acks, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
@@ -510,7 +520,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
             window: b.load.window.max(1),
             ..WriterOptions::default()
         };
-        let mut writer = Writer::open(client.clone(), &stream, opts).await?;
+        let mut writer = Writer::open(clients[i % clients.len()].clone(), &stream, opts).await?;
         let (stop, published, events_json, n) = (
             stop.clone(),
             published.clone(),
