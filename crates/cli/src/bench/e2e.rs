@@ -62,6 +62,12 @@ pub struct E2eBench {
     /// writers.
     #[arg(long)]
     producers: bool,
+    /// Publish at this many events/s in all (the writers share it, each
+    /// sending its blocks evenly spaced and waiting for each to be durable)
+    /// instead of as fast as they can: latencies at a given share of the
+    /// peak rate.
+    #[arg(long)]
+    rate: Option<u64>,
     /// Events for the side-by-side `bench log` measurement, before and after
     /// (0: skip). The default matches `bench log`'s: runs much smaller than
     /// the page cache's dirty limit measure memory, not the disk.
@@ -114,6 +120,8 @@ impl E2eBench {
 #[derive(Debug, Serialize)]
 struct Report {
     bench: &'static str,
+    /// The target publish rate (`--rate`), if any.
+    rate_events_s: Option<u64>,
     writers: usize,
     readers: usize,
     window: usize,
@@ -513,6 +521,14 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     }
 
     let start = Instant::now();
+    // with --rate, each writer sends a block every `pace`
+    let pace = match b.rate {
+        Some(0) => bail!("--rate must be positive"),
+        Some(r) => Some(Duration::from_secs_f64(
+            (b.load.batch * b.load.writers) as f64 / r as f64,
+        )),
+        None => None,
+    };
     let mut writers = Vec::new();
     for i in 0..b.load.writers {
         let opts = WriterOptions {
@@ -538,10 +554,20 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
                 published.fetch_add((d - counted) * n, Ordering::Relaxed);
                 counted = d;
             };
+            let mut next = tokio::time::Instant::now();
             while !stop.load(Ordering::Acquire) {
+                if let Some(p) = pace {
+                    tokio::time::sleep_until(next).await;
+                    next += p;
+                }
                 let t = Instant::now();
                 writer.send_encoded(events_json.clone()).await?;
                 sends.push(ms(t.elapsed()));
+                if pace.is_some() {
+                    // paced: learn at once when the block is durable (the
+                    // window would only look when it is full, a pace later)
+                    writer.flush().await?;
+                }
                 count(&mut writer, &mut commits);
             }
             writer.flush().await?;
@@ -593,6 +619,7 @@ async fn drive(b: &E2eBench, opts: ServerOpts) -> Result<Report> {
     let publish_events_s = total as f64 / publish_time.as_secs_f64();
     Ok(Report {
         bench: "e2e",
+        rate_events_s: b.rate,
         writers: b.load.writers,
         readers: b.load.readers,
         window: b.load.window,
