@@ -29,8 +29,10 @@ pub fn brokers() -> String {
     format!("127.0.0.1:{PORT}")
 }
 
-/// Starts a Kafka broker with scripts/kafka.
-pub fn start_broker(scripts: &Path, dir: &Path) -> Result<Server> {
+/// Starts a Kafka broker with scripts/kafka; `sync`: it fsyncs every
+/// record before acknowledging it (`log.flush.interval.messages=1`, for
+/// the topics Switchboard creates too).
+pub fn start_broker(scripts: &Path, dir: &Path, class: Class) -> Result<Server> {
     let script = scripts.join("kafka");
     let dir = dir.join("kafka");
     let out = std::process::Command::new(&script)
@@ -38,6 +40,10 @@ pub fn start_broker(scripts: &Path, dir: &Path) -> Result<Server> {
         .arg(&dir)
         .env("KAFKA_PORT", PORT.to_string())
         .env("KAFKA_CONTROLLER_PORT", (PORT + 1).to_string())
+        .env(
+            "KAFKA_FLUSH_MESSAGES",
+            if class == Class::Sync { "1" } else { "" },
+        )
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     anyhow::ensure!(
@@ -48,7 +54,14 @@ pub fn start_broker(scripts: &Path, dir: &Path) -> Result<Server> {
     let pid: u32 = std::fs::read_to_string(dir.join("kafka.pid"))?.trim().parse()?;
     Ok(Server::new(
         vec![pid],
-        "Kafka 4.1.2 (one KRaft node, -Xmx512m)".into(),
+        format!(
+            "Kafka 4.1.2 (one KRaft node, -Xmx512m, {})",
+            if class == Class::Sync {
+                "log.flush.interval.messages=1"
+            } else {
+                "default flush: page cache"
+            }
+        ),
         move || {
             let _ = std::process::Command::new(script).arg("stop").arg(dir).output();
         },
@@ -61,7 +74,7 @@ pub struct Kafka {
 
 /// Starts the broker and creates the topic.
 pub async fn start(scripts: &Path, dir: &Path, class: Class, load: &Load) -> Result<(Server, Arc<dyn Peer>)> {
-    let mut server = start_broker(scripts, dir)?;
+    let mut server = start_broker(scripts, dir, class)?;
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers()).create()?;
     let mut topic = NewTopic::new(TOPIC, load.lanes() as i32, TopicReplication::Fixed(1));
@@ -78,12 +91,12 @@ pub async fn start(scripts: &Path, dir: &Path, class: Class, load: &Load) -> Res
         r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
     }
     server.config = format!(
-        "{}, {}, idempotent producers with acks=all",
+        "{}{}, idempotent producers with acks=all",
         server.config,
         if class == Class::Sync {
-            "topic flush.messages=1"
+            ", topic flush.messages=1"
         } else {
-            "default flush (page cache)"
+            ""
         }
     );
     Ok((server, Arc::new(Kafka { load: load.clone() })))

@@ -11,6 +11,7 @@
 //! Each peer is started by the project's scripts and stopped by PID.
 #![allow(missing_docs)]
 
+mod chart;
 mod kafka;
 mod nats;
 mod rabbit;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, ValueEnum};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use stats::Stats;
 
@@ -54,10 +55,17 @@ struct Cli {
     /// Where the servers keep their data during the run.
     #[arg(long, default_value = "./peers-bench")]
     work: PathBuf,
+    /// Where the chart goes (PNG).
+    #[arg(long, default_value = "peers.png")]
+    chart: PathBuf,
+    /// Run nothing: print the table and draw the chart of the JSON lines an
+    /// earlier run printed, from this file.
+    #[arg(long)]
+    replot: Option<PathBuf>,
 }
 
 /// The load, the same for every system.
-#[derive(Debug, Clone, Args, Serialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct Load {
     /// Concurrent producers.
     #[arg(long, default_value_t = 4)]
@@ -95,7 +103,7 @@ impl Load {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum System {
     Nats,
@@ -105,7 +113,7 @@ pub enum System {
     SwitchboardKafka,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Acknowledged only after fsync.
@@ -155,7 +163,7 @@ pub trait Peer: Send + Sync + 'static {
 }
 
 /// One system's figures in one class.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Row {
     system: System,
     class: Class,
@@ -248,7 +256,7 @@ async fn run_one(cli: &Cli, system: System, class: Class) -> Result<Row> {
         System::Kafka => kafka::start(&cli.scripts, &dir, class, load).await?,
         System::Switchboard => sb::start(&cli.switchboard_bin, None, &dir, class, load).await?,
         System::SwitchboardKafka => {
-            let k = kafka::start_broker(&cli.scripts, &dir)?;
+            let k = kafka::start_broker(&cli.scripts, &dir, class)?;
             let (s, p) = sb::start(&cli.switchboard_bin, Some(&k), &dir, class, load).await?;
             // the broker's process counts as the server's too
             let mut pids = s.pids.clone();
@@ -268,6 +276,20 @@ fn main() -> Result<()> {
     if cli.load.producers == 0 || cli.load.consumers == 0 || cli.load.batch == 0 || cli.load.event_size < 24 {
         bail!("--producers, --consumers and --batch must be positive, --event-size at least 24");
     }
+    if let Some(file) = &cli.replot {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let rows: Vec<Row> = text
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}: not the JSON lines of a run", file.display()))?;
+        print_table(&rows);
+        print_verdict(&rows);
+        chart::draw(&rows, &cli.systems, &cli.classes, &cli.chart)?;
+        eprintln!("chart: {}", cli.chart.display());
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut rows = Vec::new();
     for class in &cli.classes {
@@ -283,7 +305,38 @@ fn main() -> Result<()> {
         }
     }
     print_table(&rows);
+    print_verdict(&rows);
+    if !rows.is_empty() {
+        chart::draw(&rows, &cli.systems, &cli.classes, &cli.chart)?;
+        eprintln!("chart: {}", cli.chart.display());
+    }
     Ok(())
+}
+
+/// Switchboard embedded against the best peer of each class.
+fn print_verdict(rows: &[Row]) {
+    for class in [Class::Sync, Class::Async] {
+        let sb = rows
+            .iter()
+            .find(|r| r.class == class && r.system == System::Switchboard);
+        let best = rows
+            .iter()
+            .filter(|r| {
+                r.class == class && !matches!(r.system, System::Switchboard | System::SwitchboardKafka)
+            })
+            .max_by(|a, b| a.publish_events_s.total_cmp(&b.publish_events_s));
+        if let (Some(sb), Some(best)) = (sb, best) {
+            eprintln!(
+                "{class:?}: Switchboard {:.0} events/s is {:.2}x the best peer ({}, {:.0}); ack p99 {:.1} ms against {:.1}",
+                sb.publish_events_s,
+                sb.publish_events_s / best.publish_events_s.max(1.0),
+                chart::name(best.system),
+                best.publish_events_s,
+                sb.ack_p99_ms,
+                best.ack_p99_ms
+            );
+        }
+    }
 }
 
 fn print_table(rows: &[Row]) {
@@ -314,5 +367,36 @@ fn print_table(rows: &[Row]) {
     }
     for r in rows {
         eprintln!("{:?} {:?}: {}", r.system, r.class, r.config);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(producers: usize, consumers: usize) -> Load {
+        Load {
+            producers,
+            consumers,
+            event_size: 1024,
+            batch: 500,
+            window: 2,
+            duration: 1,
+            warmup: 0,
+        }
+    }
+
+    #[test]
+    fn every_lane_has_exactly_one_consumer() {
+        for (p, c) in [(4, 4), (4, 2), (1, 3), (5, 2)] {
+            let l = load(p, c);
+            let mut seen: Vec<usize> = (0..c).flat_map(|c| l.lanes_of(c)).collect();
+            seen.sort_unstable();
+            assert_eq!(
+                seen,
+                (0..l.lanes()).collect::<Vec<_>>(),
+                "{p} producers, {c} consumers"
+            );
+        }
     }
 }

@@ -166,3 +166,47 @@ fn clock_ticks() -> f64 {
     // Linux reports CPU time in USER_HZ, 100 on every supported platform
     100.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_samples() {
+        let s = Samples::default();
+        assert_eq!(s.percentiles(), (0.0, 0.0));
+        for v in 1..=100 {
+            s.push(f64::from(v));
+        }
+        assert_eq!(s.percentiles(), (51.0, 99.0));
+    }
+
+    #[test]
+    fn a_sampler_counts_batches_and_samples_every_nth() {
+        let stats = Stats::default();
+        stats.measuring.store(true, Ordering::Relaxed);
+        let mut s = Sampler::default();
+        let mut asked = 0;
+        for _ in 0..(SAMPLE_EVERY * 2) {
+            s.see(|| {
+                asked += 1;
+                Some(now_us())
+            });
+        }
+        assert_eq!(asked, 2);
+        assert_eq!(s.pending(), SAMPLE_EVERY * 2);
+        s.acked(&stats);
+        assert_eq!(s.pending(), 0);
+        assert_eq!(stats.consumed.load(Ordering::Relaxed), SAMPLE_EVERY * 2);
+    }
+
+    #[test]
+    fn events_carry_their_send_time() {
+        let before = now_us();
+        let e = binary_event(1024);
+        assert_eq!(e.len(), 1024);
+        let sent = binary_sent(&e).unwrap_or(0);
+        assert!(sent >= before && sent <= now_us());
+        assert_eq!(binary_sent(&[1, 2]), None);
+    }
+}
