@@ -7,8 +7,13 @@
 //! The log refuses a batch whose producer already has that block in that
 //! partition (atomically with the write), so a replayed block stores only
 //! the parts that were missing. Blocks of one producer are appended one at
-//! a time, so only its newest block can be partial; counting the
-//! partitions that hold it against its span tells whether it is complete.
+//! a time, each durable in full before the next is written, so only its
+//! newest block can be partial; counting the partitions that hold it
+//! against its span tells whether it is complete. One exception keeps that
+//! true: under `interval` and `never`, a producer's consecutive blocks to
+//! one and the same partition may be written before the earlier ones are
+//! durable ([`Store::submit`]), as a partition's durable records are a
+//! prefix of what was written to it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,8 +60,64 @@ struct Epochs {
 /// last used.
 #[derive(Default)]
 struct Epoch {
-    lock: tokio::sync::RwLock<u64>,
+    lock: Arc<tokio::sync::RwLock<u64>>,
     used_ms: std::sync::atomic::AtomicI64,
+    /// Blocks written and not yet durable ([`Store::submit`]).
+    unsynced: parking_lot::Mutex<Unsynced>,
+    /// Signalled when `unsynced` empties.
+    synced: tokio::sync::Notify,
+}
+
+/// A producer's blocks written and not yet durable: how many, and the one
+/// partition they all went to (`None` while a block of several parts is
+/// among them: nothing may join that).
+#[derive(Default)]
+struct Unsynced {
+    blocks: usize,
+    partition: Option<u32>,
+    /// A block failed: later ones written after it would leave a hole
+    /// before them, so none is, until a fence (a new session replays).
+    poisoned: bool,
+}
+
+/// Counts a written block as not yet durable until dropped.
+struct UnsyncedGuard(Arc<Epoch>);
+
+impl Drop for UnsyncedGuard {
+    fn drop(&mut self) {
+        let mut u = self.0.unsynced.lock();
+        u.blocks = u.blocks.saturating_sub(1);
+        if u.blocks == 0 {
+            u.partition = None;
+            drop(u);
+            self.0.synced.notify_waiters();
+        }
+    }
+}
+
+/// A part's partition, and what became of its write with the offset below
+/// which it must be durable.
+type WrittenPart = (Arc<Partition>, Result<(PartOutcome, u64)>);
+
+/// A block's parts as written, not yet known durable.
+struct Written {
+    parts: Vec<WrittenPart>,
+    durability: Durability,
+    block_no: u64,
+}
+
+impl Written {
+    /// Waits until every part is durable and says what became of the block.
+    async fn finish(self) -> Result<Appended> {
+        let d = self.durability;
+        let synced = self.parts.into_iter().map(|(p, r)| async move {
+            let (outcome, through) = r?;
+            make_durable(&p, through, d).await?;
+            Ok(outcome)
+        });
+        let outcomes = futures::future::join_all(synced).await;
+        combine(outcomes, self.block_no)
+    }
 }
 
 impl Epoch {
@@ -126,55 +187,31 @@ impl EmbeddedStore {
 
     /// Appends a block's parts, each to its partition, at once.
     async fn append_parts(&self, stream: &str, block: Block) -> Result<Appended> {
-        let log = self.log()?;
+        self.write_parts(stream, block).await?.finish().await
+    }
 
+    /// Writes a block's parts, each to its partition, at once; making them
+    /// durable is left to [`Written::finish`].
+    async fn write_parts(&self, stream: &str, block: Block) -> Result<Written> {
+        let log = self.log()?;
         let durability = log.config().durability;
         let s = log.stream(stream)?;
         let (producer, parts) = block.into_parts();
         let span = parts.len() as u32;
-        let mut appends = Vec::with_capacity(parts.len());
+        let mut writes = Vec::with_capacity(parts.len());
         for (partition, records) in parts {
             let p = s.partition(partition)?.clone();
             let mut batch = records.into_batch();
             batch.set_block_parts(span);
-            appends.push(append_part(p, batch, stream, durability));
+            writes.push(async move {
+                let r = write_part(p.clone(), batch, stream).await;
+                (p, r)
+            });
         }
-        let outcomes = futures::future::join_all(appends).await;
-        let block_no = producer.as_ref().map_or(0, |p| p.block);
-        let mut ranges = Vec::with_capacity(outcomes.len());
-        let (mut stored, mut newest_dup) = (false, None::<u64>);
-        let mut first_err = None;
-        for o in outcomes {
-            match o {
-                Ok(PartOutcome::Stored(r)) => {
-                    stored = true;
-                    ranges.push(r);
-                }
-                Ok(PartOutcome::Duplicate(partition, st)) => {
-                    newest_dup = Some(newest_dup.unwrap_or(0).max(st.last_block));
-                    if st.last_block == block_no {
-                        ranges.push(PartRange {
-                            partition,
-                            first: st.first_offset,
-                            last: st.last_offset,
-                        });
-                    }
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
-        ranges.sort_by_key(|r| r.partition);
-        Ok(match newest_dup {
-            Some(last_block) if !stored => Appended::Duplicate {
-                last_block,
-                ranges: (last_block == block_no).then_some(ranges),
-            },
-            _ => Appended::Stored(ranges),
+        Ok(Written {
+            parts: futures::future::join_all(writes).await,
+            durability,
+            block_no: producer.as_ref().map_or(0, |p| p.block),
         })
     }
 
@@ -222,6 +259,45 @@ enum PartOutcome {
     Duplicate(u32, ProducerState),
 }
 
+/// What became of a block, from what became of its parts.
+fn combine(outcomes: Vec<Result<PartOutcome>>, block_no: u64) -> Result<Appended> {
+    let mut ranges = Vec::with_capacity(outcomes.len());
+    let (mut stored, mut newest_dup) = (false, None::<u64>);
+    let mut first_err = None;
+    for o in outcomes {
+        match o {
+            Ok(PartOutcome::Stored(r)) => {
+                stored = true;
+                ranges.push(r);
+            }
+            Ok(PartOutcome::Duplicate(partition, st)) => {
+                newest_dup = Some(newest_dup.unwrap_or(0).max(st.last_block));
+                if st.last_block == block_no {
+                    ranges.push(PartRange {
+                        partition,
+                        first: st.first_offset,
+                        last: st.last_offset,
+                    });
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    ranges.sort_by_key(|r| r.partition);
+    Ok(match newest_dup {
+        Some(last_block) if !stored => Appended::Duplicate {
+            last_block,
+            ranges: (last_block == block_no).then_some(ranges),
+        },
+        _ => Appended::Stored(ranges),
+    })
+}
+
 /// Returns once every offset below `through` is on stable storage: at once
 /// with `fsync = always`; under `interval` after the background sync (or a
 /// forced one if it is late); under `never` after a forced sync. An append
@@ -249,12 +325,13 @@ async fn make_durable(p: &Arc<Partition>, through: u64, durability: Durability) 
     Ok(())
 }
 
-async fn append_part(
+/// Writes one part (retrying a failed write a few times); returns what
+/// became of it and the offset below which it must be durable.
+async fn write_part(
     p: Arc<Partition>,
     mut batch: switchboard_log::BatchBuilder,
     stream: &str,
-    durability: Durability,
-) -> Result<PartOutcome> {
+) -> Result<(PartOutcome, u64)> {
     let partition = p.id();
     let mut attempt = 0;
     loop {
@@ -272,18 +349,18 @@ async fn append_part(
         match r {
             Ok(AppendOutcome::Appended(a)) => {
                 metrics::counter!("switchboard_log_appended_bytes_total").increment(bytes);
-                make_durable(&p, a.last_offset + 1, durability).await?;
-                return Ok(PartOutcome::Stored(PartRange {
+                let range = PartRange {
                     partition,
                     first: a.base_offset,
                     last: a.last_offset,
-                }));
+                };
+                return Ok((PartOutcome::Stored(range), a.last_offset + 1));
             }
             Ok(AppendOutcome::Duplicate(s)) => {
                 // what is stored may not be durable yet (another session's
                 // append of the same block)
-                make_durable(&p, s.last_offset + 1, durability).await?;
-                return Ok(PartOutcome::Duplicate(partition, s));
+                let through = s.last_offset + 1;
+                return Ok((PartOutcome::Duplicate(partition, s), through));
             }
             Err(e) => match Error::from(e) {
                 Error::Unavailable(m) if attempt + 1 < APPEND_ATTEMPTS => {
@@ -300,7 +377,8 @@ async fn append_part(
 /// The producer's last block stored in full and durable, from what each
 /// partition holds. A part not yet on stable storage does not count: the
 /// block before it is then the last (blocks are appended one at a time,
-/// each durable in full before the next).
+/// each durable in full before the next; or, one partition's blocks, in
+/// the order they were written, which its durable prefix keeps).
 fn last_block_of(s: &switchboard_log::Stream, producer: &str) -> u64 {
     let mut newest: Option<(u64, u32, u32)> = None; // block, parts, durable holders
     for p in s.partitions() {
@@ -391,11 +469,103 @@ impl Store for EmbeddedStore {
         self.append_parts(stream, block).await
     }
 
+    /// Under `interval` and `never`, writes the block at once and leaves
+    /// waiting for its sync to the future, so that a writer's blocks do not
+    /// wait one sync interval each. A producer's blocks keep the rule that
+    /// makes `last_block` exact after a crash: a block is written only when
+    /// the producer's earlier blocks are durable, unless it and all of them
+    /// are single parts of one partition (its durable records are a prefix
+    /// of what was written). A fence waits for the blocks written until
+    /// they are durable, as it does for appends.
+    async fn submit(&self, stream: &str, block: Block) -> crate::Submitted {
+        let durability = match self.log() {
+            Ok(l) => l.config().durability,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        // under `always`, writing is syncing: nothing to gain
+        let producer = block.producer().map(|p| (p.id.clone(), p.epoch));
+        let (producer, mine) = match (durability, producer) {
+            (Durability::Always, _) | (_, Some((_, 0))) => {
+                let r = self.append(stream, block).await;
+                return Box::pin(std::future::ready(r));
+            }
+            (_, None) => {
+                // no producer: no order to keep across a crash
+                return match self.write_parts(stream, block).await {
+                    Ok(w) => Box::pin(w.finish()),
+                    Err(e) => Box::pin(std::future::ready(Err(e))),
+                };
+            }
+            (_, Some(p)) => p,
+        };
+        let epoch = self.make_epoch(stream, &producer);
+        let current = epoch.lock.clone().read_owned().await;
+        if mine < *current {
+            let fenced = Appended::Fenced { epoch: *current };
+            return Box::pin(std::future::ready(Ok(fenced)));
+        }
+        let single = match block.parts() {
+            [(partition, _)] => Some(*partition),
+            _ => None,
+        };
+        loop {
+            let synced = epoch.synced.notified();
+            {
+                let mut u = epoch.unsynced.lock();
+                if u.poisoned {
+                    let e = Error::Unavailable(format!(
+                        "an earlier block of producer {producer:?} failed: a new session replays from its last block"
+                    ));
+                    return Box::pin(std::future::ready(Err(e)));
+                }
+                if u.blocks == 0 || (single.is_some() && u.partition == single) {
+                    u.blocks += 1;
+                    u.partition = single;
+                    break;
+                }
+            }
+            synced.await;
+        }
+        let unsynced = UnsyncedGuard(epoch.clone());
+        let poison = || epoch.unsynced.lock().poisoned = true;
+        let written = match self.write_parts(stream, block).await {
+            Ok(w) if w.parts.iter().all(|(_, r)| r.is_ok()) => w,
+            Ok(w) => {
+                poison();
+                return Box::pin(w.finish());
+            }
+            Err(e) => {
+                poison();
+                return Box::pin(std::future::ready(Err(e)));
+            }
+        };
+        // the sync is waited for by a task of its own, not by whoever polls
+        // the answer: a later block of the producer may be waiting for this
+        // one to be durable while its writer has not polled this answer yet
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let r = written.finish().await;
+            if r.is_err() {
+                unsynced.0.unsynced.lock().poisoned = true;
+            }
+            drop(unsynced);
+            drop(current);
+            let _ = tx.send(r);
+        });
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::Unavailable("the store's sync task stopped".into())))
+        })
+    }
+
     async fn fence_producer(&self, stream: &str, producer: &str) -> Result<Fencing> {
         self.forget_idle_epochs(self.log()?.config().producer_ttl_ms);
         let epoch = self.make_epoch(stream, producer);
         let mut current = epoch.lock.write().await;
         *current += 1;
+        // the blocks written under the old epoch are durable or failed: the
+        // new session starts clean
+        *epoch.unsynced.lock() = Unsynced::default();
         let last_block = self.last_block(stream, producer).await?;
         Ok(Fencing {
             epoch: *current,

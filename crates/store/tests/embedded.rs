@@ -196,3 +196,96 @@ async fn only_fenced_producers_hold_an_epoch() {
     }
     assert_eq!(store.fenced_producers(), 10);
 }
+
+/// Under `interval`, a producer's blocks to one partition are written while
+/// the earlier ones wait for their sync, so a writer is not held to one
+/// block per interval; a block of several partitions waits until the
+/// earlier ones are durable, and later ones wait for it; every answer still
+/// comes only once its records are durable; a fence waits for them all.
+#[tokio::test]
+async fn submitted_blocks_of_one_partition_share_a_sync_and_stay_exact() {
+    use std::time::{Duration, Instant};
+    use switchboard_log::{Durability, LogConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        durability: Durability::Interval { ms: 200 },
+        ..Default::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), cfg).unwrap();
+    store
+        .create_stream(
+            "i",
+            switchboard_store::StreamSettings {
+                partitions: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let fencing = store.fence_producer("i", "p").await.unwrap();
+    let epoch = fencing.epoch;
+    let mk = |b: u64, parts: &[u32]| {
+        let mut blk = Block::new(Some(BlockProducer {
+            id: "p".into(),
+            epoch,
+            block: b,
+        }))
+        .unwrap();
+        for &p in parts {
+            blk.records(p).push(1, None, &[b"v"], []);
+        }
+        blk
+    };
+    // eight blocks to partition 0: all written at once, one sync for all
+    let t = Instant::now();
+    let mut pending = Vec::new();
+    for b in 1..=8 {
+        pending.push(store.submit("i", mk(b, &[0])).await);
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "written without waiting: {:?}",
+        t.elapsed()
+    );
+    for (i, f) in pending.into_iter().enumerate() {
+        let Appended::Stored(r) = f.await.unwrap() else {
+            panic!("not stored")
+        };
+        let durable = store.durable_end_offsets("i").unwrap();
+        assert!(durable[0] > r[0].last, "block {} answered before its sync", i + 1);
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "one sync, not eight: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(store.last_block("i", "p").await.unwrap(), 8);
+    // a block to the other partition, then one of both: each waits for
+    // the producer's earlier blocks to be durable before it is written
+    let a = store.submit("i", mk(9, &[1])).await;
+    let b = store.submit("i", mk(10, &[0, 1])).await;
+    let d = store.durable_end_offsets("i").unwrap();
+    assert_eq!(
+        d,
+        vec![8, 1],
+        "block 10 was written only after block 9 was durable"
+    );
+    let c = store.submit("i", mk(11, &[0])).await;
+    for f in [a, b, c] {
+        assert!(matches!(f.await.unwrap(), Appended::Stored(_)));
+    }
+    // a fence while blocks are on their way waits for them (nobody polls
+    // their answers meanwhile)
+    let mut pending = Vec::new();
+    for b in 12..=14 {
+        pending.push(store.submit("i", mk(b, &[0])).await);
+    }
+    let fenced = store.fence_producer("i", "p").await.unwrap();
+    assert_eq!(fenced.last_block, 14);
+    for f in pending {
+        assert!(matches!(f.await.unwrap(), Appended::Stored(_)));
+    }
+    // the old epoch's blocks are fenced now
+    let late = store.submit("i", mk(15, &[0])).await.await.unwrap();
+    assert!(matches!(late, Appended::Fenced { .. }), "{late:?}");
+}
