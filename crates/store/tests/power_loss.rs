@@ -169,7 +169,7 @@ async fn pipelined_producers_stay_exact(durability: Durability) {
     // block b of producer w: in partition b % 3 alone, except every fifth,
     // which spans all three; runs of same-partition blocks come in fours
     let parts = |b: u64| -> Vec<u32> {
-        if b % 5 == 0 {
+        if b.is_multiple_of(5) {
             vec![0, 1, 2]
         } else {
             vec![((b / 4) % 3) as u32]
