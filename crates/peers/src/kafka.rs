@@ -18,7 +18,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::stats::{self, Sampler, Stats};
+use crate::stats::{self, InFlight, Sampler, Stats};
 use crate::{Class, Load, Peer, Server};
 
 /// Ports of the benchmark's broker (apart from the tests' 9092).
@@ -119,31 +119,26 @@ impl Peer for Kafka {
                 )
                 .create()?;
             let partition = (p % self.load.lanes()) as i32;
-            let mut pending = std::collections::VecDeque::new();
+            let mut in_flight = InFlight::new(self.load.window, self.load.batch as u64);
             while !stats.stopped() {
                 let t = Instant::now();
-                let mut batch = Vec::with_capacity(self.load.batch);
+                let mut acks = Vec::with_capacity(self.load.batch);
                 for _ in 0..self.load.batch {
                     let ev = stats::binary_event(self.load.event_size);
                     let record = FutureRecord::<(), _>::to(TOPIC).partition(partition).payload(&ev);
-                    batch.push(
-                        producer
-                            .send_result(record)
-                            .map_err(|(e, _)| anyhow::anyhow!("send: {e}"))?,
-                    );
+                    let d = producer
+                        .send_result(record)
+                        .map_err(|(e, _)| anyhow::anyhow!("send: {e}"))?;
+                    acks.push(async move {
+                        d.await
+                            .map_err(|_| anyhow::anyhow!("a delivery was cancelled"))?
+                            .map(drop)
+                            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))
+                    });
                 }
-                pending.push_back((t, batch));
-                while pending.len() >= self.load.window.max(1) {
-                    if let Some((t, batch)) = pending.pop_front() {
-                        delivered(batch).await?;
-                        stats.published(self.load.batch as u64, t.elapsed());
-                    }
-                }
+                in_flight.push(t, acks, &stats).await?;
             }
-            for (t, batch) in pending {
-                delivered(batch).await?;
-                stats.published(self.load.batch as u64, t.elapsed());
-            }
+            in_flight.drain(&stats).await?;
             Ok(())
         })
     }
@@ -194,13 +189,4 @@ impl Peer for Kafka {
             Ok(())
         })
     }
-}
-
-async fn delivered(batch: Vec<rdkafka::producer::DeliveryFuture>) -> Result<()> {
-    for d in batch {
-        d.await
-            .map_err(|_| anyhow::anyhow!("a delivery was cancelled"))?
-            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
-    }
-    Ok(())
 }

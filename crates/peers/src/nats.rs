@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
-use crate::stats::{self, Sampler, Stats};
+use crate::stats::{self, InFlight, Sampler, Stats};
 use crate::{Class, Load, Peer, Server};
 
 const PORT: u16 = 4222;
@@ -80,36 +80,26 @@ impl Peer for Nats {
     fn produce(self: Arc<Self>, p: usize, stats: Arc<Stats>) -> tokio::task::JoinHandle<Result<()>> {
         tokio::spawn(async move {
             let subject = format!("bench.{}", p % self.load.lanes());
-            let mut acks = std::collections::VecDeque::new();
+            let mut in_flight = InFlight::new(self.load.window, self.load.batch as u64);
             while !stats.stopped() {
                 let t = Instant::now();
-                let mut batch = Vec::with_capacity(self.load.batch);
+                let mut acks = Vec::with_capacity(self.load.batch);
                 for _ in 0..self.load.batch {
                     let ev = bytes::Bytes::from(stats::binary_event(self.load.event_size));
-                    batch.push(
-                        self.js
-                            .publish(subject.clone(), ev)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("publish: {e}"))?,
-                    );
+                    let ack = self
+                        .js
+                        .publish(subject.clone(), ev)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+                    acks.push(async move {
+                        ack.await
+                            .map(drop)
+                            .map_err(|e| anyhow::anyhow!("publish ack: {e}"))
+                    });
                 }
-                acks.push_back((t, batch));
-                // a window of batches on their way, as for the others
-                while acks.len() >= self.load.window.max(1) {
-                    if let Some((t, batch)) = acks.pop_front() {
-                        for a in batch {
-                            a.await.map_err(|e| anyhow::anyhow!("publish ack: {e}"))?;
-                        }
-                        stats.published(self.load.batch as u64, t.elapsed());
-                    }
-                }
+                in_flight.push(t, acks, &stats).await?;
             }
-            for (t, batch) in acks {
-                for a in batch {
-                    a.await.map_err(|e| anyhow::anyhow!("publish ack: {e}"))?;
-                }
-                stats.published(self.load.batch as u64, t.elapsed());
-            }
+            in_flight.drain(&stats).await?;
             Ok(())
         })
     }

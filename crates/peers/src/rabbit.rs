@@ -18,7 +18,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
-use crate::stats::{self, Sampler, Stats};
+use crate::stats::{self, InFlight, Sampler, Stats};
 use crate::{Class, Load, Peer, Server};
 
 const PORT: u16 = 5720;
@@ -104,39 +104,29 @@ impl Peer for Rabbit {
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             let q = queue(p % self.load.lanes());
             let props = BasicProperties::default().with_delivery_mode(2);
-            let mut pending = std::collections::VecDeque::new();
+            let mut in_flight = InFlight::new(self.load.window, self.load.batch as u64);
             while !stats.stopped() {
                 let t = Instant::now();
-                let mut batch = Vec::with_capacity(self.load.batch);
+                let mut acks = Vec::with_capacity(self.load.batch);
                 for _ in 0..self.load.batch {
                     let ev = stats::binary_event(self.load.event_size);
-                    batch.push(
-                        ch.basic_publish(
+                    let confirm = ch
+                        .basic_publish(
                             "".into(),
                             q.as_str().into(),
                             BasicPublishOptions::default(),
                             &ev,
                             props.clone(),
                         )
-                        .await?,
-                    );
+                        .await?;
+                    acks.push(async move {
+                        anyhow::ensure!(confirm.await?.is_ack(), "a publish was nacked");
+                        Ok(())
+                    });
                 }
-                pending.push_back((t, batch));
-                while pending.len() >= self.load.window.max(1) {
-                    if let Some((t, batch)) = pending.pop_front() {
-                        for c in batch {
-                            anyhow::ensure!(c.await?.is_ack(), "a publish was nacked");
-                        }
-                        stats.published(self.load.batch as u64, t.elapsed());
-                    }
-                }
+                in_flight.push(t, acks, &stats).await?;
             }
-            for (t, batch) in pending {
-                for c in batch {
-                    anyhow::ensure!(c.await?.is_ack(), "a publish was nacked");
-                }
-                stats.published(self.load.batch as u64, t.elapsed());
-            }
+            in_flight.drain(&stats).await?;
             Ok(())
         })
     }

@@ -167,6 +167,56 @@ fn clock_ticks() -> f64 {
     100.0
 }
 
+/// A producer's batches on their way: at most `window`, each counted when
+/// every acknowledgement of it came, oldest first.
+pub struct InFlight<F> {
+    batches: std::collections::VecDeque<(std::time::Instant, Vec<F>)>,
+    window: usize,
+    events: u64,
+}
+
+impl<F: std::future::Future<Output = anyhow::Result<()>>> InFlight<F> {
+    pub fn new(window: usize, events: u64) -> InFlight<F> {
+        InFlight {
+            batches: std::collections::VecDeque::new(),
+            window: window.max(1),
+            events,
+        }
+    }
+
+    /// A batch sent at `sent`; waits while the window is full.
+    pub async fn push(
+        &mut self,
+        sent: std::time::Instant,
+        acks: Vec<F>,
+        stats: &Stats,
+    ) -> anyhow::Result<()> {
+        self.batches.push_back((sent, acks));
+        while self.batches.len() >= self.window {
+            self.settle_oldest(stats).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch.
+    pub async fn drain(&mut self, stats: &Stats) -> anyhow::Result<()> {
+        while !self.batches.is_empty() {
+            self.settle_oldest(stats).await?;
+        }
+        Ok(())
+    }
+
+    async fn settle_oldest(&mut self, stats: &Stats) -> anyhow::Result<()> {
+        if let Some((sent, acks)) = self.batches.pop_front() {
+            for a in acks {
+                a.await?;
+            }
+            stats.published(self.events, sent.elapsed());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

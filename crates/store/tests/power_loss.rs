@@ -57,6 +57,24 @@ fn copy_as_after_power_loss(from: &Path, to: &Path, synced: &HashMap<PathBuf, u6
     }
 }
 
+/// Every record of stream `s` (three partitions), as (partition, value).
+async fn read_back(store: &EmbeddedStore) -> std::collections::HashSet<(u32, String)> {
+    let d = store.describe_stream("s").await.unwrap();
+    let mut reader = store.open_reader("s", &[(0, 0), (1, 0), (2, 0)]).await.unwrap();
+    let mut found = std::collections::HashSet::new();
+    let total: u64 = d.end_offsets.iter().sum();
+    while (found.len() as u64) < total {
+        let f = reader.fetch(10_000, 1 << 20, Duration::ZERO).await.unwrap();
+        if f.records.is_empty() {
+            break;
+        }
+        for (p, r) in f.records {
+            found.insert((p, String::from_utf8(r.value.to_vec()).unwrap()));
+        }
+    }
+    found
+}
+
 async fn acknowledged_blocks_survive(durability: Durability) {
     let synced = probe();
     let dir = tempfile::tempdir().unwrap();
@@ -110,19 +128,7 @@ async fn acknowledged_blocks_survive(durability: Durability) {
     }
     drop(store);
     let store = EmbeddedStore::open(&after, cfg).unwrap();
-    let d = store.describe_stream("s").await.unwrap();
-    let mut reader = store.open_reader("s", &[(0, 0), (1, 0), (2, 0)]).await.unwrap();
-    let mut found = std::collections::HashSet::new();
-    let total: u64 = d.end_offsets.iter().sum();
-    while (found.len() as u64) < total {
-        let f = reader.fetch(10_000, 1 << 20, Duration::ZERO).await.unwrap();
-        if f.records.is_empty() {
-            break;
-        }
-        for (p, r) in f.records {
-            found.insert((p, String::from_utf8(r.value.to_vec()).unwrap()));
-        }
-    }
+    let found = read_back(&store).await;
     for (w, b) in &acked {
         for p in 0..3 {
             let v = format!("w{w}-b{b}-p{p}");
@@ -229,19 +235,8 @@ async fn pipelined_producers_stay_exact(durability: Durability) {
     }
     drop(store);
     let store = EmbeddedStore::open(&after, cfg).unwrap();
-    let d = store.describe_stream("s").await.unwrap();
-    let mut reader = store.open_reader("s", &[(0, 0), (1, 0), (2, 0)]).await.unwrap();
-    let mut found = std::collections::HashSet::new();
-    let total: u64 = d.end_offsets.iter().sum();
-    while (found.len() as u64) < total {
-        let f = reader.fetch(10_000, 1 << 20, Duration::ZERO).await.unwrap();
-        if f.records.is_empty() {
-            break;
-        }
-        for (_, r) in f.records {
-            found.insert(String::from_utf8(r.value.to_vec()).unwrap());
-        }
-    }
+    let found: std::collections::HashSet<String> =
+        read_back(&store).await.into_iter().map(|(_, v)| v).collect();
     for (producer, acked) in acked {
         assert!(acked > 8, "{durability:?}: {producer} got going: {acked}");
         let last = store.last_block("s", &producer).await.unwrap();
