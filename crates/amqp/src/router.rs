@@ -515,7 +515,7 @@ async fn call(
                 shard.forget(n);
             }
             return Err(if session {
-                RpcError::session_gone("the session's node is gone: allocate a new session from your cursor")
+                node_gone()
             } else {
                 RpcError::unavailable(format!("no backend node listens on broker {label}")).after(500)
             });
@@ -535,6 +535,10 @@ async fn call(
     metrics::histogram!("switchboard_switch_call_seconds", "broker" => label.clone())
         .record(started.elapsed().as_secs_f64());
     answer
+}
+
+fn node_gone() -> RpcError {
+    RpcError::session_gone("the session's node is gone: allocate a new session from your cursor")
 }
 
 fn lost_node(node: &str, silent: Duration) -> RpcError {
@@ -673,6 +677,7 @@ async fn attach(
     metrics::gauge!("switchboard_switch_broker_up", "broker" => shard.label.clone()).set(1.0);
     tracing::info!(broker = %shard.label, shard = shard.index, "phone switch: connected");
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut probe: Option<Channel> = None;
     let result = loop {
         tokio::select! {
             d = answers.next() => match d {
@@ -699,7 +704,7 @@ async fn attach(
             _ = tick.tick() => {
                 shard.seen.lock().retain(|s| s.at.elapsed() < FORGOTTEN_AFTER);
                 shard.refresh();
-                probe_gone_nodes(&conn, shard, &inner.cfg.names).await;
+                probe_gone_nodes(&conn, &mut probe, shard, &inner.cfg.names).await;
                 let hb = Heartbeat {
                     id: inner.cfg.node_id.clone(),
                     role: "api".into(),
@@ -737,7 +742,12 @@ async fn attach(
 /// Fails the calls waiting on nodes whose queue is gone (the node died
 /// with the calls in its queue) as `session_gone`, instead of letting them
 /// run into the call timeout. A node that is only slow keeps its queue.
-async fn probe_gone_nodes(conn: &lapin::Connection, shard: &Shard, names: &Names) {
+async fn probe_gone_nodes(
+    conn: &lapin::Connection,
+    probe: &mut Option<Channel>,
+    shard: &Shard,
+    names: &Names,
+) {
     let suspects: std::collections::HashSet<String> = shard
         .pending
         .lock()
@@ -750,26 +760,24 @@ async fn probe_gone_nodes(conn: &lapin::Connection, shard: &Shard, names: &Names
             fail_calls_of(shard, &node, || lost_node(&node, silent));
             continue;
         }
-        // a passive declare of a missing queue closes its channel: one each
-        let Ok(ch) = conn.create_channel().await else {
-            return;
+        // one channel serves the probes until a missing queue closes it
+        let ch = match probe.take() {
+            Some(ch) => ch,
+            None => match conn.create_channel().await {
+                Ok(ch) => ch,
+                Err(_) => return,
+            },
         };
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let probe = ch.queue_declare(names.node(&node).as_str().into(), passive, FieldTable::default());
-        match tokio::time::timeout(Duration::from_secs(1), probe).await {
+        let declared = ch.queue_declare(names.node(&node).as_str().into(), passive, FieldTable::default());
+        match tokio::time::timeout(Duration::from_secs(1), declared).await {
+            Ok(Ok(_)) => *probe = Some(ch),
             Ok(Err(e)) if crate::soft_error(&e, lapin::protocol::AMQPSoftError::NOTFOUND) => {
                 shard.forget(&node);
-                fail_calls_of(shard, &node, || {
-                    RpcError::session_gone(
-                        "the session's node is gone: allocate a new session from your cursor",
-                    )
-                });
-            }
-            Ok(Ok(_)) => {
-                let _ = ch.close(200, "probed".into()).await;
+                fail_calls_of(shard, &node, node_gone);
             }
             _ => {}
         }

@@ -457,7 +457,7 @@ async fn serve(s: Settings, role: Role, reload: Reload) -> Result<()> {
     let (keys, tokens) = node_files(&s, true).await?;
     let addr = listener.local_addr()?;
     let (host, switch) = match role {
-        Role::Api => (None, Some(api_router(&s, addr)?)),
+        Role::Api => (None, Some(api_router(&s, addr).await?)),
         _ => (Some(open_host(&s, &keys).await?), None),
     };
     if let Some(r) = &switch {
@@ -511,12 +511,7 @@ async fn serve(s: Settings, role: Role, reload: Reload) -> Result<()> {
     }
 
     stop_signal.await;
-    let bound = Duration::from_millis(s.config.node.shutdown_timeout_ms);
-    let deadline = tokio::time::Instant::now() + bound;
-    tracing::info!(
-        bound_ms = s.config.node.shutdown_timeout_ms,
-        "shutting down: draining"
-    );
+    let deadline = shutdown_deadline(&s);
     state.start_draining();
     if let Some(r) = &switch {
         r.start_draining();
@@ -546,6 +541,15 @@ async fn serve(s: Settings, role: Role, reload: Reload) -> Result<()> {
     Ok(())
 }
 
+/// The shutdown bound from now: the process is gone by then.
+fn shutdown_deadline(s: &Settings) -> tokio::time::Instant {
+    tracing::info!(
+        bound_ms = s.config.node.shutdown_timeout_ms,
+        "shutting down: draining"
+    );
+    tokio::time::Instant::now() + Duration::from_millis(s.config.node.shutdown_timeout_ms)
+}
+
 /// Drains the session host: writers finish (or spill) their scheduled
 /// blocks by `deadline`.
 async fn drain_host(host: &SessionHost, deadline: tokio::time::Instant) {
@@ -560,11 +564,17 @@ async fn drain_host(host: &SessionHost, deadline: tokio::time::Instant) {
     }
 }
 
+/// The brokers of the `[router]` section, its CA file read off the runtime.
+async fn read_brokers(s: &Settings) -> Result<Vec<switchboard_amqp::Broker>> {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || brokers(&s)).await?
+}
+
 /// The API tier's phone-switch router.
-fn api_router(s: &Settings, addr: std::net::SocketAddr) -> Result<switchboard_amqp::AmqpRouter> {
+async fn api_router(s: &Settings, addr: std::net::SocketAddr) -> Result<switchboard_amqp::AmqpRouter> {
     Ok(switchboard_amqp::AmqpRouter::start(
         switchboard_amqp::RouterConfig {
-            brokers: brokers(s)?,
+            brokers: read_brokers(s).await?,
             node_id: s.config.node.node_id.clone(),
             address: addr.to_string(),
             call_timeout: Duration::from_millis(s.config.router.call_timeout_ms),
@@ -589,14 +599,15 @@ async fn backend(s: Settings) -> Result<()> {
     };
     let (keys, _) = node_files(&s, false).await?;
     let host = open_host(&s, &keys).await?;
-    let broker = brokers(&s)?.remove(0);
+    let broker = read_brokers(&s).await?.remove(0);
+    let address = tokio::task::spawn_blocking(hostname).await.unwrap_or_default();
     let label = broker.label().to_string();
     let link = switchboard_amqp::BackendLink::start(
         Arc::new(host.clone()),
         switchboard_amqp::BackendConfig {
             broker,
             node_id: s.config.node.node_id.clone(),
-            address: hostname(),
+            address,
             max_calls: s.config.router.max_calls,
             names: switchboard_amqp::Names::new(&s.config.router.namespace),
         },
@@ -633,12 +644,7 @@ async fn backend(s: Settings) -> Result<()> {
         s.config.node.node_id
     );
     stop_signal.await;
-    let bound = Duration::from_millis(s.config.node.shutdown_timeout_ms);
-    let deadline = tokio::time::Instant::now() + bound;
-    tracing::info!(
-        bound_ms = s.config.node.shutdown_timeout_ms,
-        "shutting down: draining"
-    );
+    let deadline = shutdown_deadline(&s);
     link.stop_taking_work();
     drain_host(&host, deadline).await;
     link.close(deadline.saturating_duration_since(tokio::time::Instant::now()))

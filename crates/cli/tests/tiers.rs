@@ -182,6 +182,15 @@ async fn create(c: &Client, name: &str, partitions: u32) {
     common::create_stream(c, name, partitions).await;
 }
 
+/// A writer with producer id `id`.
+async fn producer(c: &Client, stream: &str, id: &str) -> Writer {
+    let opts = WriterOptions {
+        producer: Some(id.into()),
+        ..Default::default()
+    };
+    Writer::open(c.clone(), stream, opts).await.unwrap()
+}
+
 fn reader_alloc(stream: &str) -> Allocate {
     Allocate {
         stream: stream.into(),
@@ -219,16 +228,7 @@ async fn the_protocol_works_through_the_brokers() {
         };
         c.publish("orders", &[e], None).await.unwrap();
     }
-    let mut w = Writer::open(
-        c.clone(),
-        "orders",
-        WriterOptions {
-            producer: Some("p1".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut w = producer(&c, "orders", "p1").await;
     for i in 10..20 {
         w.send(&[Event::json(&i).unwrap()]).await.unwrap();
     }
@@ -458,16 +458,7 @@ async fn a_draining_backend_hands_its_writers_over() {
     wait_backends(&api, &["b1"]).await;
     let c = api.client();
     create(&c, "handover", 2).await;
-    let mut w = Writer::open(
-        c.clone(),
-        "handover",
-        WriterOptions {
-            producer: Some("ho".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut w = producer(&c, "handover", "ho").await;
     for i in 0..50 {
         w.send(&[Event::json(&format!("e{i}")).unwrap()]).await.unwrap();
     }

@@ -67,9 +67,11 @@ pub struct NodeStatus {
 
 impl NodeStatus {
     /// Whether the node should take no new sessions: full, or its memory
-    /// budget nearly spent (less than a sixteenth left).
+    /// budget (if it has one) nearly spent, less than a sixteenth left.
     pub fn at_capacity(&self) -> bool {
-        self.sessions >= self.max_sessions || self.memory_used >= self.memory_budget - self.memory_budget / 16
+        let budget_spent =
+            self.memory_budget > 0 && self.memory_used >= self.memory_budget - self.memory_budget / 16;
+        self.sessions >= self.max_sessions || budget_spent
     }
 }
 

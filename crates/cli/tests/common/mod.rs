@@ -83,34 +83,23 @@ fn bin() -> &'static str {
 impl Server {
     /// Starts a server on `dir` with a free port.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
-        Server::launch(dir, extra, None)
+        Server::launch("serve", dir, extra, None)
     }
 
     /// Like [`Server::start`], with a (soft, hard) limit on open files.
     pub fn start_with_file_limit(dir: &Path, extra: &[&str], nofile: (u64, u64)) -> Server {
-        Server::launch(dir, extra, Some(nofile))
+        Server::launch("serve", dir, extra, Some(nofile))
     }
 
     /// Starts an API node (`api`) or a backend node (`backend`, which has
     /// no URL) of the tiers behind the phone switch.
     pub fn start_role(role: &'static str, dir: &Path, extra: &[&str]) -> Server {
-        let mut s = Server {
-            role,
-            child: None,
-            stdout: None,
-            url: String::new(),
-            addr: "127.0.0.1:0".into(),
-            dir: dir.to_path_buf(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            nofile: None,
-        };
-        s.spawn();
-        s
+        Server::launch(role, dir, extra, None)
     }
 
-    fn launch(dir: &Path, extra: &[&str], nofile: Option<(u64, u64)>) -> Server {
+    fn launch(role: &'static str, dir: &Path, extra: &[&str], nofile: Option<(u64, u64)>) -> Server {
         let mut s = Server {
-            role: "serve",
+            role,
             child: None,
             stdout: None,
             url: String::new(),
