@@ -252,6 +252,10 @@ settings! {
         max_open_segments: value usize = 1024,
             flag max_open_segments [Option<usize>] (long, env = "SWITCHBOARD_MAX_OPEN_SEGMENTS"),
             range switchboard_log::MAX_OPEN_SEGMENTS_RANGE;
+        /// How often retention removes old segments, ms [default: 30000].
+        retention_check_ms: value u64 = 30_000,
+            flag retention_check_ms [Option<u64>] (long, env = "SWITCHBOARD_RETENTION_CHECK_MS"),
+            range switchboard_log::RETENTION_CHECK_MS_RANGE;
     }
 
     /// Sessions of this node.

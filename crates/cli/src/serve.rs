@@ -375,6 +375,7 @@ async fn open_host(s: &Settings, keys: &ServerKeys) -> Result<SessionHost> {
         durability: s.durability,
         segment_bytes: s.config.log.segment_bytes,
         max_open_segments: s.config.log.max_open_segments,
+        retention_check_ms: s.config.log.retention_check_ms,
         // the producers of keyed publishes outlive their keys by an hour
         short_producer_ttl_ms: s.config.session.idempotency_ttl_ms + 3_600_000,
         ..LogConfig::default()

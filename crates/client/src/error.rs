@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server answered with an error body.
-    #[error("{code} ({status}): {message}")]
+    #[error("{code} ({status}): {message}{}", request_id.as_deref().map(|r| format!(" [request {r}]")).unwrap_or_default())]
     Api {
         /// HTTP status.
         status: u16,
@@ -24,6 +24,8 @@ pub enum Error {
         /// With `session_gone`: a newer session of this writer's producer
         /// took over, with this epoch.
         fenced_by_epoch: Option<u64>,
+        /// The answer's `X-Request-Id`, to find the call in the server's log.
+        request_id: Option<String>,
     },
     /// The request did not get an answer (connection refused, reset, timeout).
     #[error("transport: {0}")]
@@ -45,6 +47,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The request id of the server's answer, if it answered.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Api { request_id, .. } => request_id.as_deref(),
+            Error::GaveUp { last, .. } => last.request_id(),
+            _ => None,
+        }
+    }
+
     /// The server's error code, if the server answered.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -118,6 +129,7 @@ mod tests {
             retryable: code.retryable(),
             retry_after_ms: None,
             fenced_by_epoch: None,
+            request_id: None,
         }
     }
 

@@ -35,6 +35,7 @@ mod writer;
 pub use error::{Error, Result};
 pub use reader::{RawBatch, Reader, ReaderOptions};
 pub use retry::Backoff;
+pub use switchboard_proto::signing::sign;
 pub use switchboard_proto::wire;
 pub use writer::{Writer, WriterOptions};
 
@@ -75,12 +76,22 @@ impl Default for ClientOptions {
     }
 }
 
+/// Supplies a bearer token for each call (for example an OAuth2 access
+/// token that a token manager refreshes before it expires).
+pub type TokenProvider = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Clone)]
+enum Auth {
+    Static(HeaderValue),
+    Provider(TokenProvider),
+}
+
 /// A connection to a Switchboard server. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    auth: HeaderValue,
+    auth: Auth,
     compression: Compression,
 }
 
@@ -108,6 +119,11 @@ impl Session {
             secret: a.secret.clone(),
         }
     }
+}
+
+fn bearer(token: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .map_err(|_| Error::Protocol("the token is not a valid header value".into()))
 }
 
 fn now_ms() -> u64 {
@@ -146,14 +162,18 @@ impl Client {
             b = b.add_root_certificate(cert);
         }
         let http = b.build()?;
-        let auth = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-            .map_err(|_| Error::Protocol("the token is not a valid header value".into()))?;
         Ok(Client {
             http,
             base: url.trim_end_matches('/').to_string(),
-            auth,
+            auth: Auth::Static(bearer(token)?),
             compression: Compression::None,
         })
+    }
+
+    /// Takes each call's bearer token from `provider` from now on.
+    pub fn with_token_provider(mut self, provider: TokenProvider) -> Client {
+        self.auth = Auth::Provider(provider);
+        self
     }
 
     /// Compresses request bodies from now on.
@@ -203,7 +223,11 @@ impl Client {
         extra: Option<(&'static str, &str)>,
     ) -> Result<(u16, Bytes)> {
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, self.auth.clone());
+        let auth = match &self.auth {
+            Auth::Static(v) => v.clone(),
+            Auth::Provider(p) => bearer(&p())?,
+        };
+        headers.insert(AUTHORIZATION, auth);
         let body = match body {
             Some(b) => {
                 let (b, enc) = self.encode(b)?;
@@ -244,6 +268,11 @@ impl Client {
             .send()
             .await?;
         let status = resp.status().as_u16();
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = resp.bytes().await?;
         if status >= 400 {
             return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
@@ -254,6 +283,7 @@ impl Client {
                     retryable: e.error.retryable,
                     retry_after_ms: e.error.retry_after_ms,
                     fenced_by_epoch: e.error.fenced_by_epoch,
+                    request_id,
                 },
                 Err(_) => Error::Protocol(format!(
                     "status {status} with body {:?}",
@@ -300,6 +330,11 @@ impl Client {
     }
 
     /// `POST /v1/streams/{name}/events`, answered once durable.
+    ///
+    /// Safe to repeat: without an `idempotency_key` one is generated, and
+    /// transport failures and retryable errors are retried with the same
+    /// key (honouring `retry_after_ms`), so that each event is stored once
+    /// even when an answer is lost.
     pub async fn publish(
         &self,
         stream: &str,
@@ -310,24 +345,39 @@ impl Client {
         self.publish_raw(stream, body, idempotency_key).await
     }
 
-    /// A publish with a pre-encoded `{"events": [...]}` body.
+    /// A publish with a pre-encoded `{"events": [...]}` body, retried as
+    /// [`Client::publish`] is.
     pub async fn publish_raw(
         &self,
         stream: &str,
         body: Bytes,
         idempotency_key: Option<&str>,
     ) -> Result<PublishAnswer> {
-        let extra = idempotency_key.map(|k| ("idempotency-key", k));
-        Ok(self
-            .call(
-                Method::POST,
-                &format!("/v1/streams/{stream}/events"),
-                Some(body),
-                None,
-                extra,
-            )
-            .await?
-            .1)
+        let generated;
+        let key = match idempotency_key {
+            Some(k) => k,
+            None => {
+                generated = format!("{:032x}", rand::random::<u128>());
+                &generated
+            }
+        };
+        let path = format!("/v1/streams/{stream}/events");
+        let mut backoff = Backoff::default();
+        loop {
+            let r = self
+                .call(
+                    Method::POST,
+                    &path,
+                    Some(body.clone()),
+                    None,
+                    Some(("idempotency-key", key)),
+                )
+                .await;
+            match r {
+                Ok((_, a)) => return Ok(a),
+                Err(e) => reader::retry_or_fail(&mut backoff, e).await?,
+            }
+        }
     }
 
     /// `POST /v1/sessions`.

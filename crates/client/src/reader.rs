@@ -39,7 +39,9 @@ impl Default for ReaderOptions {
 /// The reader keeps the cursor after the last acked batch. When its session
 /// is lost (expired, node gone), it allocates a new one from that cursor:
 /// events after it are delivered again if their batch was not acked, and
-/// never skipped.
+/// never skipped. While a batch is out and not acked, a task renews the
+/// session's lease (a third of `lease_ms` apart), so that an application
+/// may work on a batch for longer than the lease.
 pub struct Reader {
     client: Client,
     stream: String,
@@ -47,6 +49,14 @@ pub struct Reader {
     cursor: String,
     session: Option<Session>,
     pending: Option<u64>,
+    lease_ms: u64,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop_heartbeat();
+    }
 }
 
 impl Reader {
@@ -59,6 +69,8 @@ impl Reader {
             cursor: from.to_string(),
             session: None,
             pending: None,
+            lease_ms: 30_000,
+            heartbeat: None,
         };
         r.allocate().await?;
         Ok(r)
@@ -100,7 +112,9 @@ impl Reader {
                     if let Some(c) = &a.cursor {
                         self.cursor = c.clone();
                     }
+                    self.stop_heartbeat();
                     self.session = Some(Session::new(&a));
+                    self.lease_ms = a.lease_ms;
                     self.pending = None;
                     return Ok(());
                 }
@@ -141,6 +155,7 @@ impl Reader {
                         .map_err(|e| Error::Protocol(format!("invalid read answer: {e}")))?;
                     if head.batch != 0 {
                         self.pending = Some(head.batch);
+                        self.start_heartbeat(&s);
                     }
                     return Ok(RawBatch {
                         batch: head.batch,
@@ -149,6 +164,7 @@ impl Reader {
                 }
                 Err(e) if e.is_session_gone() => {
                     tracing::info!(stream = %self.stream, "read session gone, allocating again from the cursor");
+                    self.stop_heartbeat();
                     self.session = None;
                     self.pending = None;
                 }
@@ -172,11 +188,13 @@ impl Reader {
             };
             match self.client.ack(&s, batch).await {
                 Ok(a) => {
+                    self.stop_heartbeat();
                     self.cursor = a.cursor;
                     self.pending = None;
                     return Ok(&self.cursor);
                 }
                 Err(e) if e.is_session_gone() => {
+                    self.stop_heartbeat();
                     self.session = None;
                     self.pending = None;
                     return Ok(&self.cursor);
@@ -186,13 +204,40 @@ impl Reader {
         }
     }
 
+    /// Keeps the session's lease while a batch is out.
+    fn start_heartbeat(&mut self, s: &Session) {
+        if self.heartbeat.is_some() {
+            return;
+        }
+        let (client, s) = (self.client.clone(), s.clone());
+        let every = Duration::from_millis((self.lease_ms / 3).max(100));
+        self.heartbeat = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                // a failed renewal shows at the ack, which handles it
+                if let Err(e) = client.session_info(&s).await {
+                    if e.is_session_gone() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+
+    fn stop_heartbeat(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+
     /// Disposes the session; returns the cursor to resume from.
     pub async fn close(mut self) -> Result<String> {
+        self.stop_heartbeat();
         if let Some(s) = self.session.take() {
             // best effort: the lease ends it anyway
             let _ = self.client.dispose(&s).await;
         }
-        Ok(self.cursor)
+        Ok(std::mem::take(&mut self.cursor))
     }
 }
 

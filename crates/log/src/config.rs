@@ -86,6 +86,8 @@ impl Default for LogConfig {
 
 /// Allowed `max_open_segments`.
 pub const MAX_OPEN_SEGMENTS_RANGE: std::ops::RangeInclusive<u64> = 16..=1_000_000;
+/// Allowed `retention_check_ms`.
+pub const RETENTION_CHECK_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=3_600_000;
 /// Allowed `segment_bytes`: 4 KiB to 2 GiB (positions in a segment are u32).
 pub const SEGMENT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=1 << 31;
 
@@ -109,7 +111,7 @@ impl LogConfig {
         if self.producer_ttl_ms < 60_000 {
             return Err(Error::invalid("producer_ttl_ms", "must be at least 60000"));
         }
-        if !(10..=3_600_000).contains(&self.retention_check_ms) {
+        if !RETENTION_CHECK_MS_RANGE.contains(&self.retention_check_ms) {
             return Err(Error::invalid("retention_check_ms", "must be 10 to 3600000"));
         }
         Ok(())

@@ -144,7 +144,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{
     is_valid_stream_name, Durability, LogConfig, StreamSettings, MAX_OPEN_SEGMENTS_RANGE, MAX_PARTITIONS,
-    SEGMENT_BYTES_RANGE,
+    RETENTION_CHECK_MS_RANGE, SEGMENT_BYTES_RANGE,
 };
 pub use error::{Error, Result};
 pub use event_listener::EventListener;
