@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, default_value = "conformance/scenarios")]
     scenarios: PathBuf,
     /// The signing vectors.
-    #[arg(long, default_value = "../shared/vectors/signing.json")]
+    #[arg(long, default_value = "crates/proto/tests/vectors/signing.json")]
     vectors: PathBuf,
     /// Only these scenarios (comma-separated names).
     #[arg(long, value_delimiter = ',')]
