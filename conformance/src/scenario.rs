@@ -150,8 +150,8 @@ impl<'a, 'e> Run<'a, 'e> {
         let ok = ans["ok"].as_bool() == Some(true);
         let err = &ans["error"];
         if !ok && err["code"] == "unsupported" && step["optional"] == true {
-            self.skipped
-                .push(format!("{cmd}: {}", err["message"].as_str().unwrap_or("")));
+            let why = err["message"].as_str().unwrap_or("").lines().next().unwrap_or("");
+            self.skipped.push(format!("{cmd}: {why}"));
             return Ok(None);
         }
         if let Some(exp) = step.get("expect_error") {

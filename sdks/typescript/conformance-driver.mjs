@@ -15,7 +15,7 @@ function errorValue(e) {
   if (e instanceof SwitchboardError) {
     return { code: e.code, status: e.status, retryable: e.retryable, request_id: e.requestId, message: e.message };
   }
-  return { code: e instanceof Fail ? e.code : null, retryable: false, message: String(e?.stack ?? e) };
+  return { code: e instanceof Fail ? e.code : null, retryable: false, message: e instanceof Fail ? e.message : String(e?.stack ?? e) };
 }
 
 let client = null;
