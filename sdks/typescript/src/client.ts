@@ -3,6 +3,7 @@
 import { ApiError, ProtocolError, SwitchboardError } from "./errors.js";
 import { Backoff, retryOrThrow } from "./retry.js";
 import { HEADER, sign, signingKey } from "./signing.js";
+import { isNode, nodeZlib } from "./platform.js";
 import { fetchTransport, nodeTransport, type Transport } from "./transport.js";
 import type {
   AckAnswer,
@@ -27,6 +28,8 @@ export interface ClientOptions {
   token: TokenSource;
   /** A CA certificate (PEM) to trust besides the system roots (Node.js). */
   ca?: string | Uint8Array;
+  /** `node` (`node:http(s)`, the default on Node.js) or `fetch` (the default elsewhere, and the only one there). */
+  transport?: "node" | "fetch";
   /** Compresses request bodies of 1 KiB and more (`gzip`, on `CompressionStream`). */
   compression?: "none" | "gzip";
   /** Asks for compressed answers (default true). */
@@ -51,7 +54,7 @@ export class Session {
     return new Session(a.session, a.secret, a.lease_ms ?? 30_000);
   }
 
-  /** The HMAC key, imported once. */
+  /** The HMAC key for Web Crypto, imported once. */
   key(): Promise<CryptoKey> {
     this.#key ??= signingKey(this.secret);
     return this.#key;
@@ -82,6 +85,10 @@ function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
 }
 
 async function gzip(data: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+  if (nodeZlib !== null) {
+    const z = nodeZlib.gzipSync(data, { level: 1 });
+    return new Uint8Array(z.buffer.slice(z.byteOffset, z.byteOffset + z.byteLength) as ArrayBuffer);
+  }
   const stream = new Blob([data]).stream().pipeThrough(new CompressionStream("gzip"));
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
@@ -105,7 +112,10 @@ export class Client {
     if (c !== "none" && c !== "gzip") throw new TypeError(`unsupported compression ${String(c)}`);
     this.base = url.replace(/\/+$/, "");
     this.options = options;
-    this.#transport = options.ca !== undefined ? nodeTransport(options.ca) : Promise.resolve(fetchTransport(options.fetch));
+    const node = options.transport === "node" || (options.transport === undefined && isNode && options.fetch === undefined);
+    if (options.ca !== undefined && !isNode) throw new TypeError("`ca` needs Node.js; elsewhere the platform's trust store applies");
+    if (options.transport === "fetch" && options.ca !== undefined) throw new TypeError("`ca` needs the node transport");
+    this.#transport = node || options.ca !== undefined ? nodeTransport(options.ca) : Promise.resolve(fetchTransport(options.fetch));
   }
 
   async #bearer(): Promise<string> {
@@ -133,7 +143,8 @@ export class Client {
       }
     }
     if (opts.session) {
-      headers[HEADER] = await sign(await opts.session.key(), Date.now(), method, path, data ?? new Uint8Array());
+      const s = opts.session;
+      headers[HEADER] = await sign(s.secret, Date.now(), method, path, data ?? new Uint8Array(), isNode ? undefined : s.key());
     }
     Object.assign(headers, opts.headers);
     const transport = await this.#transport;

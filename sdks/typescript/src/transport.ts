@@ -43,15 +43,16 @@ function describe(e: unknown): string {
   return String(e);
 }
 
-/** A transport on `node:http`/`node:https` trusting `ca` (PEM) besides Node's own roots. Node.js only. */
-export async function nodeTransport(ca: string | Uint8Array): Promise<Transport> {
+/** A transport on `node:http`/`node:https` with keep-alive agents, trusting `ca` (PEM) besides Node's own roots. Node.js only. */
+export async function nodeTransport(ca?: string | Uint8Array): Promise<Transport> {
   const https = await import("node:https");
   const http = await import("node:http");
   const zlib = await import("node:zlib");
   const tls = await import("node:tls");
-  const caList = [...tls.rootCertificates, typeof ca === "string" ? ca : new TextDecoder().decode(ca)];
+  const caList =
+    ca === undefined ? undefined : [...tls.rootCertificates, typeof ca === "string" ? ca : new TextDecoder().decode(ca)];
   const agents = {
-    "https:": new https.Agent({ keepAlive: true, ca: caList, maxSockets: 64 }),
+    "https:": new https.Agent({ keepAlive: true, maxSockets: 64, ...(caList ? { ca: caList } : {}) }),
     "http:": new http.Agent({ keepAlive: true, maxSockets: 64 }),
   };
   return (method, url, headers, body, timeoutMs) =>

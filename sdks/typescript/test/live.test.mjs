@@ -34,9 +34,9 @@ after(() => {
 const name = () => `ts-${Math.random().toString(16).slice(2, 14)}`;
 const skip = !bin && "SWITCHBOARD_BIN is not set";
 
-test("publish, write with a producer and consume", { skip }, async () => {
+for (const transport of ["node", "fetch"]) test(`publish, write with a producer and consume (${transport})`, { skip }, async () => {
   const s = name();
-  const c = new Client(url, { token: () => TOKEN, compression: "gzip" });
+  const c = new Client(url, { token: () => TOKEN, compression: "gzip", transport });
   const { stream, created } = await c.createStream(s, { partitions: 2 });
   assert.ok(created);
   assert.equal(stream.partitions, 2);

@@ -105,7 +105,12 @@ public final class Event {
 
   /** The JSON array of a block's events, encoded once so that retries send the same bytes. */
   public static byte[] encode(Iterable<Event> events) {
-    StringBuilder b = new StringBuilder(4096);
+    int guess = 2;
+    if (events instanceof java.util.Collection<?> c) {
+      for (Event e : events) guess += 64 + (e.valueJson != null ? e.valueJson.length() : e.valueB64.length());
+      guess = Math.max(guess, 16 + c.size());
+    }
+    StringBuilder b = new StringBuilder(guess);
     b.append('[');
     boolean first = true;
     for (Event e : events) {

@@ -28,7 +28,6 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
@@ -197,43 +196,67 @@ public final class SwitchboardClient implements AutoCloseable {
     }
   }
 
-  /**
-   * Sends one call: the status and the decoded JSON answer, or a failed future with the {@link SwitchboardException}
-   * the call ended in.
-   */
-  CompletableFuture<Answer> send(
-      String method, String path, byte[] body, Session session, Map<String, String> headers, Duration callTimeout) {
-    HttpRequest.Builder r;
+  /** One call, ready to send: its request and how its answer maps to a result. */
+  private record Call<T>(HttpRequest request, String what, java.util.function.Function<Answer, T> map) {}
+
+  /** Builds a call (signing it with the session's secret when there is one). */
+  private <T> Call<T> call(String method, String path, byte[] body, Session session, Map<String, String> headers,
+      Duration callTimeout, java.util.function.Function<Answer, T> map) {
+    HttpRequest.Builder r = HttpRequest.newBuilder(URI.create(base + path)).timeout(callTimeout == null ? timeout : callTimeout);
+    String t = token.get();
+    if (t == null) throw new IllegalStateException("the token supplier gave null");
+    r.header("Authorization", "Bearer " + t.trim());
+    if (acceptCompressed) r.header("Accept-Encoding", "gzip");
+    byte[] data = body == null ? new byte[0] : body;
+    if (body != null) {
+      r.header("Content-Type", "application/json");
+      if (compression == Compression.GZIP && data.length >= COMPRESS_FROM) {
+        data = gzip(data);
+        r.header("Content-Encoding", "gzip");
+      }
+    }
+    if (session != null) {
+      r.header(Signing.HEADER, Signing.sign(session.secret(), System.currentTimeMillis(), method, path, data));
+    }
+    if (headers != null) headers.forEach(r::header);
+    r.method(method, body == null ? HttpRequest.BodyPublishers.noBody() : HttpRequest.BodyPublishers.ofByteArray(data));
+    return new Call<>(r.build(), method + " " + path, map);
+  }
+
+  /** Sends a call on this thread (the blocking API: no hop to the client's executor). */
+  private <T> T run(Call<T> c) {
+    HttpResponse<byte[]> resp;
     try {
-      r = HttpRequest.newBuilder(URI.create(base + path)).timeout(callTimeout == null ? timeout : callTimeout);
-      String t = token.get();
-      if (t == null) throw new IllegalStateException("the token supplier gave null");
-      r.header("Authorization", "Bearer " + t.trim());
-      if (acceptCompressed) r.header("Accept-Encoding", "gzip");
-      byte[] data = body == null ? new byte[0] : body;
-      if (body != null) {
-        r.header("Content-Type", "application/json");
-        if (compression == Compression.GZIP && data.length >= COMPRESS_FROM) {
-          data = gzip(data);
-          r.header("Content-Encoding", "gzip");
-        }
+      resp = http.send(c.request(), HttpResponse.BodyHandlers.ofByteArray());
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new SwitchboardException.Transport(c.what() + ": interrupted", e);
+    } catch (IOException e) {
+      throw new SwitchboardException.Transport(c.what() + ": " + e, e);
+    }
+    return c.map().apply(decode(resp));
+  }
+
+  /** Sends a call without blocking; the future fails with the {@link SwitchboardException} the call ended in. */
+  private <T> CompletableFuture<T> runAsync(Call<T> c) {
+    return http.sendAsync(c.request(), HttpResponse.BodyHandlers.ofByteArray()).handle((resp, err) -> {
+      if (err != null) {
+        Throwable cause = unwrap(err);
+        throw new SwitchboardException.Transport(c.what() + ": " + cause, cause);
       }
-      if (session != null) {
-        r.header(Signing.HEADER, Signing.sign(session.secret(), System.currentTimeMillis(), method, path, data));
-      }
-      if (headers != null) headers.forEach(r::header);
-      r.method(method, body == null ? HttpRequest.BodyPublishers.noBody() : HttpRequest.BodyPublishers.ofByteArray(data));
+      return c.map().apply(decode(resp));
+    });
+  }
+
+  /** A call built and sent without blocking; a failure to build it fails the future. */
+  private <T> CompletableFuture<T> async(Supplier<Call<T>> build) {
+    Call<T> c;
+    try {
+      c = build.get();
     } catch (RuntimeException e) {
       return CompletableFuture.failedFuture(e);
     }
-    return http.sendAsync(r.build(), HttpResponse.BodyHandlers.ofByteArray())
-        .handle((resp, err) -> {
-          if (err != null) {
-            Throwable cause = err instanceof CompletionException && err.getCause() != null ? err.getCause() : err;
-            throw new SwitchboardException.Transport(method + " " + path + ": " + cause, cause);
-          }
-          return decode(resp);
-        });
+    return runAsync(c);
   }
 
   private static Answer decode(HttpResponse<byte[]> resp) {
@@ -244,7 +267,8 @@ public final class SwitchboardClient implements AutoCloseable {
       if (resp.headers().firstValue("content-encoding").map(e -> e.equalsIgnoreCase("gzip")).orElse(false)) {
         bytes = gunzip(bytes);
       }
-      if (bytes.length > 0) value = Json.parse(new String(bytes, StandardCharsets.UTF_8));
+      // event values stay JSON text until the application asks (ReadEvent.value)
+      if (bytes.length > 0) value = Json.parse(new String(bytes, StandardCharsets.UTF_8), "value");
     } catch (IOException | IllegalArgumentException e) {
       throw new SwitchboardException.Protocol(
           "status " + resp.statusCode() + " with a body that is not JSON: " + e.getMessage(), resp.statusCode(), rid);
@@ -267,29 +291,14 @@ public final class SwitchboardClient implements AutoCloseable {
     return new SwitchboardException.Protocol("status " + status + " without an error body", status, rid);
   }
 
-  /** Waits for a future, rethrowing its {@link SwitchboardException} as is. */
-  static <T> T join(CompletableFuture<T> f) {
-    try {
-      return f.get();
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      f.cancel(true);
-      throw new SwitchboardException.Transport("interrupted", e);
-    } catch (ExecutionException e) {
-      Throwable c = e.getCause();
-      if (c instanceof RuntimeException re) throw re;
-      throw new IllegalStateException(c);
-    }
-  }
-
   private static Throwable unwrap(Throwable t) {
     while (t instanceof CompletionException && t.getCause() != null) t = t.getCause();
     return t;
   }
 
-  private CompletableFuture<Answer> json(String method, String path, Object body) {
+  private <T> Call<T> json(String method, String path, Object body, java.util.function.Function<Answer, T> map) {
     byte[] b = body == null ? null : Json.write(body).getBytes(StandardCharsets.UTF_8);
-    return send(method, path, b, null, null, null);
+    return call(method, path, b, null, null, null, map);
   }
 
   @SuppressWarnings("unchecked")
@@ -315,7 +324,7 @@ public final class SwitchboardClient implements AutoCloseable {
   /** {@code POST /v1/streams}: the stream's description, and whether it was created. */
   public record Created(Map<String, Object> stream, boolean created) {}
 
-  public CompletableFuture<Created> createStreamAsync(String stream, StreamSettings s) {
+  private Call<Created> createStreamCall(String stream, StreamSettings s) {
     Map<String, Object> req = new LinkedHashMap<>();
     req.put("name", stream);
     if (s != null) {
@@ -324,82 +333,107 @@ public final class SwitchboardClient implements AutoCloseable {
       if (s.retentionBytes() != null) req.put("retention_bytes", s.retentionBytes());
       if (s.encryptKeys() != null) req.put("encrypt_keys", s.encryptKeys());
     }
-    return json("POST", "/v1/streams", req).thenApply(a -> new Created(obj(a.value()), a.status() == 201));
+    return json("POST", "/v1/streams", req, a -> new Created(obj(a.value()), a.status() == 201));
   }
 
   public Created createStream(String stream, StreamSettings s) {
-    return join(createStreamAsync(stream, s));
+    return run(createStreamCall(stream, s));
+  }
+
+  public CompletableFuture<Created> createStreamAsync(String stream, StreamSettings s) {
+    return async(() -> createStreamCall(stream, s));
+  }
+
+  @SuppressWarnings("unchecked")
+  private Call<List<Map<String, Object>>> listStreamsCall() {
+    return json("GET", "/v1/streams", null, a -> (List<Map<String, Object>>) obj(a.value()).get("streams"));
   }
 
   /** {@code GET /v1/streams}. */
-  @SuppressWarnings("unchecked")
-  public CompletableFuture<List<Map<String, Object>>> listStreamsAsync() {
-    return json("GET", "/v1/streams", null).thenApply(a -> (List<Map<String, Object>>) obj(a.value()).get("streams"));
+  public List<Map<String, Object>> listStreams() {
+    return run(listStreamsCall());
   }
 
-  public List<Map<String, Object>> listStreams() {
-    return join(listStreamsAsync());
+  public CompletableFuture<List<Map<String, Object>>> listStreamsAsync() {
+    return async(this::listStreamsCall);
   }
 
   /** {@code GET /v1/streams/{name}}: settings and each partition's start and end offsets. */
-  public CompletableFuture<Map<String, Object>> describeStreamAsync(String stream) {
-    return json("GET", "/v1/streams/" + name(stream), null).thenApply(a -> obj(a.value()));
+  public Map<String, Object> describeStream(String stream) {
+    return run(json("GET", "/v1/streams/" + name(stream), null, a -> obj(a.value())));
   }
 
-  public Map<String, Object> describeStream(String stream) {
-    return join(describeStreamAsync(stream));
+  public CompletableFuture<Map<String, Object>> describeStreamAsync(String stream) {
+    return async(() -> json("GET", "/v1/streams/" + name(stream), null, a -> obj(a.value())));
   }
 
   /** {@code DELETE /v1/streams/{name}}. */
-  public CompletableFuture<Void> deleteStreamAsync(String stream) {
-    return json("DELETE", "/v1/streams/" + name(stream), null).thenApply(a -> null);
+  public void deleteStream(String stream) {
+    run(json("DELETE", "/v1/streams/" + name(stream), null, a -> null));
   }
 
-  public void deleteStream(String stream) {
-    join(deleteStreamAsync(stream));
+  public CompletableFuture<Void> deleteStreamAsync(String stream) {
+    return async(() -> json("DELETE", "/v1/streams/" + name(stream), null, a -> (Void) null));
   }
 
   /** Where a published event landed. */
   public record Offset(int partition, long offset) {}
 
-  /**
-   * {@code POST /v1/streams/{name}/events}, answered once durable; the offsets in request order. Safe to repeat:
-   * without an idempotency key one is generated, and transport failures and retryable errors are retried under it
-   * (honouring {@code retry_after_ms}), so each event is stored once even when an answer is lost.
-   */
-  public CompletableFuture<List<Offset>> publishAsync(String stream, List<Event> events, String idempotencyKey) {
+  private Supplier<Call<List<Offset>>> publishCalls(String stream, List<Event> events, String idempotencyKey) {
     String key = idempotencyKey != null ? idempotencyKey : HexFormat.of().formatHex(randomBytes());
     byte[] enc = Event.encode(events);
     byte[] body = new byte[enc.length + 11];
     System.arraycopy("{\"events\":".getBytes(StandardCharsets.UTF_8), 0, body, 0, 10);
     System.arraycopy(enc, 0, body, 10, enc.length);
     body[body.length - 1] = '}';
-    return retrying(() -> send("POST", "/v1/streams/" + name(stream) + "/events", body, null, Map.of("Idempotency-Key", key), null),
-        Backoff.defaults())
-        .thenApply(a -> {
-          List<Offset> out = new ArrayList<>();
-          for (Object o : (List<?>) obj(a.value()).get("offsets")) {
-            Map<String, Object> m = obj(o);
-            out.add(new Offset((int) num(m, "partition"), num(m, "offset")));
-          }
-          return out;
-        });
+    // each attempt is built afresh: a token supplier may give a newer token
+    return () -> call("POST", "/v1/streams/" + name(stream) + "/events", body, null, Map.of("Idempotency-Key", key), null, a -> {
+      List<Offset> out = new ArrayList<>();
+      for (Object o : (List<?>) obj(a.value()).get("offsets")) {
+        Map<String, Object> m = obj(o);
+        out.add(new Offset((int) num(m, "partition"), num(m, "offset")));
+      }
+      return out;
+    });
+  }
+
+  /**
+   * {@code POST /v1/streams/{name}/events}, answered once durable; the offsets in request order. Safe to repeat:
+   * without an idempotency key one is generated, and transport failures and retryable errors are retried under it
+   * (honouring {@code retry_after_ms}), so each event is stored once even when an answer is lost.
+   */
+  public List<Offset> publish(String stream, List<Event> events, String idempotencyKey) {
+    Supplier<Call<List<Offset>>> calls = publishCalls(stream, events, idempotencyKey);
+    Backoff b = Backoff.defaults();
+    while (true) {
+      try {
+        return run(calls.get());
+      } catch (SwitchboardException e) {
+        b.retryOrThrow(e);
+      }
+    }
   }
 
   public List<Offset> publish(String stream, List<Event> events) {
-    return join(publishAsync(stream, events, null));
+    return publish(stream, events, null);
+  }
+
+  public CompletableFuture<List<Offset>> publishAsync(String stream, List<Event> events, String idempotencyKey) {
+    Supplier<Call<List<Offset>>> calls;
+    try {
+      calls = publishCalls(stream, events, idempotencyKey);
+    } catch (RuntimeException e) {
+      return CompletableFuture.failedFuture(e);
+    }
+    CompletableFuture<List<Offset>> out = new CompletableFuture<>();
+    attempt(() -> async(calls), Backoff.defaults(), out);
+    return out;
   }
 
   private static byte[] randomBytes() {
     byte[] b = new byte[16];
     RANDOM.nextBytes(b);
     return b;
-  }
-
-  private <T> CompletableFuture<T> retrying(Supplier<CompletableFuture<T>> call, Backoff backoff) {
-    CompletableFuture<T> out = new CompletableFuture<>();
-    attempt(call, backoff, out);
-    return out;
   }
 
   private <T> void attempt(Supplier<CompletableFuture<T>> call, Backoff backoff, CompletableFuture<T> out) {
@@ -434,16 +468,14 @@ public final class SwitchboardClient implements AutoCloseable {
     }
   }
 
-  /** {@code POST /v1/sessions}; {@code mode} is "read" or "write"; other arguments may be null. */
-  public CompletableFuture<Allocated> allocateAsync(
-      String stream, String mode, String cursor, List<Integer> partitions, String producer) {
+  private Call<Allocated> allocateCall(String stream, String mode, String cursor, List<Integer> partitions, String producer) {
     Map<String, Object> req = new LinkedHashMap<>();
     req.put("stream", stream);
     req.put("mode", mode);
     if (cursor != null) req.put("cursor", cursor);
     if (partitions != null) req.put("partitions", partitions);
     if (producer != null) req.put("producer", producer);
-    return json("POST", "/v1/sessions", req).thenApply(a -> {
+    return json("POST", "/v1/sessions", req, a -> {
       Map<String, Object> m = obj(a.value());
       return new Allocated((String) m.get("session"), (String) m.get("secret"), (String) m.get("mode"),
           (String) m.get("stream"), m.get("lease_ms") instanceof Number n ? n.longValue() : 30_000,
@@ -452,34 +484,41 @@ public final class SwitchboardClient implements AutoCloseable {
     });
   }
 
+  /** {@code POST /v1/sessions}; {@code mode} is "read" or "write"; other arguments may be null. */
   public Allocated allocate(String stream, String mode, String cursor, List<Integer> partitions, String producer) {
-    return join(allocateAsync(stream, mode, cursor, partitions, producer));
+    return run(allocateCall(stream, mode, cursor, partitions, producer));
   }
 
-  private CompletableFuture<Map<String, Object>> on(String method, Session s, String op, byte[] body, Duration t) {
-    return send(method, "/v1/sessions/" + name(s.id()) + op, body, s, null, t).thenApply(a -> a.value() == null ? Map.of() : obj(a.value()));
+  public CompletableFuture<Allocated> allocateAsync(
+      String stream, String mode, String cursor, List<Integer> partitions, String producer) {
+    return async(() -> allocateCall(stream, mode, cursor, partitions, producer));
+  }
+
+  private <T> Call<T> on(String method, Session s, String op, byte[] body, Duration t,
+      java.util.function.Function<Map<String, Object>, T> map) {
+    return call(method, "/v1/sessions/" + name(s.id()) + op, body, s, null, t,
+        a -> map.apply(a.value() == null ? Map.of() : obj(a.value())));
   }
 
   /** {@code GET /v1/sessions/{id}}: the heartbeat. */
-  public CompletableFuture<Map<String, Object>> sessionInfoAsync(Session s) {
-    return on("GET", s, "", null, null);
-  }
-
   public Map<String, Object> sessionInfo(Session s) {
-    return join(sessionInfoAsync(s));
+    return run(on("GET", s, "", null, null, m -> m));
   }
 
-  /** {@code POST /v1/sessions/{id}/read}; null limits are left to the server. */
-  @SuppressWarnings("unchecked")
-  public CompletableFuture<Batch> readAsync(Session s, Integer maxEvents, Long maxBytes, Long waitMs) {
+  public CompletableFuture<Map<String, Object>> sessionInfoAsync(Session s) {
+    return async(() -> on("GET", s, "", null, null, m -> m));
+  }
+
+  private Call<Batch> readCall(Session s, Integer maxEvents, Long maxBytes, Long waitMs) {
     Map<String, Object> req = new LinkedHashMap<>();
     if (maxEvents != null) req.put("max_events", maxEvents);
     if (maxBytes != null) req.put("max_bytes", maxBytes);
     if (waitMs != null) req.put("wait_ms", waitMs);
     Duration t = timeout.plusMillis(waitMs == null ? 0 : waitMs);
-    return on("POST", s, "/read", Json.write(req).getBytes(StandardCharsets.UTF_8), t).thenApply(m -> {
-      List<ReadEvent> events = new ArrayList<>();
-      for (Object o : (List<?>) m.get("events")) events.add(ReadEvent.from(obj(o)));
+    return on("POST", s, "/read", Json.write(req).getBytes(StandardCharsets.UTF_8), t, m -> {
+      List<?> raw = (List<?>) m.get("events");
+      List<ReadEvent> events = new ArrayList<>(raw.size());
+      for (Object o : raw) events.add(ReadEvent.from(obj(o)));
       List<Gap> gaps = new ArrayList<>();
       if (m.get("gaps") instanceof List<?> g) {
         for (Object o : g) {
@@ -491,32 +530,45 @@ public final class SwitchboardClient implements AutoCloseable {
     });
   }
 
+  /** {@code POST /v1/sessions/{id}/read}; null limits are left to the server. */
   public Batch read(Session s, Integer maxEvents, Long maxBytes, Long waitMs) {
-    return join(readAsync(s, maxEvents, maxBytes, waitMs));
+    return run(readCall(s, maxEvents, maxBytes, waitMs));
+  }
+
+  public CompletableFuture<Batch> readAsync(Session s, Integer maxEvents, Long maxBytes, Long waitMs) {
+    return async(() -> readCall(s, maxEvents, maxBytes, waitMs));
+  }
+
+  private Call<String> ackCall(Session s, long batch) {
+    return on("POST", s, "/ack", ("{\"batch\":" + batch + "}").getBytes(StandardCharsets.UTF_8), null,
+        m -> (String) m.get("cursor"));
   }
 
   /** {@code POST /v1/sessions/{id}/ack}; the cursor after the batch. */
-  public CompletableFuture<String> ackAsync(Session s, long batch) {
-    return on("POST", s, "/ack", ("{\"batch\":" + batch + "}").getBytes(StandardCharsets.UTF_8), null)
-        .thenApply(m -> (String) m.get("cursor"));
-  }
-
   public String ack(Session s, long batch) {
-    return join(ackAsync(s, batch));
+    return run(ackCall(s, batch));
   }
 
-  /** {@code POST /v1/sessions/{id}/write} with the events' JSON array ({@link Event#encode}). */
-  public CompletableFuture<Long> writeAsync(Session s, long block, byte[] eventsJson) {
+  public CompletableFuture<String> ackAsync(Session s, long batch) {
+    return async(() -> ackCall(s, batch));
+  }
+
+  private Call<Long> writeCall(Session s, long block, byte[] eventsJson) {
     byte[] head = ("{\"block\":" + block + ",\"events\":").getBytes(StandardCharsets.UTF_8);
     byte[] body = new byte[head.length + eventsJson.length + 1];
     System.arraycopy(head, 0, body, 0, head.length);
     System.arraycopy(eventsJson, 0, body, head.length, eventsJson.length);
     body[body.length - 1] = '}';
-    return on("POST", s, "/write", body, null).thenApply(m -> num(m, "events"));
+    return on("POST", s, "/write", body, null, m -> num(m, "events"));
   }
 
+  /** {@code POST /v1/sessions/{id}/write} with the events' JSON array ({@link Event#encode}). */
   public long write(Session s, long block, byte[] eventsJson) {
-    return join(writeAsync(s, block, eventsJson));
+    return run(writeCall(s, block, eventsJson));
+  }
+
+  public CompletableFuture<Long> writeAsync(Session s, long block, byte[] eventsJson) {
+    return async(() -> writeCall(s, block, eventsJson));
   }
 
   /** A commit's answer: {@code status} is "scheduled" or "durable". */
@@ -526,33 +578,37 @@ public final class SwitchboardClient implements AutoCloseable {
     }
   }
 
-  /** {@code POST /v1/sessions/{id}/commit}. */
   @SuppressWarnings("unchecked")
-  public CompletableFuture<Committed> commitAsync(Session s, long block, boolean durable) {
+  private Call<Committed> commitCall(Session s, long block, boolean durable) {
     byte[] body = ("{\"block\":" + block + ",\"durable\":" + durable + "}").getBytes(StandardCharsets.UTF_8);
-    return on("POST", s, "/commit", body, null).thenApply(m -> new Committed(num(m, "block"), (String) m.get("status"),
+    return on("POST", s, "/commit", body, null, m -> new Committed(num(m, "block"), (String) m.get("status"),
         m.get("offsets") instanceof List<?> l ? (List<Map<String, Object>>) l : List.of()));
   }
 
+  /** {@code POST /v1/sessions/{id}/commit}. */
   public Committed commit(Session s, long block, boolean durable) {
-    return join(commitAsync(s, block, durable));
+    return run(commitCall(s, block, durable));
+  }
+
+  public CompletableFuture<Committed> commitAsync(Session s, long block, boolean durable) {
+    return async(() -> commitCall(s, block, durable));
   }
 
   /** {@code DELETE /v1/sessions/{id}}. */
-  public CompletableFuture<Map<String, Object>> disposeAsync(Session s) {
-    return on("DELETE", s, "", null, null);
+  public Map<String, Object> dispose(Session s) {
+    return run(on("DELETE", s, "", null, null, m -> m));
   }
 
-  public Map<String, Object> dispose(Session s) {
-    return join(disposeAsync(s));
+  public CompletableFuture<Map<String, Object>> disposeAsync(Session s) {
+    return async(() -> on("DELETE", s, "", null, null, m -> m));
   }
 
   /** {@code GET /v1/cluster}. */
-  public CompletableFuture<Map<String, Object>> clusterAsync() {
-    return json("GET", "/v1/cluster", null).thenApply(a -> obj(a.value()));
+  public Map<String, Object> cluster() {
+    return run(json("GET", "/v1/cluster", null, a -> obj(a.value())));
   }
 
-  public Map<String, Object> cluster() {
-    return join(clusterAsync());
+  public CompletableFuture<Map<String, Object>> clusterAsync() {
+    return async(() -> json("GET", "/v1/cluster", null, a -> obj(a.value())));
   }
 }

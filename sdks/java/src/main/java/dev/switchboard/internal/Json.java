@@ -17,15 +17,25 @@ public final class Json {
   private static final int MAX_DEPTH = 256;
 
   private final String s;
+  private final String rawKey;
   private int i;
 
-  private Json(String s) {
+  private Json(String s, String rawKey) {
     this.s = s;
+    this.rawKey = rawKey;
   }
 
   /** Parses one JSON text. */
   public static Object parse(String text) {
-    Json p = new Json(text);
+    return parse(text, null);
+  }
+
+  /**
+   * Parses one JSON text; every member named {@code rawKey} comes back as {@link Raw}, its text checked but not
+   * turned into objects (for event values that the application may parse its own way, or never).
+   */
+  public static Object parse(String text, String rawKey) {
+    Json p = new Json(text, rawKey);
     p.ws();
     Object v = p.value(0);
     p.ws();
@@ -76,6 +86,67 @@ public final class Json {
     }
   }
 
+  /** Checks one value and moves past it without building it. */
+  private void skip(int depth) {
+    if (depth > MAX_DEPTH) throw error("nested too deep");
+    if (i >= s.length()) throw error("unexpected end");
+    char c = s.charAt(i);
+    if (c == '"') {
+      skipString();
+    } else if (c == '{' || c == '[') {
+      char close = c == '{' ? '}' : ']';
+      i++;
+      ws();
+      if (i < s.length() && s.charAt(i) == close) {
+        i++;
+        return;
+      }
+      while (true) {
+        ws();
+        if (c == '{') {
+          if (i >= s.length() || s.charAt(i) != '"') throw error("expected a key");
+          skipString();
+          ws();
+          if (i >= s.length() || s.charAt(i) != ':') throw error("expected ':'");
+          i++;
+          ws();
+        }
+        skip(depth + 1);
+        ws();
+        if (i >= s.length()) throw error("unexpected end");
+        char d = s.charAt(i++);
+        if (d == close) return;
+        if (d != ',') throw error("expected ',' or '" + close + "'");
+      }
+    } else {
+      value(depth);
+    }
+  }
+
+  private void skipString() {
+    i++;
+    while (i < s.length()) {
+      char c = s.charAt(i++);
+      if (c == '"') return;
+      if (c == '\\') {
+        if (i >= s.length()) break;
+        char e = s.charAt(i++);
+        if (e == 'u') {
+          if (i + 4 > s.length()) break;
+          for (int k = 0; k < 4; k++) {
+            if (Character.digit(s.charAt(i + k), 16) < 0) throw error("bad \\u escape");
+          }
+          i += 4;
+        } else if ("\"\\/bfnrt".indexOf(e) < 0) {
+          throw error("bad escape");
+        }
+      } else if (c < 0x20) {
+        throw error("control character in a string");
+      }
+    }
+    throw error("unterminated string");
+  }
+
   private Object literal(String word, Object v) {
     if (!s.startsWith(word, i)) throw error("expected " + word);
     i += word.length();
@@ -98,7 +169,13 @@ public final class Json {
       if (i >= s.length() || s.charAt(i) != ':') throw error("expected ':'");
       i++;
       ws();
-      m.put(k, value(depth + 1));
+      if (k.equals(rawKey)) {
+        int start = i;
+        skip(depth + 1);
+        m.put(k, new Raw(s.substring(start, i)));
+      } else {
+        m.put(k, value(depth + 1));
+      }
       ws();
       if (i >= s.length()) throw error("unexpected end");
       char c = s.charAt(i++);
@@ -256,8 +333,20 @@ public final class Json {
   /** Appends a JSON string literal. */
   public static void quote(StringBuilder b, String s) {
     b.append('"');
+    int n = s.length();
+    int k = 0;
+    // most strings need no escape: find the first that does, copy the rest in bulk
+    while (k < n) {
+      char c = s.charAt(k);
+      if (c < 0x20 || c == '"' || c == '\\') break;
+      k++;
+    }
+    if (k == n) {
+      b.append(s).append('"');
+      return;
+    }
     int from = 0;
-    for (int k = 0; k < s.length(); k++) {
+    for (; k < n; k++) {
       char c = s.charAt(k);
       String esc = null;
       if (c == '"') esc = "\\\"";
