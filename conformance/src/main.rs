@@ -239,8 +239,14 @@ async fn bench(args: &Args, work: &Path) -> anyhow::Result<i32> {
             // a first, unmeasured run warms up each runtime (JIT compilers,
             // connection pools) as a long-lived service would be
             let mut ans = json!(null);
-            for (phase, events) in [("warm-up", args.bench_events / 4), ("measured", args.bench_events)] {
-                let stream = format!("bench-{sdk}-{round}-{phase}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+            for (phase, events) in [
+                ("warm-up", args.bench_events / 4),
+                ("measured", args.bench_events),
+            ] {
+                let stream = format!(
+                    "bench-{sdk}-{round}-{phase}-{:06x}",
+                    rand::random::<u32>() & 0xff_ffff
+                );
                 ans = driver
                     .call(
                         "bench",

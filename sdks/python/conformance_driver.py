@@ -15,8 +15,10 @@ from switchboard import (  # noqa: E402
     AsyncClient,
     AsyncReader,
     AsyncWriter,
-    SwitchboardError,
     Compression,
+    ReaderOptions,
+    SwitchboardError,
+    WriterOptions,
     __version__,
     sign,
 )
@@ -81,9 +83,8 @@ class Driver:
             ans = await self.c().publish(a["stream"], a["events"])
             return {"offsets": ans["offsets"]}
         if cmd == "writer_open":
-            self.writers[a["writer"]] = await AsyncWriter.open(
-                self.c(), a["stream"], producer=a.get("producer"), window=a.get("window", 8)
-            )
+            opts = WriterOptions(producer=a.get("producer"), window=a.get("window", 8))
+            self.writers[a["writer"]] = await AsyncWriter.open(self.c(), a["stream"], opts)
             return {}
         if cmd == "writer_send":
             return {"block": await self.writers[a["writer"]].send(a["events"])}
@@ -92,9 +93,8 @@ class Driver:
         if cmd == "writer_close":
             return {"durable_through": await self.writers.pop(a["writer"]).close()}
         if cmd == "reader_open":
-            self.readers[a["reader"]] = await AsyncReader.open(
-                self.c(), a["stream"], a["from"], max_events=a.get("max_events")
-            )
+            ropts = ReaderOptions(max_events=a.get("max_events"))
+            self.readers[a["reader"]] = await AsyncReader.open(self.c(), a["stream"], a["from"], ropts)
             return {}
         if cmd == "reader_read":
             return await self.read(self.readers[a["reader"]], a)
@@ -120,7 +120,7 @@ class Driver:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            r.wait_ms = int(min(left, 1.0) * 1000)
+            r.options.wait_ms = int(min(left, 1.0) * 1000)
             b = await r.next()
             if b.batch == 0:
                 continue
@@ -151,7 +151,7 @@ async def bench(a: dict[str, Any]) -> dict[str, Any]:
         await w.close()
         publish = total / (time.monotonic() - started)
         started = time.monotonic()
-        r = await AsyncReader.open(c, a["stream"], "earliest", max_events=block)
+        r = await AsyncReader.open(c, a["stream"], "earliest", ReaderOptions(max_events=block))
         got = 0
         while got < total:
             b = await r.next()

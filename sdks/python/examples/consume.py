@@ -10,7 +10,7 @@ import asyncio
 import pathlib
 import sys
 
-from switchboard import AsyncClient, AsyncReader
+from switchboard import AsyncClient, AsyncReader, ReaderOptions
 
 CURSOR = pathlib.Path("orders.cursor")
 
@@ -18,7 +18,7 @@ CURSOR = pathlib.Path("orders.cursor")
 async def main(url: str, token: str) -> None:
     start = CURSOR.read_text() if CURSOR.exists() else "earliest"
     async with AsyncClient(url, token) as client:
-        reader = await AsyncReader.open(client, "orders", start, wait_ms=2000)
+        reader = await AsyncReader.open(client, "orders", start, ReaderOptions(wait_ms=2000))
         seen = 0
         async for batch in reader.batches():
             for gap in batch.gaps:

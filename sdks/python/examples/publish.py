@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from switchboard import Client, event
+from switchboard import Client, WriterOptions, event
 
 
 def main(url: str, token: str) -> None:
     with Client(url, token) as client:
         client.create_stream("orders", partitions=4)
-        with client.writer("orders", producer="orders-example") as writer:
+        with client.writer("orders", WriterOptions(producer="orders-example")) as writer:
             for i in range(10):
                 block = writer.send([event({"order": i * 10 + j}, key=f"customer-{j}") for j in range(10)])
                 print("sent block", block)

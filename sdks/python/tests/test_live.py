@@ -8,7 +8,18 @@ import uuid
 
 import pytest
 
-from switchboard import ApiError, AsyncClient, AsyncReader, AsyncWriter, Client, binary_event, event, event_bytes
+from switchboard import (
+    ApiError,
+    AsyncClient,
+    AsyncReader,
+    AsyncWriter,
+    Client,
+    ReaderOptions,
+    WriterOptions,
+    binary_event,
+    event,
+    event_bytes,
+)
 
 from .conftest import TOKEN
 
@@ -24,12 +35,12 @@ def test_sync_publish_write_and_consume(server: str) -> None:
         assert created and info["partitions"] == 2
         assert c.create_stream(s, partitions=2)[1] is False
         c.publish(s, [event({"i": -1}, key="a", headers={"h": "1"}), binary_event(b"\x00\xff", key="b")])
-        with c.writer(s, producer="p1") as w:
+        with c.writer(s, WriterOptions(producer="p1")) as w:
             for b in range(3):
                 w.send([event({"i": b * 10 + j}, key=f"k{j}") for j in range(10)])
         assert w.durable_through == 3
         got = []
-        with c.reader(s, "earliest", max_events=7) as r:
+        with c.reader(s, "earliest", ReaderOptions(max_events=7)) as r:
             for batch in r.batches():
                 got.extend(batch.events)
                 if len(got) >= 32:
@@ -38,7 +49,7 @@ def test_sync_publish_write_and_consume(server: str) -> None:
         assert event_bytes(next(e for e in got if e.get("key") == "b")) == b"\x00\xff"
         assert next(e for e in got if e.get("key") == "a")["headers"] == {"h": "1"}
         # a second writer of the producer goes on after block 3
-        with c.writer(s, producer="p1") as w2:
+        with c.writer(s, WriterOptions(producer="p1")) as w2:
             assert w2.send([event(1)]) == 4
 
 
@@ -48,14 +59,14 @@ def test_async_reader_resumes_and_reports_errors(server: str) -> None:
         async with AsyncClient(server, TOKEN) as c:
             await c.create_stream(s)
             await c.publish(s, [event(i) for i in range(20)])
-            r = await AsyncReader.open(c, s, "earliest", max_events=5)
+            r = await AsyncReader.open(c, s, "earliest", ReaderOptions(max_events=5))
             b = await r.next()
             assert [e["value"] for e in b.events] == [0, 1, 2, 3, 4]
             again = await r.next()
             assert again.batch == b.batch, "an unacked batch comes again"
             cursor = await r.ack()
             await r.close()
-            r2 = await AsyncReader.open(c, s, cursor, max_events=100, wait_ms=0)
+            r2 = await AsyncReader.open(c, s, cursor, ReaderOptions(max_events=100, wait_ms=0))
             assert [e["value"] for e in (await r2.next()).events] == list(range(5, 20))
             await r2.close()
             with pytest.raises(ApiError) as e:

@@ -263,6 +263,15 @@ export class Client {
     return this.#on("DELETE", s, "");
   }
 
+  /** Disposes a session, best effort: its lease ends it anyway. */
+  async disposeQuietly(s: Session): Promise<void> {
+    try {
+      await this.dispose(s);
+    } catch {
+      // the lease ends it
+    }
+  }
+
   /** `GET /v1/cluster`. */
   cluster(): Promise<ClusterInfo> {
     return this.#json("GET", "/v1/cluster");

@@ -193,13 +193,7 @@ export class Reader {
     this.#stopHeartbeat();
     const s = this.#session;
     this.#session = null;
-    if (s !== null) {
-      try {
-        await this.client.dispose(s);
-      } catch {
-        // the lease ends it
-      }
-    }
+    if (s !== null) await this.client.disposeQuietly(s);
     return this.#cursor;
   }
 }

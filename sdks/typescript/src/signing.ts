@@ -6,6 +6,9 @@ export const HEADER = "X-Switchboard-Signature";
 
 const enc = new TextEncoder();
 
+const stringToSign = (tMs: number, method: string, path: string, bodyHex: string): string =>
+  `${tMs}\n${method}\n${path}\n${bodyHex}`;
+
 function hex(buf: ArrayBuffer): string {
   const b = new Uint8Array(buf);
   let s = "";
@@ -34,7 +37,7 @@ export async function sign(
   const c = nodeCrypto;
   if (c !== null) {
     const digest = c.createHash("sha256").update(body).digest("hex");
-    const mac = c.createHmac("sha256", secret).update(`${tMs}\n${method}\n${path}\n${digest}`).digest("hex");
+    const mac = c.createHmac("sha256", secret).update(stringToSign(tMs, method, path, digest)).digest("hex");
     return `t=${tMs},v1=${mac}`;
   }
   return signWebCrypto(secret, tMs, method, path, body, key);
@@ -51,6 +54,6 @@ export async function signWebCrypto(
 ): Promise<string> {
   const k = await (key ?? signingKey(secret));
   const digest = hex(await crypto.subtle.digest("SHA-256", body));
-  const mac = hex(await crypto.subtle.sign("HMAC", k, enc.encode(`${tMs}\n${method}\n${path}\n${digest}`)));
+  const mac = hex(await crypto.subtle.sign("HMAC", k, enc.encode(stringToSign(tMs, method, path, digest))));
   return `t=${tMs},v1=${mac}`;
 }

@@ -200,13 +200,7 @@ export class Writer {
     const d = await this.flush();
     const s = this.#session;
     this.#session = null;
-    if (s !== null) {
-      try {
-        await this.client.dispose(s);
-      } catch {
-        // the lease ends it
-      }
-    }
+    if (s !== null) await this.client.disposeQuietly(s);
     return d;
   }
 }

@@ -20,12 +20,12 @@ from typing import Any, Mapping, Optional
 
 from .client import AsyncClient, Compression, Session, TokenSource, encode_events
 from .errors import ApiError, GaveUpError, ProtocolError, SwitchboardError, TransportError
-from .reader import AsyncReader, Batch
+from .reader import AsyncReader, Batch, ReaderOptions
 from .retry import Backoff
 from .signing import sign
 from .sync import Client, Reader, Writer
 from .types import Event, Gap, ReadEvent
-from .writer import AsyncWriter
+from .writer import AsyncWriter, WriterOptions
 
 __version__ = "0.1.0"
 
@@ -70,12 +70,14 @@ __all__ = [
     "GaveUpError",
     "ProtocolError",
     "ReadEvent",
+    "ReaderOptions",
     "Reader",
     "Session",
     "SwitchboardError",
     "TokenSource",
     "TransportError",
     "Writer",
+    "WriterOptions",
     "binary_event",
     "encode_events",
     "event",

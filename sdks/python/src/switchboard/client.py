@@ -304,6 +304,13 @@ class AsyncClient:
         """``DELETE /v1/sessions/{id}``."""
         return await self._on("DELETE", s, "")
 
+    async def dispose_quietly(self, s: Session) -> None:
+        """Disposes a session, best effort: its lease ends it anyway."""
+        try:
+            await self.dispose(s)
+        except SwitchboardError:
+            pass
+
     async def cluster(self) -> ClusterInfo:
         """``GET /v1/cluster``."""
         _, v = await self.request("GET", "/v1/cluster")

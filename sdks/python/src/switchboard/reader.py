@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import AsyncIterator, List, Optional, Sequence
@@ -14,6 +14,22 @@ from .retry import Backoff, retry_or_raise
 from .types import Gap, ReadEvent
 
 log = logging.getLogger("switchboard")
+
+
+@dataclass
+class ReaderOptions:
+    """How a reader reads; ``None`` leaves a limit to the server."""
+
+    #: Events per batch (server default 500).
+    max_events: Optional[int] = None
+    #: Bytes per batch (server default 1 MiB).
+    max_bytes: Optional[int] = None
+    #: Long-poll wait of each read, ms.
+    wait_ms: int = 1000
+    #: Only these partitions.
+    partitions: Optional[Sequence[int]] = None
+    #: Retry policy of each call.
+    backoff: Backoff = field(default_factory=Backoff)
 
 
 @dataclass
@@ -39,55 +55,26 @@ class AsyncReader:
     """
 
     def __init__(
-        self,
-        client: AsyncClient,
-        stream: str,
-        start: str = "latest",
-        *,
-        max_events: Optional[int] = None,
-        max_bytes: Optional[int] = None,
-        wait_ms: int = 1000,
-        partitions: Optional[Sequence[int]] = None,
-        backoff: Optional[Backoff] = None,
+        self, client: AsyncClient, stream: str, start: str = "latest", options: Optional[ReaderOptions] = None
     ) -> None:
         self.client = client
         self.stream = stream
         self._cursor = start
-        self.max_events = max_events
-        self.max_bytes = max_bytes
-        self.wait_ms = wait_ms
-        self.partitions = list(partitions) if partitions is not None else None
-        self.backoff = backoff or Backoff()
+        #: This reader's own copy; changing ``wait_ms`` or ``max_events``
+        #: applies to the next reads.
+        self.options = dataclasses.replace(options) if options is not None else ReaderOptions()
         self._session: Optional[Session] = None
         self._pending: Optional[int] = None
         self._heartbeat: Optional[asyncio.Task[None]] = None
 
     @classmethod
     async def open(
-        cls,
-        client: AsyncClient,
-        stream: str,
-        start: str = "latest",
-        *,
-        max_events: Optional[int] = None,
-        max_bytes: Optional[int] = None,
-        wait_ms: int = 1000,
-        partitions: Optional[Sequence[int]] = None,
-        backoff: Optional[Backoff] = None,
+        cls, client: AsyncClient, stream: str, start: str = "latest", options: Optional[ReaderOptions] = None
     ) -> AsyncReader:
         """A reader with its session allocated (errors such as a bad cursor
         or a missing stream show here). ``start`` is ``earliest``,
         ``latest``, ``at:<RFC 3339 time>`` or a saved cursor."""
-        r = cls(
-            client,
-            stream,
-            start,
-            max_events=max_events,
-            max_bytes=max_bytes,
-            wait_ms=wait_ms,
-            partitions=partitions,
-            backoff=backoff,
-        )
+        r = cls(client, stream, start, options)
         await r._allocate()
         return r
 
@@ -109,10 +96,11 @@ class AsyncReader:
         return self._session
 
     async def _allocate(self) -> None:
-        b = self.backoff.copy()
+        b = self.options.backoff.copy()
         while True:
             try:
-                a = await self.client.allocate(self.stream, "read", cursor=self._cursor, partitions=self.partitions)
+                o = self.options
+                a = await self.client.allocate(self.stream, "read", cursor=self._cursor, partitions=o.partitions)
             except SwitchboardError as e:
                 await retry_or_raise(b, e)
                 continue
@@ -126,14 +114,15 @@ class AsyncReader:
     async def next(self) -> Batch:
         """The pending batch again if it was not acked, else new events (an
         empty batch 0 when none came within ``wait_ms``)."""
-        b = self.backoff.copy()
+        b = self.options.backoff.copy()
         while True:
             s = self._session
             if s is None:
                 await self._allocate()
                 continue
             try:
-                a = await self.client.read(s, max_events=self.max_events, max_bytes=self.max_bytes, wait_ms=self.wait_ms)
+                o = self.options
+                a = await self.client.read(s, max_events=o.max_events, max_bytes=o.max_bytes, wait_ms=o.wait_ms)
             except SwitchboardError as e:
                 if e.is_session_gone:
                     log.info("read session of %s gone; allocating again from the cursor", self.stream)
@@ -153,7 +142,7 @@ class AsyncReader:
         batch = self._pending
         if batch is None:
             return self._cursor
-        b = self.backoff.copy()
+        b = self.options.backoff.copy()
         while True:
             s = self._session
             if s is None:
@@ -219,6 +208,5 @@ class AsyncReader:
         self._stop_heartbeat()
         s, self._session = self._session, None
         if s is not None:
-            with contextlib.suppress(SwitchboardError):
-                await self.client.dispose(s)
+            await self.client.dispose_quietly(s)
         return self._cursor

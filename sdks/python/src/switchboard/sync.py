@@ -9,8 +9,7 @@ import threading
 from typing import Any, Coroutine, Iterator, Literal, Optional, Sequence, TypeVar
 
 from .client import AsyncClient, Compression, Session, TokenSource
-from .reader import AsyncReader, Batch
-from .retry import Backoff
+from .reader import AsyncReader, Batch, ReaderOptions
 from .types import (
     AckAnswer,
     Allocated,
@@ -24,7 +23,7 @@ from .types import (
     StreamInfo,
     WriteAnswer,
 )
-from .writer import AsyncWriter
+from .writer import AsyncWriter, WriterOptions
 
 T = TypeVar("T")
 
@@ -151,38 +150,13 @@ class Client:
     def cluster(self) -> ClusterInfo:
         return self._run(self.aio.cluster())
 
-    def reader(
-        self,
-        stream: str,
-        start: str = "latest",
-        *,
-        max_events: Optional[int] = None,
-        max_bytes: Optional[int] = None,
-        wait_ms: int = 1000,
-        partitions: Optional[Sequence[int]] = None,
-        backoff: Optional[Backoff] = None,
-    ) -> Reader:
+    def reader(self, stream: str, start: str = "latest", options: Optional[ReaderOptions] = None) -> Reader:
         """Opens a :class:`Reader` (see :class:`AsyncReader`)."""
-        r = self._run(
-            AsyncReader.open(
-                self.aio,
-                stream,
-                start,
-                max_events=max_events,
-                max_bytes=max_bytes,
-                wait_ms=wait_ms,
-                partitions=partitions,
-                backoff=backoff,
-            )
-        )
-        return Reader(self, r)
+        return Reader(self, self._run(AsyncReader.open(self.aio, stream, start, options)))
 
-    def writer(
-        self, stream: str, *, producer: Optional[str] = None, window: int = 8, backoff: Optional[Backoff] = None
-    ) -> Writer:
+    def writer(self, stream: str, options: Optional[WriterOptions] = None) -> Writer:
         """Opens a :class:`Writer` (see :class:`AsyncWriter`)."""
-        w = self._run(AsyncWriter.open(self.aio, stream, producer=producer, window=window, backoff=backoff))
-        return Writer(self, w)
+        return Writer(self, self._run(AsyncWriter.open(self.aio, stream, options)))
 
 
 class Reader:

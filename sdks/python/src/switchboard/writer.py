@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Deque, Optional, Sequence
 
 from .client import AsyncClient, Session, encode_events
@@ -15,6 +14,18 @@ from .retry import Backoff, retry_or_raise
 from .types import Event
 
 log = logging.getLogger("switchboard")
+
+
+@dataclass
+class WriterOptions:
+    """How a writer writes."""
+
+    #: Producer id: exactly-once publishing across lost sessions and restarts.
+    producer: Optional[str] = None
+    #: Blocks committed but not known durable before :meth:`AsyncWriter.send` waits.
+    window: int = 8
+    #: Retry policy of each call.
+    backoff: Backoff = field(default_factory=Backoff)
 
 
 @dataclass
@@ -38,40 +49,23 @@ class AsyncWriter:
     ``retry_after_ms``.
     """
 
-    def __init__(
-        self,
-        client: AsyncClient,
-        stream: str,
-        *,
-        producer: Optional[str] = None,
-        window: int = 8,
-        backoff: Optional[Backoff] = None,
-    ) -> None:
+    def __init__(self, client: AsyncClient, stream: str, options: Optional[WriterOptions] = None) -> None:
         self.client = client
         self.stream = stream
-        self.producer = producer
-        self.window = max(1, window)
-        self.backoff = backoff or Backoff()
+        self.options = options or WriterOptions()
+        self.producer = self.options.producer
+        self.window = max(1, self.options.window)
+        self.backoff = self.options.backoff
         self._session: Optional[Session] = None
         self._next_block = 1
         self._kept: Deque[_Kept] = deque()
         self._durable_through = 0
-        #: Seconds from send to durable of each block seen durable since
-        #: the last :meth:`take_commit_latencies`.
         self._latencies: list[float] = []
 
     @classmethod
-    async def open(
-        cls,
-        client: AsyncClient,
-        stream: str,
-        *,
-        producer: Optional[str] = None,
-        window: int = 8,
-        backoff: Optional[Backoff] = None,
-    ) -> AsyncWriter:
+    async def open(cls, client: AsyncClient, stream: str, options: Optional[WriterOptions] = None) -> AsyncWriter:
         """A writer with its session allocated."""
-        w = cls(client, stream, producer=producer, window=window, backoff=backoff)
+        w = cls(client, stream, options)
         await w._allocate()
         return w
 
@@ -99,6 +93,7 @@ class AsyncWriter:
         return len(self._kept)
 
     def take_commit_latencies(self) -> list[float]:
+        """Seconds from send to durable of each block seen durable since the last call."""
         out, self._latencies = self._latencies, []
         return out
 
@@ -219,6 +214,5 @@ class AsyncWriter:
         d = await self.flush()
         s, self._session = self._session, None
         if s is not None:
-            with contextlib.suppress(SwitchboardError):
-                await self.client.dispose(s)
+            await self.client.dispose_quietly(s)
         return d

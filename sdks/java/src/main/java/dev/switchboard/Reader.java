@@ -187,13 +187,7 @@ public final class Reader implements AutoCloseable {
     stopHeartbeat();
     Session s = session;
     session = null;
-    if (s != null) {
-      try {
-        client.dispose(s);
-      } catch (SwitchboardException ignored) {
-        // the lease ends it
-      }
-    }
+    if (s != null) client.disposeQuietly(s);
     return cursor;
   }
 

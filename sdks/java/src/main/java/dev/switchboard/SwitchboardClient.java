@@ -603,6 +603,15 @@ public final class SwitchboardClient implements AutoCloseable {
     return async(() -> on("DELETE", s, "", null, null, m -> m));
   }
 
+  /** Disposes a session, best effort: its lease ends it anyway. */
+  public void disposeQuietly(Session s) {
+    try {
+      dispose(s);
+    } catch (SwitchboardException ignored) {
+      // the lease ends it
+    }
+  }
+
   /** {@code GET /v1/cluster}. */
   public Map<String, Object> cluster() {
     return run(json("GET", "/v1/cluster", null, a -> obj(a.value())));

@@ -222,13 +222,7 @@ public final class Writer implements AutoCloseable {
     long d = flush();
     Session s = session;
     session = null;
-    if (s != null) {
-      try {
-        client.dispose(s);
-      } catch (SwitchboardException ignored) {
-        // the lease ends it
-      }
-    }
+    if (s != null) client.disposeQuietly(s);
     return d;
   }
 
