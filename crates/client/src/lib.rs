@@ -451,6 +451,12 @@ impl Client {
         self.on_session(Method::DELETE, s, "", None).await
     }
 
+    /// `GET /v1/config`: the node's effective configuration, secrets
+    /// redacted (needs `switchboard:admin`).
+    pub async fn config(&self) -> Result<serde_json::Value> {
+        Ok(self.call(Method::GET, "/v1/config", None, None, None).await?.1)
+    }
+
     /// `GET /v1/cluster`.
     pub async fn cluster(&self) -> Result<ClusterInfo> {
         Ok(self.call(Method::GET, "/v1/cluster", None, None, None).await?.1)

@@ -102,6 +102,9 @@ def test_sync_client_works_inside_a_running_event_loop(server: str) -> None:
     async def run() -> None:
         with Client(server, TOKEN) as c:
             assert isinstance(c.list_streams(), list)
+            assert "session" in c.config()
+        with pytest.raises(RuntimeError, match="closed"):
+            c.list_streams()
 
     t = time.monotonic()
     asyncio.run(run())

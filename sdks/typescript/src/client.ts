@@ -272,6 +272,11 @@ export class Client {
     }
   }
 
+  /** `GET /v1/config`: the node's effective configuration, secrets redacted (needs `switchboard:admin`). */
+  config(): Promise<Record<string, unknown>> {
+    return this.#json("GET", "/v1/config");
+  }
+
   /** `GET /v1/cluster`. */
   cluster(): Promise<ClusterInfo> {
     return this.#json("GET", "/v1/cluster");

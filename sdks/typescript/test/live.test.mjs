@@ -38,6 +38,7 @@ for (const transport of ["node", "fetch"]) test(`publish, write with a producer 
   const s = name();
   const c = new Client(url, { token: () => TOKEN, compression: "gzip", transport });
   const { stream, created } = await c.createStream(s, { partitions: 2 });
+  assert.ok("session" in (await c.config()));
   assert.ok(created);
   assert.equal(stream.partitions, 2);
   assert.equal((await c.createStream(s, { partitions: 2 })).created, false);

@@ -311,6 +311,13 @@ class AsyncClient:
         except SwitchboardError:
             pass
 
+    async def config(self) -> dict[str, Any]:
+        """``GET /v1/config``: the node's effective configuration, secrets
+        redacted (needs ``switchboard:admin``)."""
+        _, v = await self.request("GET", "/v1/config")
+        c: dict[str, Any] = v
+        return c
+
     async def cluster(self) -> ClusterInfo:
         """``GET /v1/cluster``."""
         _, v = await self.request("GET", "/v1/cluster")

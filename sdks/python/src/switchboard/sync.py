@@ -77,6 +77,9 @@ class Client:
         self.close()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop.loop.is_closed():
+            coro.close()
+            raise RuntimeError("this switchboard Client is closed")
         return self._loop.run(coro)
 
     def close(self) -> None:
@@ -146,6 +149,9 @@ class Client:
 
     def dispose(self, s: Session) -> Any:
         return self._run(self.aio.dispose(s))
+
+    def config(self) -> dict[str, Any]:
+        return self._run(self.aio.config())
 
     def cluster(self) -> ClusterInfo:
         return self._run(self.aio.cluster())

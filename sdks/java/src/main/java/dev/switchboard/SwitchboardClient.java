@@ -612,6 +612,15 @@ public final class SwitchboardClient implements AutoCloseable {
     }
   }
 
+  /** {@code GET /v1/config}: the node's effective configuration, secrets redacted (needs {@code switchboard:admin}). */
+  public Map<String, Object> config() {
+    return run(json("GET", "/v1/config", null, a -> obj(a.value())));
+  }
+
+  public CompletableFuture<Map<String, Object>> configAsync() {
+    return async(() -> json("GET", "/v1/config", null, a -> obj(a.value())));
+  }
+
   /** {@code GET /v1/cluster}. */
   public Map<String, Object> cluster() {
     return run(json("GET", "/v1/cluster", null, a -> obj(a.value())));

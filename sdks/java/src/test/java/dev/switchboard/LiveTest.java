@@ -93,6 +93,7 @@ class LiveTest {
     String s = name();
     try (SwitchboardClient c = SwitchboardClient.builder(url).token(TOKEN).build()) {
       c.createStream(s, null);
+      assertTrue(c.config().containsKey("session"));
       List<Event> events = new ArrayList<>();
       for (int i = 0; i < 20; i++) events.add(Event.of(i));
       c.publish(s, events);
