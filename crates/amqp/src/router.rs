@@ -310,6 +310,7 @@ impl AmqpRouter {
 impl Router for AmqpRouter {
     async fn route(&self, mut ctx: Context, req: Request) -> Result<Response, RpcError> {
         let timeout = self.timeout(&req);
+        ctx.deadline_ms = start_by(&ctx, &req, timeout, switchboard_proto::time::now_ms());
         let names = &self.inner.cfg.names;
         let (shard, queue, node) = match &req {
             Request::Session { id, .. } => {
@@ -455,6 +456,25 @@ impl Drop for Waiting<'_> {
         self.shard.in_flight.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_switch_calls_in_flight", "broker" => self.shard.label.clone())
             .decrement(1.0);
+    }
+}
+
+/// The latest a backend node may start a call (the `Context` deadline,
+/// which the node checks before it acts): no later than this node stops
+/// waiting for the answer, and an allocation within [`SILENT_AFTER`]. A
+/// node frozen with allocations it had taken off the queue (a zombie) may
+/// wake after the broker handed them to another node, or after the client
+/// allocated again elsewhere; were it to act on them then, a producer's
+/// stale allocation would fence the session its client writes through now.
+fn start_by(ctx: &Context, req: &Request, timeout: Duration, now_ms: i64) -> u64 {
+    let now = u64::try_from(now_ms).unwrap_or(0);
+    let mut by = now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    if matches!(req, Request::Allocate(_)) {
+        by = by.min(now.saturating_add(u64::try_from(SILENT_AFTER.as_millis()).unwrap_or(u64::MAX)));
+    }
+    match ctx.deadline_ms {
+        0 => by,
+        d => d.min(by),
     }
 }
 
@@ -816,5 +836,44 @@ fn deliver(shard: &Shard, data: Bytes) {
             metrics::counter!("switchboard_switch_bad_frames_total").increment(1);
             tracing::warn!(broker = %shard.label, error = %e, "phone switch: an undecodable answer; dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_proto::wire::{Allocate, Mode};
+
+    fn ctx(deadline_ms: u64) -> Context {
+        Context {
+            request_id: 1,
+            deadline_ms,
+            caller: "c".into(),
+            shard: None,
+        }
+    }
+
+    #[test]
+    fn calls_start_while_their_asker_waits_and_allocations_within_the_silence_bound() {
+        let alloc = Request::Allocate(Allocate {
+            stream: "s".into(),
+            mode: Mode::Write,
+            cursor: None,
+            partitions: None,
+            producer: Some("p".into()),
+        });
+        let now = 1_000_000;
+        let wait = Duration::from_secs(30);
+        assert_eq!(start_by(&ctx(0), &Request::ListStreams, wait, now), 1_030_000);
+        assert_eq!(
+            start_by(&ctx(1_120_000), &Request::ListStreams, wait, now),
+            1_030_000
+        );
+        assert_eq!(
+            start_by(&ctx(1_010_000), &Request::ListStreams, wait, now),
+            1_010_000
+        );
+        assert_eq!(start_by(&ctx(1_120_000), &alloc, wait, now), 1_004_000);
+        assert_eq!(start_by(&ctx(0), &alloc, Duration::from_secs(2), now), 1_002_000);
     }
 }

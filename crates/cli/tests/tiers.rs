@@ -890,3 +890,72 @@ async fn a_broker_added_to_the_config_is_used_after_a_reload() {
     let log = std::fs::read_to_string(t.path("a1").with_extension("server.log")).unwrap();
     assert!(log.contains("configuration reload refused"), "{log}");
 }
+
+/// A backend frozen with a producer's allocations taken off the queue (a
+/// zombie) wakes after its client allocated again on another node: it
+/// must not act on them, or it would fence the session the client writes
+/// through now.
+#[tokio::test]
+async fn a_woken_zombie_does_not_act_on_allocations_it_took_before_it_froze() {
+    let (Some(brokers), Some(k)) = (amqp(), kafka()) else {
+        return;
+    };
+    let mut t = Tiers::kafka(&k);
+    let b1 = t.backend("b1", &brokers[0], &[]);
+    let _b2 = t.backend("b2", &brokers[0], &[]);
+    let api = t.api("a1", &brokers[..1], &[]);
+    wait_backends(&api, &["b1", "b2"]).await;
+    let c = api.client();
+    create(&c, "s", 2).await;
+    b1.send_signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    // allocations of producer p at once: b1 takes some off the queue (up
+    // to its prefetch) and sits on them; b2 answers the rest
+    let alloc = Allocate {
+        stream: "s".into(),
+        mode: Mode::Write,
+        cursor: None,
+        partitions: None,
+        producer: Some("p".into()),
+    };
+    let tries: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, a) = (c.clone(), alloc.clone());
+            tokio::spawn(async move { c.allocate(&a).await })
+        })
+        .collect();
+    let mut stuck = 0;
+    for t in tries {
+        if let Err(e) = t.await.unwrap() {
+            assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+            stuck += 1;
+        }
+    }
+    assert!(stuck > 0, "the frozen node took none of the allocations");
+    // the client allocates again (on b2) and writes
+    let mut w = producer(&c, "s", "p").await;
+    assert_eq!(node_of_session(w.session().unwrap()), "b2");
+    for i in 0..3 {
+        w.send(&[Event::json(&format!("v{i}")).unwrap()]).await.unwrap();
+    }
+    w.flush().await.unwrap();
+    // b1 wakes before the broker gave up on its connection, with the old
+    // allocations in hand
+    assert!(
+        frozen.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        frozen.elapsed()
+    );
+    b1.send_signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 3..6 {
+        w.send(&[Event::json(&format!("v{i}")).unwrap()]).await.unwrap();
+    }
+    let d = w
+        .flush()
+        .await
+        .unwrap_or_else(|e| panic!("the writer lost its session to the zombie: {e}"));
+    assert_eq!(d, 6);
+    let vals = values(&c, "s", 6).await;
+    exactly_once(&vals, (0..6).map(|i| format!("\"v{i}\"")));
+}

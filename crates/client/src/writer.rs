@@ -82,6 +82,11 @@ impl Writer {
         self.next_block
     }
 
+    /// The session in use, if any.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
     /// Blocks sent and not yet known durable.
     pub fn pending_blocks(&self) -> usize {
         self.kept.len()
