@@ -18,6 +18,9 @@ function errorValue(e) {
   return { code: e instanceof Fail ? e.code : null, retryable: false, message: e instanceof Fail ? e.message : String(e?.stack ?? e) };
 }
 
+// `--transport fetch` runs the suite on fetch, the browsers' transport
+const at = process.argv.indexOf("--transport");
+const transport = at > 0 ? process.argv[at + 1] : "node";
 let client = null;
 const writers = new Map();
 const readers = new Map();
@@ -90,15 +93,18 @@ async function bench(a) {
 async function handle(cmd, a) {
   switch (cmd) {
     case "hello":
-      return { sdk: "typescript", version: VERSION };
+      return { sdk: "typescript", version: VERSION, transport };
     case "connect": {
       const compression = a.compression ?? "none";
       if (compression !== "none" && compression !== "gzip") {
         throw new Fail(`${compression} is not available on Node.js 20`, "unsupported");
       }
       const token = a.token;
-      const opts = { token: a.token_callback ? async () => token : token, compression };
-      if (a.ca_file) opts.ca = readFileSync(a.ca_file, "utf8");
+      const opts = { token: a.token_callback ? async () => token : token, compression, transport };
+      if (a.ca_file) {
+        if (transport === "fetch") throw new Fail("a private CA needs the node transport", "unsupported");
+        opts.ca = readFileSync(a.ca_file, "utf8");
+      }
       client = new Client(a.url, opts);
       return {};
     }
