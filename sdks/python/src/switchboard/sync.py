@@ -40,6 +40,15 @@ class _Loop:
     def stop(self) -> None:
         if self.loop.is_closed():
             return
+
+        async def cancel_the_rest() -> None:
+            # such as the lease renewal of a reader left with a batch out
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        self.run(cancel_the_rest())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
