@@ -54,3 +54,17 @@ async fn a_block_that_cannot_be_stored_ends_with_its_error() {
     assert_eq!(e.code(), Some(ErrorCode::StreamNotFound), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+#[tokio::test]
+async fn the_client_reads_readiness_the_contract_and_the_config() {
+    let d = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&d.path().join("data"), &[]);
+    let c = s.client();
+    assert!(c.ready().await.unwrap());
+    let doc = c.openapi().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    assert!(c.config().await.unwrap().get("session").is_some());
+    s.kill();
+    let e = c.ready().await.unwrap_err();
+    assert!(e.is_transport() && e.is_retryable(), "{e}");
+}

@@ -457,6 +457,26 @@ impl Client {
         Ok(self.call(Method::GET, "/v1/config", None, None, None).await?.1)
     }
 
+    /// `GET /readyz`: whether the node serves (false while it drains,
+    /// while its store is out of reach, or, on an API node, while no
+    /// backend takes sessions).
+    pub async fn ready(&self) -> Result<bool> {
+        let resp = self.http.get(format!("{}/readyz", self.base)).send().await?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            503 => Ok(false),
+            s => Err(Error::Protocol(format!("/readyz answered {s}"))),
+        }
+    }
+
+    /// `GET /v1/openapi.json`: the contract as OpenAPI 3.1.
+    pub async fn openapi(&self) -> Result<serde_json::Value> {
+        Ok(self
+            .call(Method::GET, "/v1/openapi.json", None, None, None)
+            .await?
+            .1)
+    }
+
     /// `GET /v1/cluster`.
     pub async fn cluster(&self) -> Result<ClusterInfo> {
         Ok(self.call(Method::GET, "/v1/cluster", None, None, None).await?.1)

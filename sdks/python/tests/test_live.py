@@ -103,6 +103,8 @@ def test_sync_client_works_inside_a_running_event_loop(server: str) -> None:
         with Client(server, TOKEN) as c:
             assert isinstance(c.list_streams(), list)
             assert "session" in c.config()
+            assert c.ready() is True
+            assert c.openapi()["openapi"].startswith("3.1")
         with pytest.raises(RuntimeError, match="closed"):
             c.list_streams()
 

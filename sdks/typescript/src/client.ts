@@ -263,6 +263,24 @@ export class Client {
     return this.#on("DELETE", s, "");
   }
 
+  /** `GET /readyz`: whether the node serves (false while it drains, while its store is out of reach, or, on an API node, while no backend takes sessions). */
+  async ready(): Promise<boolean> {
+    const transport = await this.#transport;
+    const resp = await transport("GET", this.base + "/readyz", {}, undefined, this.options.timeoutMs ?? 60_000);
+    if (resp.status !== 200 && resp.status !== 503) {
+      const p = new ProtocolError(`/readyz answered ${resp.status}`);
+      p.status = resp.status;
+      p.requestId = resp.header("x-request-id");
+      throw p;
+    }
+    return resp.status === 200;
+  }
+
+  /** `GET /v1/openapi.json`: the contract as OpenAPI 3.1. */
+  openapi(): Promise<Record<string, unknown>> {
+    return this.#json("GET", "/v1/openapi.json");
+  }
+
   /** Disposes a session, best effort: its lease ends it anyway. */
   async disposeQuietly(s: Session): Promise<void> {
     try {

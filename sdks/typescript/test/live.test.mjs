@@ -39,6 +39,8 @@ for (const transport of ["node", "fetch"]) test(`publish, write with a producer 
   const c = new Client(url, { token: () => TOKEN, compression: "gzip", transport });
   const { stream, created } = await c.createStream(s, { partitions: 2 });
   assert.ok("session" in (await c.config()));
+  assert.equal(await c.ready(), true);
+  assert.match(String((await c.openapi()).openapi), /^3\.1/);
   assert.ok(created);
   assert.equal(stream.partitions, 2);
   assert.equal((await c.createStream(s, { partitions: 2 })).created, false);

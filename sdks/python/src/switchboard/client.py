@@ -304,6 +304,24 @@ class AsyncClient:
         """``DELETE /v1/sessions/{id}``."""
         return await self._on("DELETE", s, "")
 
+    async def ready(self) -> bool:
+        """``GET /readyz``: whether the node serves (false while it drains,
+        while its store is out of reach, or, on an API node, while no
+        backend takes sessions)."""
+        try:
+            resp = await self._pool.request("GET", "/readyz", {}, b"", self.timeout)
+        except _http.TransportError as e:
+            raise TransportError(str(e)) from e
+        if resp.status not in (200, 503):
+            raise ProtocolError(f"/readyz answered {resp.status}", resp.status, resp.headers.get("x-request-id"))
+        return resp.status == 200
+
+    async def openapi(self) -> dict[str, Any]:
+        """``GET /v1/openapi.json``: the contract as OpenAPI 3.1."""
+        _, v = await self.request("GET", "/v1/openapi.json")
+        d: dict[str, Any] = v
+        return d
+
     async def dispose_quietly(self, s: Session) -> None:
         """Disposes a session, best effort: its lease ends it anyway."""
         try:

@@ -159,6 +159,12 @@ class Client:
     def dispose(self, s: Session) -> Any:
         return self._run(self.aio.dispose(s))
 
+    def ready(self) -> bool:
+        return self._run(self.aio.ready())
+
+    def openapi(self) -> dict[str, Any]:
+        return self._run(self.aio.openapi())
+
     def config(self) -> dict[str, Any]:
         return self._run(self.aio.config())
 

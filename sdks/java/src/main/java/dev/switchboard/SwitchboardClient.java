@@ -603,6 +603,33 @@ public final class SwitchboardClient implements AutoCloseable {
     return async(() -> on("DELETE", s, "", null, null, m -> m));
   }
 
+  /**
+   * {@code GET /readyz}: whether the node serves (false while it drains, while its store is out of reach, or, on an
+   * API node, while no backend takes sessions).
+   */
+  public boolean ready() {
+    HttpRequest r = HttpRequest.newBuilder(URI.create(base + "/readyz")).timeout(timeout).GET().build();
+    HttpResponse<byte[]> resp;
+    try {
+      resp = http.send(r, HttpResponse.BodyHandlers.ofByteArray());
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new SwitchboardException.Transport("GET /readyz: interrupted", e);
+    } catch (IOException e) {
+      throw new SwitchboardException.Transport("GET /readyz: " + e, e);
+    }
+    if (resp.statusCode() != 200 && resp.statusCode() != 503) {
+      throw new SwitchboardException.Protocol("/readyz answered " + resp.statusCode(), resp.statusCode(),
+          resp.headers().firstValue("x-request-id").orElse(null));
+    }
+    return resp.statusCode() == 200;
+  }
+
+  /** {@code GET /v1/openapi.json}: the contract as OpenAPI 3.1. */
+  public Map<String, Object> openapi() {
+    return run(json("GET", "/v1/openapi.json", null, a -> obj(a.value())));
+  }
+
   /** Disposes a session, best effort: its lease ends it anyway. */
   public void disposeQuietly(Session s) {
     try {

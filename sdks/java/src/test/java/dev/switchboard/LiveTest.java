@@ -94,6 +94,8 @@ class LiveTest {
     try (SwitchboardClient c = SwitchboardClient.builder(url).token(TOKEN).build()) {
       c.createStream(s, null);
       assertTrue(c.config().containsKey("session"));
+      assertTrue(c.ready());
+      assertTrue(String.valueOf(c.openapi().get("openapi")).startsWith("3.1"));
       List<Event> events = new ArrayList<>();
       for (int i = 0; i < 20; i++) events.add(Event.of(i));
       c.publish(s, events);
