@@ -95,9 +95,10 @@ impl Server {
         };
         if graceful {
             if let Some(pid) = c.id() {
-                std::process::Command::new("kill")
+                Command::new("kill")
                     .args(["-TERM", &pid.to_string()])
-                    .status()?;
+                    .status()
+                    .await?;
             }
             if tokio::time::timeout(Duration::from_secs(60), c.wait())
                 .await

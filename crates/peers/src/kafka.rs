@@ -120,11 +120,13 @@ impl Peer for Kafka {
                 .create()?;
             let partition = (p % self.load.lanes()) as i32;
             let mut in_flight = InFlight::new(self.load.window, self.load.batch as u64);
+            // librdkafka copies the payload: one buffer serves every event
+            let mut ev = stats::binary_event(self.load.event_size);
             while !stats.stopped() {
                 let t = Instant::now();
                 let mut acks = Vec::with_capacity(self.load.batch);
                 for _ in 0..self.load.batch {
-                    let ev = stats::binary_event(self.load.event_size);
+                    stats::stamp(&mut ev);
                     let record = FutureRecord::<(), _>::to(TOPIC).partition(partition).payload(&ev);
                     let d = producer
                         .send_result(record)

@@ -105,11 +105,13 @@ impl Peer for Rabbit {
             let q = queue(p % self.load.lanes());
             let props = BasicProperties::default().with_delivery_mode(2);
             let mut in_flight = InFlight::new(self.load.window, self.load.batch as u64);
+            // lapin copies the payload into its frames: one buffer serves every event
+            let mut ev = stats::binary_event(self.load.event_size);
             while !stats.stopped() {
                 let t = Instant::now();
                 let mut acks = Vec::with_capacity(self.load.batch);
                 for _ in 0..self.load.batch {
-                    let ev = stats::binary_event(self.load.event_size);
+                    stats::stamp(&mut ev);
                     let confirm = ch
                         .basic_publish(
                             "".into(),

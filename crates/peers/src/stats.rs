@@ -106,6 +106,15 @@ pub fn binary_event(size: usize) -> Vec<u8> {
     v
 }
 
+/// Writes the send time into the first 8 bytes of a payload made by
+/// [`binary_event`], for clients that copy the payload on send (so one
+/// buffer serves every event).
+pub fn stamp(payload: &mut [u8]) {
+    if let Some(head) = payload.get_mut(..8) {
+        head.copy_from_slice(&now_us().to_le_bytes());
+    }
+}
+
 /// The send time of a binary event.
 pub fn binary_sent(payload: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
@@ -258,5 +267,9 @@ mod tests {
         let sent = binary_sent(&e).unwrap_or(0);
         assert!(sent >= before && sent <= now_us());
         assert_eq!(binary_sent(&[1, 2]), None);
+        let mut reused = binary_event(1024);
+        let before = now_us();
+        stamp(&mut reused);
+        assert!(binary_sent(&reused).unwrap_or(0) >= before);
     }
 }

@@ -121,6 +121,12 @@ impl Written {
 }
 
 impl Epoch {
+    /// A block failed: none of the producer's later blocks is written
+    /// until a fence.
+    fn poison(&self) {
+        self.unsynced.lock().poisoned = true;
+    }
+
     fn touch(&self) {
         self.used_ms.store(
             switchboard_proto::time::now_ms(),
@@ -527,15 +533,14 @@ impl Store for EmbeddedStore {
             synced.await;
         }
         let unsynced = UnsyncedGuard(epoch.clone());
-        let poison = || epoch.unsynced.lock().poisoned = true;
         let written = match self.write_parts(stream, block).await {
             Ok(w) if w.parts.iter().all(|(_, r)| r.is_ok()) => w,
             Ok(w) => {
-                poison();
+                epoch.poison();
                 return Box::pin(w.finish());
             }
             Err(e) => {
-                poison();
+                epoch.poison();
                 return Box::pin(std::future::ready(Err(e)));
             }
         };
@@ -546,7 +551,7 @@ impl Store for EmbeddedStore {
         tokio::spawn(async move {
             let r = written.finish().await;
             if r.is_err() {
-                unsynced.0.unsynced.lock().poisoned = true;
+                unsynced.0.poison();
             }
             drop(unsynced);
             drop(current);

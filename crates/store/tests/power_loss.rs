@@ -75,8 +75,16 @@ async fn read_back(store: &EmbeddedStore) -> std::collections::HashSet<(u32, Str
     found
 }
 
-async fn acknowledged_blocks_survive(durability: Durability) {
-    let synced = probe();
+/// A store under `durability` in a directory of its own, with the stream
+/// `s` of 3 partitions.
+struct Live {
+    dir: tempfile::TempDir,
+    live: PathBuf,
+    cfg: LogConfig,
+    store: Arc<EmbeddedStore>,
+}
+
+async fn live(durability: Durability) -> Live {
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("live");
     let cfg = LogConfig {
@@ -89,6 +97,22 @@ async fn acknowledged_blocks_survive(durability: Durability) {
         ..StreamSettings::default()
     };
     store.create_stream("s", settings).await.unwrap();
+    Live {
+        dir,
+        live,
+        cfg,
+        store,
+    }
+}
+
+async fn acknowledged_blocks_survive(durability: Durability) {
+    let synced = probe();
+    let Live {
+        dir,
+        live,
+        cfg,
+        store,
+    } = live(durability).await;
     // writers append blocks until stopped; each remembers what was stored
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -160,18 +184,12 @@ async fn acknowledged_blocks_survive_a_power_loss_under_every_fsync_policy() {
 async fn pipelined_producers_stay_exact(durability: Durability) {
     use switchboard_store::BlockProducer;
     let synced = probe();
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let cfg = LogConfig {
-        durability,
-        ..LogConfig::default()
-    };
-    let store = Arc::new(EmbeddedStore::open(&live, cfg.clone()).unwrap());
-    let settings = StreamSettings {
-        partitions: 3,
-        ..StreamSettings::default()
-    };
-    store.create_stream("s", settings).await.unwrap();
+    let Live {
+        dir,
+        live,
+        cfg,
+        store,
+    } = live(durability).await;
     // block b of producer w: in partition b % 3 alone, except every fifth,
     // which spans all three; runs of same-partition blocks come in fours
     let parts = |b: u64| -> Vec<u32> {

@@ -85,8 +85,12 @@ function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
 }
 
 async function gzip(data: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
-  if (nodeZlib !== null) {
-    const z = nodeZlib.gzipSync(data, { level: 1 });
+  const zlib = nodeZlib;
+  if (zlib !== null) {
+    // on zlib's thread pool: a large body does not hold the event loop
+    const z = await new Promise<Buffer>((resolve, reject) =>
+      zlib.gzip(data, { level: 1 }, (e, out) => (e ? reject(e) : resolve(out))),
+    );
     return new Uint8Array(z.buffer.slice(z.byteOffset, z.byteOffset + z.byteLength) as ArrayBuffer);
   }
   const stream = new Blob([data]).stream().pipeThrough(new CompressionStream("gzip"));

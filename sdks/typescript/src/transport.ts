@@ -55,6 +55,9 @@ export async function nodeTransport(ca?: string | Uint8Array): Promise<Transport
     "https:": new https.Agent({ keepAlive: true, maxSockets: 64, ...(caList ? { ca: caList } : {}) }),
     "http:": new http.Agent({ keepAlive: true, maxSockets: 64 }),
   };
+  // answers are decoded on zlib's thread pool: a large one does not hold the event loop
+  type Decode = (b: Buffer, cb: (e: Error | null, out: Buffer) => void) => void;
+  const decoders: Record<string, Decode> = { gzip: zlib.gunzip, deflate: zlib.inflate, br: zlib.brotliDecompress };
   return (method, url, headers, body, timeoutMs) =>
     new Promise<HttpResponse>((resolve, reject) => {
       const u = new URL(url);
@@ -68,16 +71,19 @@ export async function nodeTransport(ca?: string | Uint8Array): Promise<Transport
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("error", (e) => reject(new TransportError(`${method} ${url}: ${e.message}`, { cause: e })));
         res.on("end", () => {
-          let data: Buffer = Buffer.concat(chunks);
-          try {
-            const encoding = String(res.headers["content-encoding"] ?? "").toLowerCase();
-            if (encoding === "gzip") data = zlib.gunzipSync(data);
-            else if (encoding === "deflate") data = zlib.inflateSync(data);
-            else if (encoding === "br") data = zlib.brotliDecompressSync(data);
-          } catch (e) {
-            reject(new TransportError(`${method} ${url}: a body that does not decode`, { cause: e }));
+          const raw: Buffer = Buffer.concat(chunks);
+          const encoding = String(res.headers["content-encoding"] ?? "").toLowerCase();
+          const decode = decoders[encoding];
+          if (decode === undefined) {
+            done(raw);
             return;
           }
+          decode(raw, (e, out) => {
+            if (e) reject(new TransportError(`${method} ${url}: a body that does not decode`, { cause: e }));
+            else done(out);
+          });
+        });
+        const done = (data: Buffer): void =>
           resolve({
             status: res.statusCode ?? 0,
             header: (n) => {
@@ -86,7 +92,6 @@ export async function nodeTransport(ca?: string | Uint8Array): Promise<Transport
             },
             body: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
           });
-        });
       });
       req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
       req.on("error", (e) => reject(new TransportError(`${method} ${url}: ${e.message}`, { cause: e })));

@@ -219,7 +219,7 @@ class AsyncClient:
         (honouring ``retry_after_ms``), so each event is stored once even
         when an answer is lost."""
         key = idempotency_key or os.urandom(16).hex()
-        body = b'{"events":' + encode_events(events) + b"}"
+        body = b"".join((b'{"events":', encode_events(events), b"}"))
         b = (backoff or Backoff()).copy()
         path = f"/v1/streams/{_name(stream)}/events"
         while True:
@@ -291,7 +291,8 @@ class AsyncClient:
         """``POST /v1/sessions/{id}/write``; ``events`` may be pre-encoded
         (:func:`encode_events`)."""
         data = events if isinstance(events, bytes) else encode_events(events)
-        v: WriteAnswer = await self._on("POST", s, "/write", b'{"block":%d,"events":' % block + data + b"}")
+        body = b"".join((b'{"block":%d,"events":' % block, data, b"}"))
+        v: WriteAnswer = await self._on("POST", s, "/write", body)
         return v
 
     async def commit(self, s: Session, block: int, durable: bool = False) -> CommitAnswer:

@@ -53,9 +53,6 @@ class AsyncWriter:
         self.client = client
         self.stream = stream
         self.options = options or WriterOptions()
-        self.producer = self.options.producer
-        self.window = max(1, self.options.window)
-        self.backoff = self.options.backoff
         self._session: Optional[Session] = None
         self._next_block = 1
         self._kept: Deque[_Kept] = deque()
@@ -98,10 +95,10 @@ class AsyncWriter:
         return out
 
     async def _allocate(self) -> None:
-        b = self.backoff.copy()
+        b = self.options.backoff.copy()
         while True:
             try:
-                a = await self.client.allocate(self.stream, "write", producer=self.producer)
+                a = await self.client.allocate(self.stream, "write", producer=self.options.producer)
                 break
             except SwitchboardError as e:
                 await retry_or_raise(b, e)
@@ -131,7 +128,7 @@ class AsyncWriter:
 
     async def send_encoded(self, events_json: bytes) -> int:
         """:meth:`send` with the events' JSON array already encoded."""
-        while len(self._kept) >= self.window:
+        while len(self._kept) >= max(1, self.options.window):
             await self._wait_durable(self._kept[0].block)
         block = self._next_block
         self._next_block += 1
@@ -140,7 +137,7 @@ class AsyncWriter:
         return block
 
     async def _submit_all(self) -> None:
-        b = self.backoff.copy()
+        b = self.options.backoff.copy()
         if self._session is None:
             await self._allocate()
         i = 0
@@ -164,7 +161,7 @@ class AsyncWriter:
                     log.info("write session of %s gone; allocating again and replaying", self.stream)
                     self._session = None
                     continue
-                if e.code == "conflict" and self.producer is not None:
+                if e.code == "conflict" and self.options.producer is not None:
                     # at or below last_block after a race with another
                     # session of this producer: learn where it stands
                     self._session = None
@@ -176,7 +173,7 @@ class AsyncWriter:
             i += 1
 
     async def _wait_durable(self, block: int) -> None:
-        b = self.backoff.copy()
+        b = self.options.backoff.copy()
         while True:
             if not self._kept or self._kept[0].block > block:
                 return
