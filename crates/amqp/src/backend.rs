@@ -38,8 +38,6 @@ pub struct BackendConfig {
 /// Unacknowledged allocations a node holds: few, so that the next node
 /// gets the next one.
 const ALLOCATE_PREFETCH: u16 = 4;
-/// Unacknowledged calls of its own queue.
-const NODE_PREFETCH: u16 = 512;
 /// Unacknowledged calls any node could answer.
 const ANY_PREFETCH: u16 = 32;
 
@@ -190,10 +188,6 @@ impl Attachment {
             .connect(&format!("switchboard backend {}", inner.cfg.node_id))
             .await?;
         let node_ch = conn.create_channel().await.map_err(|e| b.err(e))?;
-        node_ch
-            .basic_qos(NODE_PREFETCH, BasicQosOptions::default())
-            .await
-            .map_err(|e| b.err(e))?;
         let queue = inner.cfg.names.node(&inner.cfg.node_id);
         let declared = node_ch
             .queue_declare(
@@ -220,8 +214,12 @@ impl Attachment {
             .basic_consume(
                 queue.as_str().into(),
                 "node".into(),
+                // no acks: the queue is this connection's own, so a call
+                // taken off it and not answered is lost with the node
+                // either way, and an ack per call costs a frame each way
                 BasicConsumeOptions {
                     exclusive: true,
+                    no_ack: true,
                     ..BasicConsumeOptions::default()
                 },
                 FieldTable::default(),
@@ -400,7 +398,7 @@ async fn dispatch(inner: &Arc<Inner>, out: &Channel, mut d: lapin::message::Deli
     let reply_to = d.properties.reply_to().clone();
     tokio::spawn(async move {
         answer(&inner, &out, reply_to, data).await;
-        if source != Source::Any {
+        if source == Source::Allocate {
             let _ = d.ack(BasicAckOptions::default()).await;
         }
         inner.load.fetch_sub(1, Ordering::Relaxed);

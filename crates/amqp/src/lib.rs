@@ -18,8 +18,10 @@
 //!   `GET /v1/cluster` shows and that allocation picks shards from.
 //!
 //! Requests and answers are [`switchboard_rpc::frame`]s, one message each;
-//! answers go to the asking API node's exclusive reply queue and are
-//! matched by request id.
+//! answers come back by direct reply-to (straight to the asking channel,
+//! no queue in between) and are matched by request id. A node's own queue
+//! is consumed without acks: it goes with the node's connection, so a call
+//! taken off it and not answered is lost with the node either way.
 //!
 //! [`AmqpRouter`] is the API tier's side, [`BackendLink`] the backend's.
 

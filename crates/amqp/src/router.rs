@@ -1,6 +1,6 @@
 //! The API tier's side of the phone switch: a [`Router`] that publishes
 //! each request to the right queue of the right broker and waits for the
-//! answer on its own reply queue.
+//! answer, which comes back by direct reply-to.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
 use parking_lot::Mutex;
 use switchboard_proto::wire::{BrokerInfo, NodeInfo};
@@ -61,11 +61,13 @@ struct Pending {
 /// that died took the queue, and the call in it, along.
 const PROBE_AFTER: Duration = Duration::from_secs(1);
 
+/// The pseudo-queue of RabbitMQ's direct reply-to.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
 /// A live connection to one broker.
 #[derive(Clone)]
 struct Link {
     publish: Channel,
-    reply_to: ShortString,
 }
 
 struct Seen {
@@ -509,7 +511,7 @@ async fn call(
     };
     // the broker drops a request nobody took in time: its asker gave up
     let props = BasicProperties::default()
-        .with_reply_to(link.reply_to.clone())
+        .with_reply_to(DIRECT_REPLY_TO.into())
         .with_expiration(timeout.as_millis().to_string().into());
     let deadline = tokio::time::Instant::now() + timeout;
     let confirm = link
@@ -643,16 +645,29 @@ async fn attach(
         )
         .await
         .map_err(e)?;
+    // answers come by direct reply-to: the backend's channel hands them
+    // to this one, with no queue in between (consumed, without acks, on
+    // the channel that publishes the calls, before the first call)
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        exclusive: true,
+        ..BasicConsumeOptions::default()
+    };
+    let mut answers = publish
+        .basic_consume(
+            DIRECT_REPLY_TO.into(),
+            "answers".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(e)?;
     let input = conn.create_channel().await.map_err(e)?;
     let exclusive = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,
         ..QueueDeclareOptions::default()
     };
-    let replies = input
-        .queue_declare("".into(), exclusive, FieldTable::default())
-        .await
-        .map_err(e)?;
     let mut args = FieldTable::default();
     args.insert("x-message-ttl".into(), AMQPValue::LongInt(5_000));
     let beats = input.queue_declare("".into(), exclusive, args).await.map_err(e)?;
@@ -662,20 +677,6 @@ async fn attach(
             inner.cfg.names.heartbeats.as_str().into(),
             "".into(),
             QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(e)?;
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        exclusive: true,
-        ..BasicConsumeOptions::default()
-    };
-    let mut answers = input
-        .basic_consume(
-            replies.name().clone(),
-            "answers".into(),
-            no_ack,
             FieldTable::default(),
         )
         .await
@@ -691,7 +692,6 @@ async fn attach(
         .map_err(e)?;
     *shard.link.lock() = Some(Link {
         publish: publish.clone(),
-        reply_to: replies.name().clone(),
     });
     shard.refresh();
     metrics::gauge!("switchboard_switch_broker_up", "broker" => shard.label.clone()).set(1.0);
@@ -830,7 +830,7 @@ fn deliver(shard: &Shard, data: Bytes) {
             }
         }
         Ok(Frame::Request(..)) => {
-            tracing::warn!(broker = %shard.label, "phone switch: a request on a reply queue; dropped")
+            tracing::warn!(broker = %shard.label, "phone switch: a request among the answers; dropped")
         }
         Err(e) => {
             metrics::counter!("switchboard_switch_bad_frames_total").increment(1);
