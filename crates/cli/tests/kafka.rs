@@ -659,3 +659,35 @@ async fn no_event_value_reaches_kafkas_disk_in_the_clear() {
         "event values in the clear on Kafka's disk"
     );
 }
+
+/// A node pointed at no Kafka says so within its commit timeout, naming
+/// the brokers, instead of waiting a minute for an admin call (this one
+/// needs no broker).
+#[test]
+fn a_node_pointed_at_no_kafka_says_so_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    // a port nothing listens on: bound, then let go
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--store", &format!("kafka://127.0.0.1:{port}")])
+        .args(["--kafka-commit-timeout-ms", "3000"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(took < Duration::from_secs(20), "took {took:?}: {err}");
+    assert!(
+        err.contains(&format!(
+            "no answer from the brokers at 127.0.0.1:{port} within 3 s"
+        )),
+        "{err}"
+    );
+}

@@ -228,6 +228,8 @@ impl KafkaStore {
         let meta = Arc::new(meta);
         let streams_topic = format!("{}{STREAMS_TOPIC}", cfg.topic_prefix);
         let producers_topic = format!("{}{PRODUCERS_TOPIC}", cfg.topic_prefix);
+        tracing::info!(brokers = %cfg.brokers, "kafka store: connecting");
+        reach(&meta, &streams_topic, &cfg).await?;
         ensure_internal(&admin, &meta, &cfg, &streams_topic, 1, None).await?;
         // producers are forgotten after their time to live, here too
         let ttl = cfg.producer_ttl_ms.max(cfg.short_producer_ttl_ms);
@@ -316,6 +318,29 @@ impl KafkaStore {
             "kafka store open"
         );
         Ok(KafkaStore { inner })
+    }
+}
+
+/// Waits (up to the commit timeout) for the brokers to answer at all, so
+/// that a node pointed at no Kafka says so at once, not after an admin
+/// call's minute.
+async fn reach(meta: &Arc<BaseConsumer<Quiet>>, topic: &str, cfg: &KafkaConfig) -> Result<()> {
+    let (m, t, wait) = (meta.clone(), topic.to_string(), cfg.commit_timeout);
+    let answer =
+        tokio::task::spawn_blocking(move || m.fetch_metadata(Some(&t), wait).map(|md| md.brokers().len()))
+            .await
+            .map_err(|e| Error::Unavailable(format!("kafka: {e}")))?;
+    match answer {
+        Ok(n) if n > 0 => Ok(()),
+        Ok(_) => Err(Error::Unavailable(format!(
+            "kafka: the brokers at {} know no brokers",
+            cfg.brokers
+        ))),
+        Err(e) => Err(Error::Unavailable(format!(
+            "kafka: no answer from the brokers at {} within {} s ({e}): check the store URL, that Kafka listens there, and its TLS and SASL settings",
+            cfg.brokers,
+            wait.as_secs()
+        ))),
     }
 }
 
