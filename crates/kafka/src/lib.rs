@@ -40,6 +40,7 @@ use switchboard_store::{
 
 mod catalog;
 mod error;
+mod polling;
 mod produce;
 mod read;
 mod state;
@@ -626,7 +627,7 @@ impl Inner {
             c.set("transactional.id", format!("{}{lane}", self.txn_prefix(node)));
             let timeout = self.cfg.commit_timeout;
             blocking(move || {
-                let p: produce::KProducer = c.create_with_context(produce::Ctx).map_err(invalid)?;
+                let p = produce::KProducer::create(&c)?;
                 p.init_transactions(timeout)
                     .map_err(|e| Error::Unavailable(format!("kafka: fencing {e}")))
             })

@@ -11,9 +11,7 @@ use parking_lot::Mutex;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message};
 use switchboard_store::{BlockProducer, Error, PartRange, Records, Result};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -59,6 +57,11 @@ impl Ack {
 
     fn sent(&self) {
         self.sent.fetch_add(1, Ordering::Release);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn sent_for_test(&self) {
+        self.sent();
     }
 
     fn delivered(&self, r: std::result::Result<(u32, u64), KafkaError>) {
@@ -120,7 +123,7 @@ impl ProducerContext for Ctx {
     }
 }
 
-pub(crate) type KProducer = ThreadedProducer<Ctx, NoCustomPartitioner>;
+pub(crate) use crate::polling::KProducer;
 
 /// Ranges of consecutive offsets per partition, from delivery reports.
 pub(crate) fn ranges(mut offsets: Vec<(u32, u64)>) -> Vec<PartRange> {
@@ -233,9 +236,7 @@ impl Plain {
         cfg.set("enable.idempotence", "true").set("acks", "all");
         let producers = (0..n.max(1))
             .map(|_| {
-                let producer: KProducer = cfg
-                    .create_with_context(Ctx)
-                    .map_err(|e| Error::Unavailable(format!("kafka producer: {e}")))?;
+                let producer = KProducer::create(&cfg)?;
                 Ok(PlainProducer {
                     producer,
                     queueing: tokio::sync::Mutex::new(()),
@@ -395,9 +396,7 @@ impl Lanes {
 
 async fn init(c: ClientConfig, timeout: Duration) -> Result<Arc<KProducer>> {
     blocking(move || {
-        let p: KProducer = c
-            .create_with_context(Ctx)
-            .map_err(|e| Error::Unavailable(format!("kafka producer: {e}")))?;
+        let p = KProducer::create(&c)?;
         p.init_transactions(timeout)
             .map_err(|e| Error::Unavailable(format!("kafka init_transactions: {e}")))?;
         Ok(Arc::new(p))

@@ -288,7 +288,7 @@ fn poll(
                     }
                     (hard - now).min(Duration::from_millis(10))
                 };
-                match f.consumer.poll(timeout) {
+                match f.consumer.poll(whole_ms(timeout)) {
                     Some(m) => m,
                     None => continue,
                 }
@@ -408,6 +408,13 @@ fn caught_up(f: &Fetcher, topic: &str, next: &[(u32, u64)]) -> bool {
     })
 }
 
+/// `d` rounded up to whole milliseconds. rdkafka hands librdkafka the time
+/// left in whole milliseconds, rounded down, and polls through the rest
+/// with zero timeouts: a busy loop of up to a millisecond per wait.
+fn whole_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u64::MAX))
+}
+
 /// A partition's offset in a consumer's positions, if it has one.
 fn position_of(pos: Option<&TopicPartitionList>, topic: &str, p: u32) -> Option<u64> {
     pos.and_then(|l| l.find_partition(topic, p as i32))
@@ -415,4 +422,17 @@ fn position_of(pos: Option<&TopicPartitionList>, topic: &str, p: u32) -> Option<
             Offset::Offset(o) if o >= 0 => Some(o as u64),
             _ => None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_whole_milliseconds_rounded_up() {
+        assert_eq!(whole_ms(Duration::ZERO), Duration::ZERO);
+        assert_eq!(whole_ms(Duration::from_micros(1)), Duration::from_millis(1));
+        assert_eq!(whole_ms(Duration::from_micros(9_200)), Duration::from_millis(10));
+        assert_eq!(whole_ms(Duration::from_millis(10)), Duration::from_millis(10));
+    }
 }
