@@ -38,6 +38,10 @@ pub struct BackendConfig {
 /// Unacknowledged allocations a node holds: few, so that the next node
 /// gets the next one.
 const ALLOCATE_PREFETCH: u16 = 4;
+/// Calls of its own queue a node holds unanswered: what it takes in stays
+/// bounded whatever the API nodes send (the rest waits in the broker,
+/// where it expires with its caller's patience).
+const NODE_PREFETCH: u16 = 512;
 /// Unacknowledged calls any node could answer.
 const ANY_PREFETCH: u16 = 32;
 
@@ -188,6 +192,10 @@ impl Attachment {
             .connect(&format!("switchboard backend {}", inner.cfg.node_id))
             .await?;
         let node_ch = conn.create_channel().await.map_err(|e| b.err(e))?;
+        node_ch
+            .basic_qos(NODE_PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(|e| b.err(e))?;
         let queue = inner.cfg.names.node(&inner.cfg.node_id);
         let declared = node_ch
             .queue_declare(
@@ -214,12 +222,8 @@ impl Attachment {
             .basic_consume(
                 queue.as_str().into(),
                 "node".into(),
-                // no acks: the queue is this connection's own, so a call
-                // taken off it and not answered is lost with the node
-                // either way, and an ack per call costs a frame each way
                 BasicConsumeOptions {
                     exclusive: true,
-                    no_ack: true,
                     ..BasicConsumeOptions::default()
                 },
                 FieldTable::default(),
@@ -398,7 +402,7 @@ async fn dispatch(inner: &Arc<Inner>, out: &Channel, mut d: lapin::message::Deli
     let reply_to = d.properties.reply_to().clone();
     tokio::spawn(async move {
         answer(&inner, &out, reply_to, data).await;
-        if source == Source::Allocate {
+        if source != Source::Any {
             let _ = d.ack(BasicAckOptions::default()).await;
         }
         inner.load.fetch_sub(1, Ordering::Relaxed);

@@ -19,9 +19,7 @@
 //!
 //! Requests and answers are [`switchboard_rpc::frame`]s, one message each;
 //! answers come back by direct reply-to (straight to the asking channel,
-//! no queue in between) and are matched by request id. A node's own queue
-//! is consumed without acks: it goes with the node's connection, so a call
-//! taken off it and not answered is lost with the node either way.
+//! no queue in between) and are matched by request id.
 //!
 //! [`AmqpRouter`] is the API tier's side, [`BackendLink`] the backend's.
 

@@ -327,10 +327,7 @@ impl KafkaStore {
 /// call's minute.
 async fn reach(meta: &Arc<BaseConsumer<Quiet>>, topic: &str, cfg: &KafkaConfig) -> Result<()> {
     let (m, t, wait) = (meta.clone(), topic.to_string(), cfg.commit_timeout);
-    let answer =
-        tokio::task::spawn_blocking(move || m.fetch_metadata(Some(&t), wait).map(|md| md.brokers().len()))
-            .await
-            .map_err(|e| Error::Unavailable(format!("kafka: {e}")))?;
+    let answer = blocking(move || Ok(m.fetch_metadata(Some(&t), wait).map(|md| md.brokers().len()))).await?;
     match answer {
         Ok(n) if n > 0 => Ok(()),
         Ok(_) => Err(Error::Unavailable(format!(

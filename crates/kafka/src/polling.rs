@@ -37,8 +37,18 @@ struct Wake {
     cv: Condvar,
 }
 
-/// A handle of librdkafka's queue, moved to the serving thread.
+/// A handle of a producer's main queue in librdkafka, destroyed with it.
 struct Queue(*mut rdsys::rd_kafka_queue_t);
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // SAFETY: the handle `main_queue` gave, not used after this.
+        #[allow(unsafe_code)]
+        unsafe {
+            rdsys::rd_kafka_queue_destroy(self.0);
+        }
+    }
+}
 
 // SAFETY: librdkafka's queue handles may be used from any thread.
 #[allow(unsafe_code)]
@@ -117,7 +127,7 @@ impl Drop for KProducer {
 
 fn main_queue(base: &Base) -> Queue {
     // SAFETY: the client pointer is valid while `base` lives; the handle
-    // returned is destroyed by whoever holds the `Queue`.
+    // is destroyed when the `Queue` drops.
     #[allow(unsafe_code)]
     Queue(unsafe { rdsys::rd_kafka_queue_get_main(base.client().native_ptr()) })
 }
@@ -125,16 +135,15 @@ fn main_queue(base: &Base) -> Queue {
 /// Turns the callback off, so that nothing calls into a `Wake` that is gone.
 fn disable(base: &Base) {
     let q = main_queue(base);
-    // SAFETY: a valid queue handle, destroyed right after.
+    // SAFETY: a valid queue handle.
     #[allow(unsafe_code)]
     unsafe {
         rdsys::rd_kafka_queue_cb_event_enable(q.0, None, std::ptr::null_mut());
-        rdsys::rd_kafka_queue_destroy(q.0);
     }
 }
 
 fn queued(q: &Queue) -> usize {
-    // SAFETY: a valid queue handle until `serve` destroys it.
+    // SAFETY: a valid queue handle while the `Queue` lives.
     #[allow(unsafe_code)]
     unsafe {
         rdsys::rd_kafka_queue_length(q.0)
@@ -154,26 +163,25 @@ fn serve(base: &Base, wake: &Wake, q: Queue) {
             }
             s.0 = false;
         }
-        // a zero-timeout poll serves one event: as many as are queued
-        loop {
-            let n = queued(&q);
-            if n == 0 {
-                break;
-            }
-            for _ in 0..n {
-                base.poll(Duration::ZERO);
-            }
-            if queued(&q) >= n {
-                // events come as fast as they are served, or one stays:
-                // look again shortly rather than spin
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        drain(base, &q);
     }
-    // SAFETY: the handle `main_queue` gave, not used after this.
-    #[allow(unsafe_code)]
-    unsafe {
-        rdsys::rd_kafka_queue_destroy(q.0);
+}
+
+/// Serves what is queued (a zero-timeout poll serves one event).
+fn drain(base: &Base, q: &Queue) {
+    loop {
+        let n = queued(q);
+        if n == 0 {
+            return;
+        }
+        for _ in 0..n {
+            base.poll(Duration::ZERO);
+        }
+        if queued(q) >= n {
+            // events come as fast as they are served, or one stays: look
+            // again shortly rather than spin
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -202,7 +210,7 @@ mod tests {
             let ack = Ack::with_capacity(1);
             let rec = BaseRecord::<[u8], [u8], _>::with_opaque_to("t", ack.clone()).payload(&b"v"[..]);
             assert!(p.send(rec).is_ok());
-            ack.sent_for_test();
+            ack.sent();
             let started = std::time::Instant::now();
             p.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             let r = tokio::time::timeout(Duration::from_secs(5), ack.wait()).await;

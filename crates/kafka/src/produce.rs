@@ -55,13 +55,8 @@ impl Ack {
         })
     }
 
-    fn sent(&self) {
+    pub(crate) fn sent(&self) {
         self.sent.fetch_add(1, Ordering::Release);
-    }
-
-    #[cfg(test)]
-    pub(crate) fn sent_for_test(&self) {
-        self.sent();
     }
 
     fn delivered(&self, r: std::result::Result<(u32, u64), KafkaError>) {
