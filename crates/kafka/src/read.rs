@@ -49,6 +49,32 @@ impl Assigned {
     }
 }
 
+impl Fetcher {
+    /// Unassigns the consumer and drops what it queued for its assignment
+    /// (records, and errors of its topics): blocking.
+    fn release(&mut self) {
+        self.assigned = None;
+        self.parts.clear();
+        if let Err(e) = self.consumer.unassign() {
+            tracing::debug!(error = %e, "kafka: unassigning a consumer");
+        }
+        self.drain();
+    }
+
+    /// Drops what the consumer has queued, up to a bound (a busy earlier
+    /// assignment may keep adding to it until it is replaced).
+    fn drain(&mut self) {
+        for _ in 0..DRAIN_MAX {
+            if self.consumer.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+    }
+}
+
+/// Most queued events a consumer drops before it is assigned anew.
+const DRAIN_MAX: usize = 100_000;
+
 /// (reader, topic, next offsets) a consumer is assigned to.
 type Assignment = (u64, Arc<str>, Vec<(u32, u64)>);
 
@@ -122,6 +148,40 @@ impl Pool {
 
     pub(crate) fn close(&self) {
         self.permits.close();
+    }
+
+    /// Reader `reader` is gone: a free consumer still assigned to it stops
+    /// fetching its partitions (which may be of a stream since deleted,
+    /// whose errors it would otherwise report every second) on a blocking
+    /// thread, then goes back to the pool.
+    fn forget(self: &Arc<Self>, reader: u64) {
+        let Ok(permit) = self.permits.try_acquire() else {
+            // every consumer is lent: the next reader reassigns it
+            return;
+        };
+        let f = {
+            let mut free = self.free.lock();
+            match free
+                .iter()
+                .position(|f| f.assigned.as_ref().is_some_and(|a| a.0 == reader))
+            {
+                Some(at) => free.remove(at),
+                None => return,
+            }
+        };
+        permit.forget();
+        let pool = self.clone();
+        let unassign = move || {
+            let mut f = f;
+            f.release();
+            pool.give(f);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(unassign);
+            }
+            Err(_) => unassign(),
+        }
     }
 
     /// A new reader of `topic` at `positions`.
@@ -207,6 +267,12 @@ impl StoreReader for KafkaReader {
     }
 }
 
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        self.pool.forget(self.id);
+    }
+}
+
 enum PollError {
     Kafka(rdkafka::error::KafkaError),
     Store(Error),
@@ -236,23 +302,35 @@ fn poll(
     let fresh = !matches!(&f.assigned, Some((r, t, p)) if *r == reader && t == topic && p == positions);
     if fresh {
         f.assigned = None;
+        // what it queued for its earlier reader is not this one's: an
+        // error of a topic deleted since would be taken for this reader's
+        f.drain();
         f.consumer
             .assign(&tpl(topic, positions)?)
             .map_err(PollError::Kafka)?;
         // what the consumer cached of these partitions (positions, high
         // watermarks) may be from an earlier assignment: ask the brokers
         let pos = f.consumer.position().ok();
-        f.parts = positions
-            .iter()
-            .map(|&(p, _)| Assigned {
+        let mut parts = Vec::with_capacity(positions.len());
+        for &(p, _) in positions {
+            let high = match f
+                .consumer
+                .fetch_watermarks(topic, p as i32, Duration::from_secs(5))
+            {
+                Ok((_, hi)) => hi,
+                // the stream was deleted since the reader opened
+                Err(e) if is_unknown_topic(&e) && !topic_exists(&f.consumer, topic) => {
+                    return Err(PollError::Kafka(e));
+                }
+                Err(_) => -1,
+            };
+            parts.push(Assigned {
                 first_pending: true,
-                high: f
-                    .consumer
-                    .fetch_watermarks(topic, p as i32, Duration::from_secs(5))
-                    .map_or(-1, |(_, hi)| hi),
+                high,
                 position_at_assign: position_of(pos.as_ref(), topic, p),
-            })
-            .collect();
+            });
+        }
+        f.parts = parts;
     }
     let mut next: Vec<(u32, u64)> = positions.to_vec();
     let mut buf = ReadBuffer::with_capacity(max_bytes.min(1 << 20), max_records.min(1024));
@@ -263,6 +341,7 @@ fn poll(
     let hard = started + wait.max(FIRST_FETCH);
     let soft = started + wait;
     let mut first_at: Option<Instant> = None;
+    let mut verified = false;
     while buf.len() < max_records && (buf.is_empty() || buf.bytes() < max_bytes) {
         // what is queued first, without asking how far the partitions are
         let m = match f.consumer.poll(Duration::ZERO) {
@@ -297,14 +376,24 @@ fn poll(
         let m = match m {
             Ok(m) => m,
             Err(e) => {
-                if is_unknown_topic(&e) {
-                    f.assigned = None;
-                    return Err(PollError::Kafka(e));
+                // the error does not name its topic: it may be of another
+                // stream, deleted since this consumer read it, so only the
+                // brokers can say whether this reader's topic is gone (once
+                // a poll: the consumer repeats such errors every second)
+                if is_unknown_topic(&e) && !verified {
+                    verified = true;
+                    if !topic_exists(&f.consumer, topic) {
+                        f.assigned = None;
+                        return Err(PollError::Kafka(e));
+                    }
                 }
                 tracing::debug!(error = %e, "kafka fetch");
                 continue;
             }
         };
+        if m.topic() != &**topic {
+            continue;
+        }
         let (p, o) = (m.partition() as u32, m.offset() as u64);
         let Some(i) = next.iter().position(|x| x.0 == p) else {
             continue;
@@ -406,6 +495,22 @@ fn caught_up(f: &Fetcher, topic: &str, next: &[(u32, u64)]) -> bool {
         let at = part.and_then(|a| a.trusted(now)).map_or(want, |o| o.max(want));
         hi >= 0 && at >= hi as u64
     })
+}
+
+/// Whether the brokers know `topic`. When they cannot be asked, it is
+/// taken to exist: an unknown topic is reported only when they say so.
+fn topic_exists(c: &BaseConsumer<crate::Quiet>, topic: &str) -> bool {
+    match c.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+        Ok(m) => m
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()),
+        Err(e) => {
+            tracing::debug!(error = %e, topic, "kafka: asking whether a topic exists");
+            true
+        }
+    }
 }
 
 /// `d` rounded up to whole milliseconds. rdkafka hands librdkafka the time

@@ -66,3 +66,63 @@ async fn a_reader_taking_over_a_consumer_starts_where_it_asked() {
         assert!(values(&mut *a).await.is_empty());
     }
 }
+
+/// A stream of `partitions` with `n` records in each.
+async fn fill(s: &KafkaStore, stream: &str, partitions: u32, n: usize) {
+    s.create_stream(
+        stream,
+        StreamSettings {
+            partitions,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut b = Block::new(None).unwrap();
+    for p in 0..partitions {
+        for i in 0..n {
+            b.records(p).push(1, None, &[format!("{i:03}").as_bytes()], []);
+        }
+    }
+    s.append(stream, b).await.unwrap();
+}
+
+/// One consumer for every reader: after the stream it last read is
+/// deleted (its reader gone, or still there), what the consumer heard of
+/// that topic is not taken for news of the next reader's stream, which
+/// exists and is read in full.
+#[tokio::test]
+async fn a_deleted_stream_is_not_blamed_on_the_next_reader_of_its_consumer() {
+    let Some(s) = store(1).await else { return };
+    for keep in [false, true] {
+        let (gone, next) = (format!("gone{keep}"), format!("next{keep}"));
+        fill(&s, &gone, 4, 5).await;
+        let mut a = s
+            .open_reader(&gone, &[(0, 0), (1, 0), (2, 0), (3, 0)])
+            .await
+            .unwrap();
+        assert_eq!(values(&mut *a).await.len(), 20);
+        let a = if keep { Some(a) } else { None };
+        s.delete_stream(&gone).await.unwrap();
+        // the consumer's fetches of the deleted topic fail meanwhile
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        fill(&s, &next, 4, 7).await;
+        let mut b = s.open_reader(&next, &[(3, 0)]).await.unwrap();
+        let mut got = 0;
+        while got < 7 {
+            match b.fetch(1000, 1 << 20, Duration::from_millis(200)).await {
+                Ok(f) => got += f.records.len(),
+                Err(e) => panic!("reading {next} (reader of {gone} kept: {keep}): {e}"),
+            }
+        }
+        // the deleted stream's reader is told its stream is gone
+        if let Some(mut a) = a {
+            let e = a.fetch(1000, 1 << 20, Duration::from_secs(2)).await;
+            assert!(
+                matches!(&e, Err(switchboard_store::Error::NotFound(_))),
+                "{:?}",
+                e.map(|f| f.records.len())
+            );
+        }
+    }
+}

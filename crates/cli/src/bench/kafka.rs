@@ -39,6 +39,10 @@ pub struct KafkaBench {
     /// An extra producer property, `key=value` (repeatable).
     #[arg(long = "producer-property")]
     producer_properties: Vec<String>,
+    /// An extra consumer property, `key=value` (repeatable): the readers
+    /// with the settings a Switchboard node gives its own, for instance.
+    #[arg(long = "consumer-property")]
+    consumer_properties: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +77,17 @@ pub fn run(b: KafkaBench) -> Result<()> {
     Ok(())
 }
 
+/// Sets `key=value` properties given with `flag`.
+fn set_properties(c: &mut ClientConfig, properties: &[String], flag: &str) -> Result<()> {
+    for p in properties {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("{flag} {p:?}: expected key=value"))?;
+        c.set(k, v);
+    }
+    Ok(())
+}
+
 fn producer(b: &KafkaBench, writer: usize, topic: &str) -> Result<FutureProducer> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &b.brokers)
@@ -90,12 +105,7 @@ fn producer(b: &KafkaBench, writer: usize, topic: &str) -> Result<FutureProducer
     if b.transactional {
         c.set("transactional.id", format!("{topic}-writer-{writer}"));
     }
-    for p in &b.producer_properties {
-        let (k, v) = p
-            .split_once('=')
-            .with_context(|| format!("--producer-property {p:?}: expected key=value"))?;
-        c.set(k, v);
-    }
+    set_properties(&mut c, &b.producer_properties, "--producer-property")?;
     c.create().context("creating a Kafka producer")
 }
 
@@ -117,6 +127,7 @@ pub(super) async fn direct(brokers: &str, load: &Load) -> Result<(f64, f64)> {
         load: load.clone(),
         transactional: false,
         producer_properties: Vec::new(),
+        consumer_properties: Vec::new(),
     };
     let r = drive(&b).await?;
     eprintln!("{}", serde_json::to_string(&r)?);
@@ -163,8 +174,8 @@ async fn drive(b: &KafkaBench) -> Result<Report> {
         if parts.is_empty() {
             continue;
         }
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &b.brokers)
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &b.brokers)
             // librdkafka wants a group for `assign`; nothing is committed
             .set("group.id", format!("{topic}-reader-{r}"))
             .set("enable.auto.commit", "false")
@@ -176,9 +187,9 @@ async fn drive(b: &KafkaBench) -> Result<Report> {
                 } else {
                     "read_uncommitted"
                 },
-            )
-            .create()
-            .context("creating a Kafka consumer")?;
+            );
+        set_properties(&mut c, &b.consumer_properties, "--consumer-property")?;
+        let consumer: StreamConsumer = c.create().context("creating a Kafka consumer")?;
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
             tpl.add_partition_offset(&topic, *p as i32, Offset::Beginning)?;
