@@ -49,12 +49,24 @@ impl From<RpcError> for ApiError {
     }
 }
 
+/// What an error response said, kept in the response's extensions so that
+/// the request's log line can say why it failed.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if self.code == ErrorCode::Internal {
             tracing::error!(message = %self.message, "internal error");
         }
+        let failure = Failure {
+            code: self.code,
+            message: self.message.clone(),
+        };
         let mut body = ErrorBody::new(self.code, self.message);
         body.error.retry_after_ms = self
             .retry_after_ms
@@ -74,6 +86,23 @@ impl IntoResponse for ApiError {
         if matches!(self.code, ErrorCode::Unauthorized) {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        resp.extensions_mut().insert(failure);
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_keeps_why_it_failed_for_the_log_line() {
+        let resp = ApiError::new(ErrorCode::Unavailable, "the store is down").into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let f = resp.extensions().get::<Failure>().cloned();
+        assert!(
+            matches!(&f, Some(f) if f.code == ErrorCode::Unavailable && f.message == "the store is down"),
+            "{f:?}"
+        );
     }
 }

@@ -432,14 +432,16 @@ async fn observe(req: HttpRequest, next: Next) -> Response {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
     let _e = span.enter();
-    if status >= 500 {
-        tracing::warn!(
-            status,
-            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-            "request failed"
-        );
-    } else {
-        tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    match (resp.extensions().get::<error::Failure>(), status >= 500) {
+        (Some(f), true) => {
+            tracing::warn!(status, code = %f.code, reason = %f.message, elapsed_ms, "request failed")
+        }
+        (None, true) => tracing::warn!(status, elapsed_ms, "request failed"),
+        (Some(f), false) => {
+            tracing::debug!(status, code = %f.code, reason = %f.message, elapsed_ms, "request")
+        }
+        (None, false) => tracing::debug!(status, elapsed_ms, "request"),
     }
     resp
 }
