@@ -26,8 +26,15 @@ before(async () => {
   url = first.replace("switchboard listening on ", "").trim();
 });
 
-after(() => {
-  server?.kill("SIGTERM");
+after(async () => {
+  // the server writes while it drains: its files go once it has exited
+  if (server && server.exitCode === null && server.signalCode === null) {
+    const exited = new Promise((resolve) => server.once("exit", resolve));
+    server.kill("SIGTERM");
+    const late = setTimeout(() => server.kill("SIGKILL"), 30_000);
+    await exited;
+    clearTimeout(late);
+  }
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
