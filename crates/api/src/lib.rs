@@ -433,15 +433,14 @@ async fn observe(req: HttpRequest, next: Next) -> Response {
     }
     let _e = span.enter();
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
-    match (resp.extensions().get::<error::Failure>(), status >= 500) {
-        (Some(f), true) => {
-            tracing::warn!(status, code = %f.code, reason = %f.message, elapsed_ms, "request failed")
-        }
-        (None, true) => tracing::warn!(status, elapsed_ms, "request failed"),
-        (Some(f), false) => {
-            tracing::debug!(status, code = %f.code, reason = %f.message, elapsed_ms, "request")
-        }
-        (None, false) => tracing::debug!(status, elapsed_ms, "request"),
+    // why it failed, when it did (fields left out otherwise)
+    let failure = resp.extensions().get::<error::Failure>();
+    let code = failure.map(|f| f.code.as_str());
+    let reason = failure.map(|f| f.message.as_str());
+    if status >= 500 {
+        tracing::warn!(status, code, reason, elapsed_ms, "request failed");
+    } else {
+        tracing::debug!(status, code, reason, elapsed_ms, "request");
     }
     resp
 }

@@ -434,18 +434,26 @@ async fn topic_partitions(
 ) -> Result<Option<u32>> {
     let (meta, topic) = (meta.clone(), topic.to_string());
     blocking(move || {
-        let md = meta
-            .fetch_metadata(Some(&topic), timeout)
-            .map_err(|e| Error::Unavailable(format!("kafka metadata: {e}")))?;
-        Ok(md.topics().first().and_then(|t| {
-            if t.error().is_some() {
-                None
-            } else {
-                Some(t.partitions().len() as u32)
-            }
-        }))
+        known_partitions(&meta, &topic, timeout)
+            .map_err(|e| Error::Unavailable(format!("kafka metadata: {e}")))
     })
     .await
+}
+
+/// How many partitions the brokers know `topic` to have (`None`: they do
+/// not know it). Blocking.
+pub(crate) fn known_partitions(
+    client: &BaseConsumer<Quiet>,
+    topic: &str,
+    timeout: Duration,
+) -> std::result::Result<Option<u32>, rdkafka::error::KafkaError> {
+    let md = client.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().len() as u32))
 }
 
 async fn cleanup_policy(admin: &AdminClient<Quiet>, topic: &str, timeout: Duration) -> Result<String> {

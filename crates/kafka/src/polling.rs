@@ -32,9 +32,16 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Wake {
-    /// (events queued since the thread last looked, stop)
-    state: Mutex<(bool, bool)>,
+    state: Mutex<WakeState>,
     cv: Condvar,
+}
+
+#[derive(Default)]
+struct WakeState {
+    /// Events were queued since the thread last looked.
+    queued: bool,
+    /// The producer is dropping: the thread ends.
+    stop: bool,
 }
 
 /// A handle of a producer's main queue in librdkafka, destroyed with it.
@@ -69,7 +76,7 @@ unsafe extern "C" fn on_event(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_void) 
     // SAFETY: `opaque` is the `Wake` of a live `KProducer`, which disables
     // this callback before it lets its `Wake` go.
     let wake = unsafe { &*(opaque as *const Wake) };
-    wake.state.lock().0 = true;
+    wake.state.lock().queued = true;
     wake.cv.notify_one();
 }
 
@@ -116,7 +123,7 @@ impl Deref for KProducer {
 
 impl Drop for KProducer {
     fn drop(&mut self) {
-        self.wake.state.lock().1 = true;
+        self.wake.state.lock().stop = true;
         self.wake.cv.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -155,13 +162,13 @@ fn serve(base: &Base, wake: &Wake, q: Queue) {
     loop {
         {
             let mut s = wake.state.lock();
-            if !s.0 && !s.1 {
+            if !s.queued && !s.stop {
                 wake.cv.wait_for(&mut s, IDLE_WAKE);
             }
-            if s.1 {
+            if s.stop {
                 break;
             }
-            s.0 = false;
+            s.queued = false;
         }
         drain(base, &q);
     }

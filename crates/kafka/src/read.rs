@@ -50,20 +50,15 @@ impl Assigned {
 }
 
 impl Fetcher {
-    /// Unassigns the consumer and drops what it queued for its assignment
-    /// (records, and errors of its topics): blocking.
+    /// Unassigns the consumer and drops what is still queued (librdkafka
+    /// drops the records of partitions no longer assigned as they are
+    /// polled; errors, which name no topic, come out): blocking.
     fn release(&mut self) {
         self.assigned = None;
         self.parts.clear();
         if let Err(e) = self.consumer.unassign() {
             tracing::debug!(error = %e, "kafka: unassigning a consumer");
         }
-        self.drain();
-    }
-
-    /// Drops what the consumer has queued, up to a bound (a busy earlier
-    /// assignment may keep adding to it until it is replaced).
-    fn drain(&mut self) {
         for _ in 0..DRAIN_MAX {
             if self.consumer.poll(Duration::ZERO).is_none() {
                 break;
@@ -72,8 +67,9 @@ impl Fetcher {
     }
 }
 
-/// Most queued events a consumer drops before it is assigned anew.
-const DRAIN_MAX: usize = 100_000;
+/// Most queued events a consumer drops when it is released (a guard: with
+/// nothing assigned, only stray events are left).
+const DRAIN_MAX: usize = 10_000;
 
 /// (reader, topic, next offsets) a consumer is assigned to.
 type Assignment = (u64, Arc<str>, Vec<(u32, u64)>);
@@ -301,10 +297,10 @@ fn poll(
 ) -> std::result::Result<(Fetched, Vec<(u32, u64)>), PollError> {
     let fresh = !matches!(&f.assigned, Some((r, t, p)) if *r == reader && t == topic && p == positions);
     if fresh {
-        f.assigned = None;
-        // what it queued for its earlier reader is not this one's: an
-        // error of a topic deleted since would be taken for this reader's
-        f.drain();
+        // what it queued for its earlier reader is not this one's: records
+        // of its partitions go with the unassignment, and errors (of a
+        // topic deleted since, say) would be taken for this reader's
+        f.release();
         f.consumer
             .assign(&tpl(topic, positions)?)
             .map_err(PollError::Kafka)?;
@@ -391,9 +387,6 @@ fn poll(
                 continue;
             }
         };
-        if m.topic() != &**topic {
-            continue;
-        }
         let (p, o) = (m.partition() as u32, m.offset() as u64);
         let Some(i) = next.iter().position(|x| x.0 == p) else {
             continue;
@@ -500,17 +493,13 @@ fn caught_up(f: &Fetcher, topic: &str, next: &[(u32, u64)]) -> bool {
 /// Whether the brokers know `topic`. When they cannot be asked, it is
 /// taken to exist: an unknown topic is reported only when they say so.
 fn topic_exists(c: &BaseConsumer<crate::Quiet>, topic: &str) -> bool {
-    match c.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-        Ok(m) => m
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()),
-        Err(e) => {
+    crate::known_partitions(c, topic, Duration::from_secs(5)).map_or_else(
+        |e| {
             tracing::debug!(error = %e, topic, "kafka: asking whether a topic exists");
             true
-        }
-    }
+        },
+        |n| n.is_some_and(|n| n > 0),
+    )
 }
 
 /// `d` rounded up to whole milliseconds. rdkafka hands librdkafka the time
