@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ExchangeDeclareOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
@@ -44,6 +44,9 @@ const ALLOCATE_PREFETCH: u16 = 4;
 const NODE_PREFETCH: u16 = 512;
 /// Unacknowledged calls any node could answer.
 const ANY_PREFETCH: u16 = 32;
+/// How long a cancelled consumer may take to hand back what it holds (it
+/// is all in memory once the broker has confirmed the cancel).
+const GIVE_BACK_WITHIN: Duration = Duration::from_secs(5);
 
 struct Inner {
     backend: Arc<dyn Backend>,
@@ -434,9 +437,44 @@ async fn toggle(ch: &Channel, c: &mut Option<Consumer>, queue: &str, on: bool) -
         (Some(consumer), false) => {
             ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
                 .await?;
-            *c = None;
+            if let Some(consumer) = c.take() {
+                give_back(consumer, queue).await?;
+            }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Requeues what a cancelled consumer was handed and has not passed on.
+///
+/// The broker delivers up to the prefetch until it confirms the cancel;
+/// those deliveries wait in the consumer. Dropped, they would stay
+/// unacknowledged on the channel until it closes: never answered, and
+/// holding prefetch slots the next consumer of the channel needs. The
+/// consumer's stream ends once it has handed over the last of them.
+async fn give_back(mut consumer: Consumer, queue: &str) -> Result<(), lapin::Error> {
+    let requeue = BasicNackOptions {
+        multiple: false,
+        requeue: true,
+    };
+    let drained = async {
+        let mut n = 0u64;
+        while let Some(d) = consumer.next().await {
+            d?.nack(requeue).await?;
+            n += 1;
+        }
+        Ok::<u64, lapin::Error>(n)
+    };
+    match tokio::time::timeout(GIVE_BACK_WITHIN, drained).await {
+        Ok(n) => {
+            let n = n?;
+            if n > 0 {
+                tracing::debug!(queue, calls = n, "phone switch: calls taken just before a pause are requeued");
+                metrics::counter!("switchboard_switch_requeued_total").increment(n);
+            }
+        }
+        Err(_) => tracing::warn!(queue, "phone switch: a cancelled consumer did not end; what it holds is requeued when its channel closes"),
     }
     Ok(())
 }

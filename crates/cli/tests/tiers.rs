@@ -385,6 +385,63 @@ async fn a_full_node_takes_no_allocations() {
     assert!(ok, "{}", cluster(&api).await);
 }
 
+/// A node that fills and empties again and again stops and starts taking
+/// allocations each time: the allocations it was handed just as it
+/// stopped go to another node, none is left unanswered.
+#[tokio::test]
+async fn allocations_in_flight_when_a_node_fills_are_answered() {
+    let (Some(brokers), Some(kafka)) = (amqp(), kafka()) else {
+        return;
+    };
+    let mut t = Tiers::kafka(&kafka);
+    let ops = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let _b1 = t.backend(
+        "b1",
+        &brokers[0],
+        &["--max-sessions", "1", "--metrics-listen", &ops],
+    );
+    let _b2 = t.backend("b2", &brokers[0], &[]);
+    let api = t.api("a1", &brokers[..1], &[]);
+    wait_backends(&api, &["b1", "b2"]).await;
+    let c = api.client();
+    create(&c, "flap", 1).await;
+    let until = Instant::now() + Duration::from_secs(6);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let (mut taken, mut refused) = (0, 0);
+                while Instant::now() < until {
+                    match c.allocate(&reader_alloc("flap")).await {
+                        Ok(s) => {
+                            taken += 1;
+                            c.dispose(&switchboard_client::Session::new(&s)).await.unwrap();
+                        }
+                        Err(e) if e.code() == Some(ErrorCode::Backpressure) => refused += 1,
+                        Err(e) => panic!("after {taken} allocations: {e}"),
+                    }
+                }
+                (taken, refused)
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    for w in workers {
+        taken += w.await.unwrap().0;
+    }
+    assert!(taken > 40, "{taken}");
+    let metrics = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let requeued = metrics
+        .lines()
+        .find(|l| l.starts_with("switchboard_switch_requeued_total"));
+    eprintln!("taken {taken}, {requeued:?}");
+}
+
 /// Values of every event of `stream`, read until `want` are seen (Kafka
 /// makes a batch visible a little after its commit).
 async fn values(c: &Client, stream: &str, want: usize) -> Vec<String> {
