@@ -209,20 +209,12 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Errors a person can act on: one message and its causes, no backtrace
 /// (even with RUST_BACKTRACE=1), and a hint where the server is missing or
 /// speaks TLS.
 #[test]
 fn errors_guide_the_user() {
-    let port = free_port().to_string();
+    let port = common::free_port().to_string();
     let url = format!("127.0.0.1:{port}");
     let (st, _, err) = run(&["stream", "list", "--url", &url, "--token", TOKEN], &[]);
     assert!(!st.success());

@@ -267,7 +267,7 @@ async fn a_zombie_node_stores_nothing_after_its_producer_moved() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(5)).await;
-    a.send_signal(libc::SIGSTOP);
+    a.freeze();
     // the producer moves to node b: its last block is whatever landed
     let (idb, sb, body) = allocate_producer(&rb, "z", "p").await;
     let last = body["last_block"].as_u64().unwrap();
@@ -666,12 +666,7 @@ async fn no_event_value_reaches_kafkas_disk_in_the_clear() {
 #[test]
 fn a_node_pointed_at_no_kafka_says_so_within_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    // a port nothing listens on: bound, then let go
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let started = std::time::Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

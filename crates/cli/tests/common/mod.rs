@@ -151,10 +151,16 @@ impl Server {
             }
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            // the log goes with the test's temporary directory: say what it
+            // says here
+            let path = self.dir.with_extension("server.log");
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
             panic!(
-                "{} did not start; see {}",
+                "{} did not start; the end of {}:\n{}",
                 self.role,
-                self.dir.with_extension("server.log").display()
+                path.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             )
         });
         if self.role == "backend" {
@@ -228,6 +234,19 @@ impl Server {
         signal(self.child.as_ref().unwrap(), sig);
     }
 
+    /// SIGSTOP, then waits until every thread of the server has stopped:
+    /// kill(2) only posts the signal, and a thread that is busy or in an
+    /// uninterruptible wait stops a little later.
+    pub fn freeze(&self) {
+        let pid = self.child.as_ref().unwrap().id();
+        self.send_signal(libc::SIGSTOP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_stopped(pid) {
+            assert!(Instant::now() < deadline, "pid {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Starts again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();
@@ -259,6 +278,20 @@ fn signal(c: &Child, sig: i32) {
     unsafe {
         libc::kill(c.id() as i32, sig);
     }
+}
+
+/// Whether every thread of `pid` is stopped (state `T` in its stat).
+fn all_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // the state follows the command name, which is in parentheses
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "T")
+    })
 }
 
 impl Drop for Server {
@@ -368,6 +401,15 @@ impl Raw {
 }
 
 /// Milliseconds since the Unix epoch, as signatures carry them.
+/// A loopback port nothing listens on now: bound, then let go.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn now_ms() -> u64 {
     u64::try_from(switchboard_proto::time::now_ms()).unwrap_or(0)
 }
