@@ -294,6 +294,20 @@ impl AmqpRouter {
             .cloned()
     }
 
+    /// Why no shard takes an allocation: every backend node heard from is
+    /// full (`backpressure`, as one full node answers), or none is ready.
+    fn no_room(&self) -> RpcError {
+        if self.inner.shards.read().iter().any(|s| s.serves(false)) {
+            RpcError::new(
+                ErrorCode::Backpressure,
+                "every backend node holds its maximum of sessions or has spent its memory budget: retry shortly",
+            )
+            .after(1000)
+        } else {
+            RpcError::unavailable("no backend node is taking sessions: retry shortly")
+        }
+    }
+
     fn any_shard(&self, spread: u64) -> Option<Arc<Shard>> {
         let shards = self.inner.shards.read();
         let up = shards.iter().filter(|s| s.serves(false)).count() as u64;
@@ -331,9 +345,7 @@ impl Router for AmqpRouter {
                 (shard, Cow::Owned(names.node(&sid.node)), Some(sid.node))
             }
             Request::Allocate(_) => {
-                let shard = self.shard_for(&ctx.caller).ok_or_else(|| {
-                    RpcError::unavailable("no backend node is taking sessions: retry shortly").after(1000)
-                })?;
+                let shard = self.shard_for(&ctx.caller).ok_or_else(|| self.no_room())?;
                 ctx.shard = Some(shard.index);
                 (shard, Cow::Borrowed(names.allocate.as_str()), None)
             }
@@ -433,15 +445,18 @@ impl Router for AmqpRouter {
     }
 
     async fn readiness(&self) -> Result<(), String> {
+        // a full node still serves its sessions: a full cluster answers
+        // allocations `backpressure` and stays in its load balancer, where
+        // its clients' sessions are
         let shards = self.inner.shards.read();
-        if shards.iter().any(|s| s.serves(true)) {
+        if shards.iter().any(|s| s.serves(false)) {
             return Ok(());
         }
         let up = shards.iter().filter(|s| s.link.lock().is_some()).count();
         Err(if up == 0 {
             "no phone-switch broker is reachable".into()
         } else {
-            format!("{up} broker(s) up, but no backend node on them takes sessions")
+            format!("{up} broker(s) up, but no backend node on them serves (all draining, without their store, or silent)")
         })
     }
 }

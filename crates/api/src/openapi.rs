@@ -235,7 +235,7 @@ pub fn document() -> Value {
             "/ui/app.js": { "get": { "operationId": "dashboardScript", "security": [], "summary": "The dashboard's script",
                 "responses": { "200": { "description": "JavaScript", "content": { "text/javascript": { "schema": { "type": "string" } } } } } } },
             "/healthz": { "get": { "operationId": "healthz", "security": [], "summary": "Liveness", "responses": { "200": { "description": "alive" } } } },
-            "/readyz": { "get": { "operationId": "readyz", "security": [], "summary": "Readiness", "responses": { "200": { "description": "ready" }, "503": { "description": "draining, or the store cannot serve (`<node>: store_unavailable`); on an API node of the two tiers, no broker with a backend node taking sessions" } } } },
+            "/readyz": { "get": { "operationId": "readyz", "security": [], "summary": "Readiness", "responses": { "200": { "description": "ready" }, "503": { "description": "draining, or the store cannot serve (`<node>: store_unavailable`); on an API node of the two tiers, no broker with a backend node serving (a full node serves its sessions)" } } } },
             "/metrics": { "get": { "operationId": "metrics", "security": [], "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format", "content": { "text/plain": {} } } } } },
         },
         "components": {

@@ -354,7 +354,7 @@ async fn a_full_node_takes_no_allocations() {
     };
     let mut t = Tiers::kafka(&kafka);
     let _b1 = t.backend("b1", &brokers[0], &["--max-sessions", "2"]);
-    let _b2 = t.backend("b2", &brokers[0], &[]);
+    let _b2 = t.backend("b2", &brokers[0], &["--max-sessions", "6"]);
     let api = t.api("a1", &brokers[..1], &[]);
     wait_backends(&api, &["b1", "b2"]).await;
     let c = api.client();
@@ -379,10 +379,31 @@ async fn a_full_node_takes_no_allocations() {
     let on_b2 = sessions.iter().filter(|s| s.node == "b2").count();
     assert!(on_b1 <= 2 && on_b1 + on_b2 == 8, "b1 {on_b1}, b2 {on_b2}");
     let ok = common::eventually(Duration::from_secs(5), || async {
-        node_of(&cluster(&api).await, "b1")["state"] == "full"
+        let c = cluster(&api).await;
+        node_of(&c, "b1")["state"] == "full" && node_of(&c, "b2")["state"] == "full"
     })
     .await;
     assert!(ok, "{}", cluster(&api).await);
+    // every node full: the API node stays ready (its clients' sessions are
+    // served), allocations answer backpressure at once, as from one full
+    // node, not after waiting for an answer nobody gives
+    assert_eq!(api.raw().get("/readyz").await.status, 200);
+    let t0 = Instant::now();
+    let e = c.allocate(&reader_alloc("full")).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Backpressure), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    match &e {
+        switchboard_client::Error::Api { retry_after_ms, .. } => assert_eq!(*retry_after_ms, Some(1000)),
+        other => panic!("{other}"),
+    }
+    // room again: allocations go on
+    let on_b2 = sessions.iter().find(|s| s.node == "b2").unwrap();
+    c.dispose(&switchboard_client::Session::new(on_b2)).await.unwrap();
+    let ok = common::eventually(Duration::from_secs(10), || async {
+        c.allocate(&reader_alloc("full")).await.is_ok()
+    })
+    .await;
+    assert!(ok);
 }
 
 /// A node that fills and empties again and again stops and starts taking

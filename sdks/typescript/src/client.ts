@@ -267,7 +267,7 @@ export class Client {
     return this.#on("DELETE", s, "");
   }
 
-  /** `GET /readyz`: whether the node serves (false while it drains, while its store is out of reach, or, on an API node, while no backend takes sessions). */
+  /** `GET /readyz`: whether the node serves (false while it drains, while its store is out of reach, or, on an API node, while no backend serves). */
   async ready(): Promise<boolean> {
     const transport = await this.#transport;
     const resp = await transport("GET", this.base + "/readyz", {}, undefined, this.options.timeoutMs ?? 60_000);

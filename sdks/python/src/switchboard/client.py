@@ -308,7 +308,7 @@ class AsyncClient:
     async def ready(self) -> bool:
         """``GET /readyz``: whether the node serves (false while it drains,
         while its store is out of reach, or, on an API node, while no
-        backend takes sessions)."""
+        backend serves)."""
         try:
             resp = await self._pool.request("GET", "/readyz", {}, b"", self.timeout)
         except _http.TransportError as e:

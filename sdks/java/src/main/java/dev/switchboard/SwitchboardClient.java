@@ -605,7 +605,7 @@ public final class SwitchboardClient implements AutoCloseable {
 
   /**
    * {@code GET /readyz}: whether the node serves (false while it drains, while its store is out of reach, or, on an
-   * API node, while no backend takes sessions).
+   * API node, while no backend serves).
    */
   public boolean ready() {
     HttpRequest r = HttpRequest.newBuilder(URI.create(base + "/readyz")).timeout(timeout).GET().build();
