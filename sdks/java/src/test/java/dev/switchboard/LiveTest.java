@@ -29,11 +29,12 @@ import org.junit.jupiter.api.condition.EnabledIfEnvironmentVariable;
 class LiveTest {
   static final String TOKEN = "java-sdk-test-token-0123456789";
   static Process server;
+  static Path dir;
   static String url;
 
   @BeforeAll
   static void start() throws Exception {
-    Path dir = Files.createTempDirectory("sb-java-");
+    dir = Files.createTempDirectory("sb-java-");
     server = new ProcessBuilder(System.getenv("SWITCHBOARD_BIN"), "serve", "--data-dir", dir.toString(), "--listen",
         "127.0.0.1:0", "--token", TOKEN, "--lease-ms", "2000")
         .redirectError(ProcessBuilder.Redirect.DISCARD)
@@ -48,7 +49,15 @@ class LiveTest {
   static void stop() throws Exception {
     if (server != null) {
       server.destroy();
-      server.waitFor(30, TimeUnit.SECONDS);
+      if (!server.waitFor(30, TimeUnit.SECONDS)) {
+        server.destroyForcibly().waitFor();
+      }
+    }
+    // once the server has exited: it writes to its data directory until then
+    if (dir != null) {
+      try (var paths = Files.walk(dir)) {
+        paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+      }
     }
   }
 
