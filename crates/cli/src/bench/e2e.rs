@@ -260,7 +260,7 @@ pub fn run(b: E2eBench) -> Result<()> {
     if b.load.writers == 0 || b.load.batch == 0 || b.load.duration == 0 || b.load.event_size == 0 {
         bail!("--writers, --batch, --duration and --event-size must be positive");
     }
-    std::fs::create_dir_all(&b.data_dir).with_context(|| format!("creating {}", b.data_dir.display()))?;
+    let _data = super::DataDir::claim(&b.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let opts = ServerOpts {
         encryption: b.encryption,

@@ -106,7 +106,7 @@ fn log_bench(b: &LogBench) -> Result<()> {
     if b.records == 0 || b.batch == 0 || b.rounds == 0 {
         bail!("--records, --batch and --rounds must be positive");
     }
-    std::fs::create_dir_all(&b.data_dir).with_context(|| format!("creating {}", b.data_dir.display()))?;
+    let _data = super::DataDir::claim(&b.data_dir)?;
     let work = tempfile_dir(&b.data_dir)?;
     let payload = (b.records * b.record_size as u64) as f64;
     let (mut appends, mut reads, mut raws, mut ratios) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

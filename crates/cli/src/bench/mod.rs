@@ -3,7 +3,9 @@
 //! `e2e` measures the log's rate beside its own with `log`'s code; `log`
 //! knows nothing of `e2e`.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use clap::Subcommand;
 
 pub mod e2e;
@@ -35,5 +37,34 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::E2e(b) => e2e::run(b),
         Bench::Sessions(b) => sessions::run(b),
         Bench::KafkaDirect(b) => kafka::run(b),
+    }
+}
+
+/// A benchmark's `--data-dir`: made when missing, and removed at the end
+/// when the benchmark made it and left it empty (each run works in a
+/// directory of its own inside it, which it removes), so that a benchmark
+/// leaves nothing behind in the directory it was started from.
+pub(crate) struct DataDir {
+    path: PathBuf,
+    made: bool,
+}
+
+impl DataDir {
+    pub(crate) fn claim(path: &Path) -> Result<DataDir> {
+        let made = !path.exists();
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            made,
+        })
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if self.made {
+            // fails, as it should, when something was left inside
+            let _ = std::fs::remove_dir(&self.path);
+        }
     }
 }

@@ -146,7 +146,7 @@ pub fn run(b: SessionsBench) -> Result<()> {
     if b.sessions == 0 || !(0.0..=1.0).contains(&b.writer_share) || b.concurrency == 0 || b.partitions == 0 {
         bail!("--sessions, --concurrency and --partitions must be positive, --writer-share within 0..=1");
     }
-    std::fs::create_dir_all(&b.data_dir).with_context(|| format!("creating {}", b.data_dir.display()))?;
+    let _data = super::DataDir::claim(&b.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = rt.block_on(drive(&b))?;
     println!("{}", serde_json::to_string(&report)?);
