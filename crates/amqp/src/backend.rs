@@ -305,8 +305,11 @@ impl Attachment {
                     let stopped = inner.stopped.load(Ordering::Acquire) || status.draining;
                     let take_any = !stopped && status.store_error.is_none();
                     let take_alloc = take_any && !status.at_capacity();
-                    toggle(any_ch, &mut any, &inner.cfg.names.any, take_any).await.map_err(|e| b.err(e))?;
-                    toggle(alloc_ch, &mut alloc, &inner.cfg.names.allocate, take_alloc).await.map_err(|e| b.err(e))?;
+                    let requeued = toggle(any_ch, &mut any, &inner.cfg.names.any, take_any).await.map_err(|e| b.err(e))?
+                        + toggle(alloc_ch, &mut alloc, &inner.cfg.names.allocate, take_alloc).await.map_err(|e| b.err(e))?;
+                    if requeued > 0 {
+                        metrics::counter!("switchboard_switch_requeued_total", "broker" => b.label().to_string()).increment(requeued);
+                    }
                     if stopped && !was_stopped {
                         // say so now: API nodes stop sending work
                         heartbeat(out, inner, &status, true).await.map_err(|e| b.err(e))?;
@@ -420,8 +423,9 @@ async fn next(c: &mut Option<Consumer>) -> Option<lapin::Result<lapin::message::
     }
 }
 
-/// Starts or stops consuming `queue` on `ch`.
-async fn toggle(ch: &Channel, c: &mut Option<Consumer>, queue: &str, on: bool) -> Result<(), lapin::Error> {
+/// Starts or stops consuming `queue` on `ch`; how many calls stopping
+/// gave back to the queue.
+async fn toggle(ch: &Channel, c: &mut Option<Consumer>, queue: &str, on: bool) -> Result<u64, lapin::Error> {
     match (c.as_ref(), on) {
         (None, true) => {
             *c = Some(
@@ -438,12 +442,12 @@ async fn toggle(ch: &Channel, c: &mut Option<Consumer>, queue: &str, on: bool) -
             ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
                 .await?;
             if let Some(consumer) = c.take() {
-                give_back(consumer, queue).await?;
+                return give_back(consumer, queue).await;
             }
         }
         _ => {}
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Requeues what a cancelled consumer was handed and has not passed on.
@@ -453,7 +457,7 @@ async fn toggle(ch: &Channel, c: &mut Option<Consumer>, queue: &str, on: bool) -
 /// unacknowledged on the channel until it closes: never answered, and
 /// holding prefetch slots the next consumer of the channel needs. The
 /// consumer's stream ends once it has handed over the last of them.
-async fn give_back(mut consumer: Consumer, queue: &str) -> Result<(), lapin::Error> {
+async fn give_back(mut consumer: Consumer, queue: &str) -> Result<u64, lapin::Error> {
     let requeue = BasicNackOptions {
         multiple: false,
         requeue: true,
@@ -470,13 +474,19 @@ async fn give_back(mut consumer: Consumer, queue: &str) -> Result<(), lapin::Err
         Ok(n) => {
             let n = n?;
             if n > 0 {
-                tracing::debug!(queue, calls = n, "phone switch: calls taken just before a pause are requeued");
-                metrics::counter!("switchboard_switch_requeued_total").increment(n);
+                tracing::debug!(
+                    queue,
+                    calls = n,
+                    "phone switch: calls taken just before a pause are requeued"
+                );
             }
+            Ok(n)
         }
-        Err(_) => tracing::warn!(queue, "phone switch: a cancelled consumer did not end; what it holds is requeued when its channel closes"),
+        Err(_) => {
+            tracing::warn!(queue, "phone switch: a cancelled consumer did not end; what it holds is requeued when its channel closes");
+            Ok(0)
+        }
     }
-    Ok(())
 }
 
 /// Declares a shared work queue (API and backend nodes declare it alike).
