@@ -454,9 +454,10 @@ async fn toggle(ch: &Channel, c: &mut Option<Consumer>, queue: &str, on: bool) -
 ///
 /// The broker delivers up to the prefetch until it confirms the cancel;
 /// those deliveries wait in the consumer. Dropped, they would stay
-/// unacknowledged on the channel until it closes: never answered, and
-/// holding prefetch slots the next consumer of the channel needs. The
-/// consumer's stream ends once it has handed over the last of them.
+/// unacknowledged on the channel until it closes, which a healthy node's
+/// never does: no node would answer them, and their callers would wait
+/// out their call timeout. The consumer's stream ends once it has handed
+/// over the last of them.
 async fn give_back(mut consumer: Consumer, queue: &str) -> Result<u64, lapin::Error> {
     let requeue = BasicNackOptions {
         multiple: false,
