@@ -277,7 +277,7 @@ impl Attachment {
         } = self;
         let (mut any, mut alloc): (Option<Consumer>, Option<Consumer>) = (None, None);
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY / 4);
-        let mut was_stopped = false;
+        let mut said = "";
         // heartbeats go on while this loop waits for room for a call: a
         // busy node is not a lost one
         let _beats = AbortOnDrop(tokio::spawn(beat(out.clone(), inner.clone())));
@@ -305,16 +305,23 @@ impl Attachment {
                     let stopped = inner.stopped.load(Ordering::Acquire) || status.draining;
                     let take_any = !stopped && status.store_error.is_none();
                     let take_alloc = take_any && !status.at_capacity();
+                    // a change of state is said now, not at the next beat:
+                    // before the node stops taking work (API nodes stop
+                    // sending it, instead of leaving it in the queue), after
+                    // it starts again (they send it as soon as it has room)
+                    let state = state_of(&status, stopped);
+                    if state != said && !take_alloc {
+                        heartbeat(out, inner, &status, stopped).await.map_err(|e| b.err(e))?;
+                    }
                     let requeued = toggle(any_ch, &mut any, &inner.cfg.names.any, take_any).await.map_err(|e| b.err(e))?
                         + toggle(alloc_ch, &mut alloc, &inner.cfg.names.allocate, take_alloc).await.map_err(|e| b.err(e))?;
                     if requeued > 0 {
                         metrics::counter!("switchboard_switch_requeued_total", "broker" => b.label().to_string()).increment(requeued);
                     }
-                    if stopped && !was_stopped {
-                        // say so now: API nodes stop sending work
-                        heartbeat(out, inner, &status, true).await.map_err(|e| b.err(e))?;
+                    if state != said && take_alloc {
+                        heartbeat(out, inner, &status, stopped).await.map_err(|e| b.err(e))?;
                     }
-                    was_stopped = stopped;
+                    said = state;
                 }
                 _ = closing.changed() => {
                     // one last word: draining, so that API nodes stop
@@ -350,13 +357,9 @@ async fn beat(out: Channel, inner: Arc<Inner>) {
     }
 }
 
-async fn heartbeat(
-    out: &Channel,
-    inner: &Arc<Inner>,
-    status: &switchboard_rpc::NodeStatus,
-    stopped: bool,
-) -> Result<(), lapin::Error> {
-    let state = if stopped {
+/// What a heartbeat says the node is.
+fn state_of(status: &switchboard_rpc::NodeStatus, stopped: bool) -> &'static str {
+    if stopped {
         "draining"
     } else if status.store_error.is_some() {
         "store_unavailable"
@@ -364,11 +367,19 @@ async fn heartbeat(
         "full"
     } else {
         "ready"
-    };
+    }
+}
+
+async fn heartbeat(
+    out: &Channel,
+    inner: &Arc<Inner>,
+    status: &switchboard_rpc::NodeStatus,
+    stopped: bool,
+) -> Result<(), lapin::Error> {
     let hb = Heartbeat {
         id: inner.cfg.node_id.clone(),
         role: "backend".into(),
-        state: state.into(),
+        state: state_of(status, stopped).into(),
         address: inner.cfg.address.clone(),
         sessions: status.sessions,
         memory_bytes: status.memory_used,
