@@ -400,7 +400,6 @@ impl Raw {
     }
 }
 
-/// Milliseconds since the Unix epoch, as signatures carry them.
 /// A loopback port nothing listens on now: bound, then let go.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -410,6 +409,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Milliseconds since the Unix epoch, as signatures carry them.
 pub fn now_ms() -> u64 {
     u64::try_from(switchboard_proto::time::now_ms()).unwrap_or(0)
 }
