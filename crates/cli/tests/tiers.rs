@@ -406,6 +406,58 @@ async fn a_full_node_takes_no_allocations() {
     assert!(ok);
 }
 
+/// A backend node that stops answers every call of its sessions that
+/// reached it, `session_gone` once it drained: none is left to its
+/// caller's call timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_leaves_no_call_unanswered() {
+    let Some(brokers) = amqp() else { return };
+    let mut t = Tiers::memory();
+    let mut b1 = t.backend("b1", &brokers[0], &[]);
+    let api = t.api("a1", &brokers[..1], &["--router-call-timeout-ms", "10000"]);
+    wait_backends(&api, &["b1"]).await;
+    let c = api.client();
+    create(&c, "stops", 1).await;
+    let read = Read {
+        wait_ms: Some(0),
+        ..Default::default()
+    };
+    // callers that go on calling through the stop, as clients that have
+    // not heard yet do: calls reach the node while it drains, as its queue
+    // goes, and after
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, stopped) = (c.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let s = switchboard_client::Session::new(&c.allocate(&reader_alloc("stops")).await.unwrap());
+                let (mut slowest, mut gone) = (Duration::ZERO, 0);
+                while !stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    let t0 = Instant::now();
+                    let r = c.read(&s, &read).await;
+                    slowest = slowest.max(t0.elapsed());
+                    match r {
+                        Ok(_) => {}
+                        Err(e) if e.code() == Some(ErrorCode::SessionGone) => gone += 1,
+                        Err(e) => panic!("after {:?}: {e}", t0.elapsed()),
+                    }
+                }
+                (slowest, gone)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = tokio::task::block_in_place(|| b1.terminate());
+    assert!(st.success(), "{st}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stopped.store(true, std::sync::atomic::Ordering::Release);
+    for w in workers {
+        let (slowest, gone) = w.await.unwrap();
+        assert!(gone > 0);
+        assert!(slowest < Duration::from_secs(5), "{slowest:?}");
+    }
+}
+
 /// A full node that has room again says so at once, not at its next
 /// heartbeat: API nodes answer `backpressure` only until then.
 #[tokio::test]
