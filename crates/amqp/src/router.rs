@@ -298,6 +298,8 @@ impl AmqpRouter {
     /// full (`backpressure`, as one full node answers), or none is ready.
     fn no_room(&self) -> RpcError {
         if self.inner.shards.read().iter().any(|s| s.serves(false)) {
+            // counted here: no backend node sees these allocations
+            metrics::counter!("switchboard_backpressure_total", "reason" => "cluster_full").increment(1);
             RpcError::new(
                 ErrorCode::Backpressure,
                 "every backend node holds its maximum of sessions or has spent its memory budget: retry shortly",

@@ -396,6 +396,13 @@ async fn a_full_node_takes_no_allocations() {
         switchboard_client::Error::Api { retry_after_ms, .. } => assert_eq!(*retry_after_ms, Some(1000)),
         other => panic!("{other}"),
     }
+    // counted where it is refused: no backend node sees it
+    let m = api.raw().get("/metrics").await;
+    let text = String::from_utf8_lossy(&m.bytes);
+    assert!(
+        text.contains(r#"switchboard_backpressure_total{reason="cluster_full"}"#),
+        "{text}"
+    );
     // room again: allocations go on
     let on_b2 = sessions.iter().find(|s| s.node == "b2").unwrap();
     c.dispose(&switchboard_client::Session::new(on_b2)).await.unwrap();
