@@ -56,8 +56,9 @@ struct Inner {
     calls: Arc<Semaphore>,
     /// Set by `stop_taking_work`: no more allocations nor stateless calls.
     stopped: AtomicBool,
-    /// Wakes the serving loop when `stopped` is set.
-    stop_now: tokio::sync::Notify,
+    /// Wakes the serving loop to look at the node's state now: `stopped`
+    /// was set, or the node filled up or has room again.
+    recheck: tokio::sync::Notify,
     /// Set by `close`.
     closing: watch::Sender<bool>,
     /// Whether the node is attached to its broker now.
@@ -84,10 +85,16 @@ impl BackendLink {
             cfg,
             load: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
-            stop_now: tokio::sync::Notify::new(),
+            recheck: tokio::sync::Notify::new(),
             closing,
             attached: AtomicBool::new(false),
         });
+        let weak = Arc::downgrade(&inner);
+        inner.backend.on_capacity_change(Arc::new(move || {
+            if let Some(i) = weak.upgrade() {
+                i.recheck.notify_one();
+            }
+        }));
         let first = Attachment::open(&inner).await?;
         let i = inner.clone();
         let task = tokio::spawn(async move { maintain(i, first).await });
@@ -101,7 +108,7 @@ impl BackendLink {
     /// drain); calls of its own sessions are still answered.
     pub fn stop_taking_work(&self) {
         self.inner.stopped.store(true, Ordering::Release);
-        self.inner.stop_now.notify_one();
+        self.inner.recheck.notify_one();
     }
 
     /// Whether it is attached to its broker now.
@@ -298,8 +305,9 @@ impl Attachment {
                     Some(Err(e)) => return Err(b.err(e)),
                     None => alloc = None,
                 },
-                // a drain starts: stop taking work now, not at the next tick
-                _ = inner.stop_now.notified() => tick.reset_immediately(),
+                // a drain starts, the node fills or has room: act on it
+                // now, not at the next tick
+                _ = inner.recheck.notified() => tick.reset_immediately(),
                 _ = tick.tick() => {
                     let status = inner.backend.status();
                     let stopped = inner.stopped.load(Ordering::Acquire) || status.draining;

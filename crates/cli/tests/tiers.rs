@@ -466,9 +466,10 @@ async fn a_stopping_node_leaves_no_call_unanswered() {
 }
 
 /// A full node that has room again says so at once, not at its next
-/// heartbeat: API nodes answer `backpressure` only until then.
+/// heartbeat nor at its next look at its state: API nodes answer
+/// `backpressure` only until then.
 #[tokio::test]
-async fn a_node_with_room_again_takes_allocations_within_a_tick() {
+async fn a_node_with_room_again_takes_allocations_at_once() {
     let Some(brokers) = amqp() else { return };
     let mut t = Tiers::memory();
     let _b1 = t.backend("b1", &brokers[0], &["--max-sessions", "1"]);
@@ -476,35 +477,42 @@ async fn a_node_with_room_again_takes_allocations_within_a_tick() {
     wait_backends(&api, &["b1"]).await;
     let c = api.client();
     create(&c, "room", 1).await;
-    // a heartbeat a second would make this a second every time; the
-    // state is said within a quarter of one (the fastest of three rounds,
+    // a heartbeat a second made this a second every time, a look at the
+    // state four times a second a quarter of one; the session host wakes
+    // the phone switch as the session goes (the fastest of three rounds,
     // as this machine is shared)
     let mut fastest = Duration::MAX;
     for _ in 0..3 {
-        let held = c.allocate(&reader_alloc("room")).await.unwrap();
+        let (held, _) = allocate_when_room(&c, "room").await;
         let ok = common::eventually(Duration::from_secs(5), || async {
             node_of(&cluster(&api).await, "b1")["state"] == "full"
         })
         .await;
         assert!(ok, "{}", cluster(&api).await);
         c.dispose(&switchboard_client::Session::new(&held)).await.unwrap();
-        let t0 = Instant::now();
-        let again = loop {
-            match c.allocate(&reader_alloc("room")).await {
-                Ok(a) => break a,
-                Err(e) if e.code() == Some(ErrorCode::Backpressure) => {
-                    assert!(t0.elapsed() < Duration::from_secs(5), "{e}");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
-        fastest = fastest.min(t0.elapsed());
+        let (again, took) = allocate_when_room(&c, "room").await;
+        fastest = fastest.min(took);
         c.dispose(&switchboard_client::Session::new(&again))
             .await
             .unwrap();
     }
-    assert!(fastest < Duration::from_millis(750), "{fastest:?}");
+    assert!(fastest < Duration::from_millis(150), "{fastest:?}");
+}
+
+/// A reader of `stream`, allocated as soon as the cluster has room (every
+/// 5 ms), and how long that took.
+async fn allocate_when_room(c: &Client, stream: &str) -> (switchboard_client::wire::Allocated, Duration) {
+    let t0 = Instant::now();
+    loop {
+        match c.allocate(&reader_alloc(stream)).await {
+            Ok(a) => return (a, t0.elapsed()),
+            Err(e) if e.code() == Some(ErrorCode::Backpressure) => {
+                assert!(t0.elapsed() < Duration::from_secs(5), "{e}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// A node that fills and empties again and again stops and starts taking

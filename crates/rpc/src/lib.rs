@@ -83,4 +83,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The node's current state.
     fn status(&self) -> NodeStatus;
+
+    /// Has the node call `wake` when its sessions reach their maximum or
+    /// fall below it, so that a router can say so at once instead of at
+    /// its next look at [`Backend::status`]. The default never calls it.
+    fn on_capacity_change(&self, wake: CapacityWake) {
+        let _ = wake;
+    }
 }
+
+/// What [`Backend::on_capacity_change`] calls.
+pub type CapacityWake = std::sync::Arc<dyn Fn() + Send + Sync>;

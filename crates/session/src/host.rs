@@ -122,6 +122,8 @@ struct Inner {
     keys: ServerKeys,
     codec: CursorCodec,
     sessions: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Called when the sessions reach `max_sessions` or fall below it.
+    capacity_wake: Mutex<Option<switchboard_rpc::CapacityWake>>,
     producers: Mutex<HashMap<(String, String), String>>,
     draining: AtomicBool,
     idem: Arc<Idempotency>,
@@ -202,6 +204,7 @@ impl SessionHost {
             cfg,
             keys,
             sessions: Mutex::new(HashMap::new()),
+            capacity_wake: Mutex::new(None),
             producers: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             idem,
@@ -271,7 +274,19 @@ impl SessionHost {
         }
     }
 
+    /// Tells whoever asked (the phone switch) that the node filled up or
+    /// has room again.
+    fn capacity_changed(&self) {
+        let wake = self.inner.capacity_wake.lock().clone();
+        if let Some(wake) = wake {
+            wake();
+        }
+    }
+
     fn forget(&self, id: &str, slot: &Slot) {
+        if self.session_count() + 1 >= self.inner.cfg.max_sessions {
+            self.capacity_changed();
+        }
         if let Some(k) = &slot.producer_key {
             let mut p = self.inner.producers.lock();
             if p.get(k).map(String::as_str) == Some(id) {
@@ -597,7 +612,14 @@ impl SessionHost {
             deleted: AtomicBool::new(false),
             state: tokio::sync::Mutex::new(state),
         });
-        self.inner.sessions.lock().insert(id.clone(), slot);
+        let open = {
+            let mut sessions = self.inner.sessions.lock();
+            sessions.insert(id.clone(), slot);
+            sessions.len()
+        };
+        if open >= self.inner.cfg.max_sessions {
+            self.capacity_changed();
+        }
         if let Some(k) = producer_key {
             self.inner.producers.lock().insert(k, id.clone());
         }
@@ -862,6 +884,10 @@ impl Backend for SessionHost {
             memory_used: self.inner.budget.used() as u64,
             memory_budget: self.inner.budget.limit() as u64,
         }
+    }
+
+    fn on_capacity_change(&self, wake: switchboard_rpc::CapacityWake) {
+        *self.inner.capacity_wake.lock() = Some(wake);
     }
 }
 
