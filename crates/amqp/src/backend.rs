@@ -318,7 +318,8 @@ impl Attachment {
                     // sending it, instead of leaving it in the queue), after
                     // it starts again (they send it as soon as it has room)
                     let state = state_of(&status, stopped);
-                    if state != said && !take_alloc {
+                    let changed = state != said;
+                    if changed && !take_alloc {
                         heartbeat(out, inner, &status, stopped).await.map_err(|e| b.err(e))?;
                     }
                     let requeued = toggle(any_ch, &mut any, &inner.cfg.names.any, take_any).await.map_err(|e| b.err(e))?
@@ -326,7 +327,7 @@ impl Attachment {
                     if requeued > 0 {
                         metrics::counter!("switchboard_switch_requeued_total", "broker" => b.label().to_string()).increment(requeued);
                     }
-                    if state != said && take_alloc {
+                    if changed && take_alloc {
                         heartbeat(out, inner, &status, stopped).await.map_err(|e| b.err(e))?;
                     }
                     said = state;

@@ -361,19 +361,9 @@ async fn a_full_node_takes_no_allocations() {
     create(&c, "full", 1).await;
     let mut sessions = Vec::new();
     for _ in 0..8 {
-        // a full node may answer backpressure in the second before it stops
+        // a full node may answer backpressure in the moment before it stops
         // taking allocations: the client retries
-        let mut a = c.allocate(&reader_alloc("full")).await;
-        for _ in 0..20 {
-            match &a {
-                Err(e) if e.code() == Some(ErrorCode::Backpressure) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    a = c.allocate(&reader_alloc("full")).await;
-                }
-                _ => break,
-            }
-        }
-        sessions.push(a.unwrap());
+        sessions.push(allocate_when_room(&c, "full").await.0);
     }
     let on_b1 = sessions.iter().filter(|s| s.node == "b1").count();
     let on_b2 = sessions.iter().filter(|s| s.node == "b2").count();

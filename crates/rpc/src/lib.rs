@@ -86,7 +86,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Has the node call `wake` when its sessions reach their maximum or
     /// fall below it, so that a router can say so at once instead of at
-    /// its next look at [`Backend::status`]. The default never calls it.
+    /// its next look at [`Backend::status`]. One router per node: the
+    /// first to ask is the one woken. The default never calls it.
     fn on_capacity_change(&self, wake: CapacityWake) {
         let _ = wake;
     }

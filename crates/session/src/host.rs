@@ -122,8 +122,9 @@ struct Inner {
     keys: ServerKeys,
     codec: CursorCodec,
     sessions: Mutex<HashMap<String, Arc<Slot>>>,
-    /// Called when the sessions reach `max_sessions` or fall below it.
-    capacity_wake: Mutex<Option<switchboard_rpc::CapacityWake>>,
+    /// Called when the sessions reach `max_sessions` or fall below it (set
+    /// once, by the phone switch; `serve` has none).
+    capacity_wake: std::sync::OnceLock<switchboard_rpc::CapacityWake>,
     producers: Mutex<HashMap<(String, String), String>>,
     draining: AtomicBool,
     idem: Arc<Idempotency>,
@@ -204,7 +205,7 @@ impl SessionHost {
             cfg,
             keys,
             sessions: Mutex::new(HashMap::new()),
-            capacity_wake: Mutex::new(None),
+            capacity_wake: std::sync::OnceLock::new(),
             producers: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             idem,
@@ -274,18 +275,12 @@ impl SessionHost {
         }
     }
 
-    /// Tells whoever asked (the phone switch) that the node filled up or
-    /// has room again.
-    fn capacity_changed(&self) {
-        let wake = self.inner.capacity_wake.lock().clone();
-        if let Some(wake) = wake {
-            wake();
-        }
-    }
-
     fn forget(&self, id: &str, slot: &Slot) {
-        if self.session_count() + 1 >= self.inner.cfg.max_sessions {
-            self.capacity_changed();
+        // the phone switch hears when the node has room again
+        if let Some(wake) = self.inner.capacity_wake.get() {
+            if self.session_count() + 1 >= self.inner.cfg.max_sessions {
+                wake();
+            }
         }
         if let Some(k) = &slot.producer_key {
             let mut p = self.inner.producers.lock();
@@ -617,8 +612,11 @@ impl SessionHost {
             sessions.insert(id.clone(), slot);
             sessions.len()
         };
-        if open >= self.inner.cfg.max_sessions {
-            self.capacity_changed();
+        // and when it is full
+        if let Some(wake) = self.inner.capacity_wake.get() {
+            if open >= self.inner.cfg.max_sessions {
+                wake();
+            }
         }
         if let Some(k) = producer_key {
             self.inner.producers.lock().insert(k, id.clone());
@@ -887,7 +885,11 @@ impl Backend for SessionHost {
     }
 
     fn on_capacity_change(&self, wake: switchboard_rpc::CapacityWake) {
-        *self.inner.capacity_wake.lock() = Some(wake);
+        if self.inner.capacity_wake.set(wake).is_err() {
+            tracing::warn!(
+                "a second phone-switch link asked to hear of capacity changes; the first keeps hearing them"
+            );
+        }
     }
 }
 
